@@ -1,0 +1,36 @@
+# `make demo` and `make test` need nothing installed beforehand but python3 (3.10-3.12).
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+
+.PHONY: venv demo test test-unit lock clean
+
+venv: $(STAMP)
+
+$(STAMP): requirements.lock pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -r requirements.lock
+	$(PY) -m pip install --quiet --no-deps -e .
+	touch $(STAMP)
+
+# The seed scenario: a 4-trial ASHA search over learning rate and LoRA rank on a tiny T5 built from
+# a config (no downloads), W&B offline, best adapter merged and verified.
+demo: venv
+	$(PY) -m jobs.tiny_models t5 --data examples/data/seed/train.jsonl --out models/tiny-t5
+	$(VENV)/bin/qlora-launch tune examples/t5_tiny_summarize_local.yaml
+
+test: venv
+	$(PY) -m pytest -q -ra
+
+test-unit: venv
+	$(PY) -m pytest -q -ra tests/unit
+
+# Re-resolve the pins from requirements.in (needs network).
+lock:
+	$(PY) -m pip install -r requirements.in
+	$(PY) -m pip freeze --exclude-editable | sed 's/^torch==\(.*\)+cpu/torch==\1/' > requirements.lock
+
+clean:
+	rm -rf runs models wandb mlruns
