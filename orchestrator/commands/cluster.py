@@ -1,5 +1,68 @@
-"""Commands of this group are added by their issue; see orchestrator/cli.py."""
+"""`jobs`, `status`, `logs`, `stop`: follow runs submitted to a Ray cluster (`tune|train --address`).
+
+Each command is a thin layer over orchestrator.submit; errors there are UserErrors (exit 2).
+"""
+
+from __future__ import annotations
+
+import click
+
+from orchestrator.commands.options import address_option
+
+job_argument = click.argument("job_id", metavar="JOB")
+
+
+@click.command("jobs")
+@address_option
+def jobs_command(address):
+    """List the Ray Jobs on the cluster (oldest first) with their experiment and status.
+
+    \b
+    Example:
+      qlora-launch jobs --address http://127.0.0.1:8265
+    """
+    from orchestrator import submit
+
+    for line in submit.format_jobs_table(submit.list_jobs(address)):
+        click.echo(line)
+
+
+@click.command("status")
+@job_argument
+@address_option
+def status_command(job_id, address):
+    """Show the status of job JOB (its id as printed at submission or by `qlora-launch jobs`)."""
+    from orchestrator import submit
+
+    for line in submit.format_job_details(submit.job_status(address, job_id)):
+        click.echo(line)
+
+
+@click.command("logs")
+@job_argument
+@address_option
+@click.option("--follow", "-f", is_flag=True, help="Stream new lines until the job ends; exit 0 if it SUCCEEDED, 1 if not.")
+@click.pass_context
+def logs_command(ctx, job_id, address, follow):
+    """Print the logs of job JOB (with --follow, until it ends)."""
+    from orchestrator import submit
+
+    ctx.exit(submit.job_logs(address, job_id, follow=follow, echo=click.echo))
+
+
+@click.command("stop")
+@job_argument
+@address_option
+def stop_command(job_id, address):
+    """Stop job JOB (its trials end; finished trials and checkpoints stay in the storage)."""
+    from orchestrator import submit
+
+    if submit.stop_job(address, job_id):
+        click.echo(f"Stop requested for job {job_id}; `qlora-launch status {job_id}` shows when it has stopped.")
+    else:
+        click.echo(f"Job {job_id} was not running; nothing to stop.")
 
 
 def register(group) -> None:
-    pass
+    for cmd in (jobs_command, status_command, logs_command, stop_command):
+        group.add_command(cmd)
