@@ -1,0 +1,270 @@
+"""Cluster mode against a real two-node Ray cluster on loopback, token authentication on.
+
+The fixture starts `ray start --head` and a second `ray start --address` node (2 CPUs each) in their
+own temp dir and ports, with RAY_AUTH_MODE=token, and stops exactly the processes it started (by pid,
+never `ray stop`, which would kill other Ray clusters on the machine).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Dict, List
+
+import pytest
+from click.testing import CliRunner
+
+from orchestrator import submit
+from orchestrator.cli import cli
+
+pytestmark = pytest.mark.integration
+
+ROOT = Path(__file__).resolve().parents[2]
+BIN = Path(sys.executable).parent
+RAY = str(BIN / "ray")
+START_TIMEOUT_S = 120
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _node_ports() -> List[str]:
+    """Every port a node opens, picked free, so this cluster never collides with another on the machine."""
+    args = []
+    for flag in ("--node-manager-port", "--object-manager-port", "--dashboard-agent-listen-port",
+                 "--dashboard-agent-grpc-port", "--runtime-env-agent-port", "--metrics-export-port"):
+        args += [flag, str(_free_port())]
+    return args + ["--min-worker-port", "0", "--max-worker-port", "0"]  # 0: workers take OS-assigned ports
+
+
+@dataclass
+class LoopbackCluster:
+    address: str  # the dashboard / Jobs API, http://127.0.0.1:PORT
+    token: str
+    temp_dir: Path
+    env: Dict[str, str]  # the nodes' environment: what `ray` CLI calls against this cluster need
+    procs: List[subprocess.Popen] = field(default_factory=list)
+
+    def get(self, path: str, token: str = None):
+        import requests
+
+        return requests.get(self.address + path, headers={"Authorization": f"Bearer {token or self.token}"}, timeout=5)
+
+
+def _wait_for(what: str, check, procs: List[subprocess.Popen], logs: List[Path], timeout: float = START_TIMEOUT_S):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        for p in procs:
+            if p.poll() is not None:
+                pytest.fail(f"ray start exited ({p.returncode}) while waiting for {what}:\n" + _tail(logs))
+        try:
+            if check():
+                return
+        except Exception:
+            pass
+        time.sleep(0.5)
+    pytest.fail(f"timed out waiting for {what}:\n" + _tail(logs))
+
+
+def _tail(logs: List[Path]) -> str:
+    return "\n".join(f"--- {p.name}\n" + p.read_text(errors="replace")[-3000:] for p in logs if p.exists())
+
+
+def _stop(procs: List[subprocess.Popen]) -> None:
+    """SIGTERM each `ray start --block` (it tears its node down), then kill any of its processes left."""
+    import psutil
+
+    family = []
+    for p in procs:
+        try:
+            parent = psutil.Process(p.pid)
+            family += [parent] + parent.children(recursive=True)
+        except psutil.NoSuchProcess:
+            pass
+    for p in reversed(procs):  # workers first, head last
+        if p.poll() is None:
+            p.terminate()
+    _, alive = psutil.wait_procs(family, timeout=30)
+    for proc in alive:
+        try:
+            proc.kill()
+        except psutil.NoSuchProcess:
+            pass
+    psutil.wait_procs(alive, timeout=10)
+    for p in procs:
+        try:
+            p.wait(timeout=5)
+        except subprocess.TimeoutExpired:
+            pass
+
+
+@pytest.fixture(scope="module")
+def ray_cluster_2nodes_token():
+    token = secrets.token_hex(16)
+    temp_dir = Path(tempfile.mkdtemp(prefix="rqc", dir="/tmp"))  # short: Ray's socket paths must fit 107 chars
+    env = {k: v for k, v in os.environ.items() if k not in ("RAY_ADDRESS", "RAY_AUTH_TOKEN_PATH")}
+    env.update(
+        RAY_AUTH_MODE="token",
+        RAY_AUTH_TOKEN=token,
+        RAY_USAGE_STATS_ENABLED="0",
+        PATH=f"{BIN}{os.pathsep}{env.get('PATH', '')}",  # a job's `python` is this venv's
+    )
+    gcs_port, dash_port = _free_port(), _free_port()
+    common = ["--block", "--num-cpus", "2", "--num-gpus", "0", "--object-store-memory", str(150 * 1024 ** 2),
+              "--node-ip-address", "127.0.0.1", "--temp-dir", str(temp_dir), "--disable-usage-stats"]
+    logs = [temp_dir / "head.out", temp_dir / "worker.out"]
+    cluster = LoopbackCluster(f"http://127.0.0.1:{dash_port}", token, temp_dir, env)
+    try:
+        cluster.procs.append(subprocess.Popen(
+            [RAY, "start", "--head", "--port", str(gcs_port), "--dashboard-host", "127.0.0.1",
+             "--dashboard-port", str(dash_port), "--ray-client-server-port", str(_free_port()),
+             *common, *_node_ports()],
+            env=env, stdout=open(logs[0], "w"), stderr=subprocess.STDOUT, start_new_session=True,
+        ))
+        _wait_for("the head's dashboard", lambda: cluster.get("/api/version").ok, cluster.procs, logs)
+        cluster.procs.append(subprocess.Popen(
+            [RAY, "start", "--address", f"127.0.0.1:{gcs_port}", *common, *_node_ports()],
+            env=env, stdout=open(logs[1], "w"), stderr=subprocess.STDOUT, start_new_session=True,
+        ))
+
+        def two_nodes():
+            nodes = cluster.get("/nodes?view=summary").json()["data"]["summary"]
+            return sum(n["raylet"]["state"] == "ALIVE" for n in nodes) >= 2
+
+        _wait_for("the second node", two_nodes, cluster.procs, logs)
+        yield cluster
+    finally:
+        _stop(cluster.procs)
+        shutil.rmtree(temp_dir, ignore_errors=True)
+
+
+@pytest.fixture
+def launcher_env(monkeypatch, tmp_path, ray_cluster_2nodes_token):
+    """The launcher's side: the cluster's token in RAY_AUTH_TOKEN, nothing else from this machine."""
+    for name in ("RAY_ADDRESS", "RAY_AUTH_TOKEN_PATH", "RAY_AUTH_MODE", "AWS_PROFILE", *submit.SECRET_ENV_VARS):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("RAY_AUTH_TOKEN", ray_cluster_2nodes_token.token)
+    monkeypatch.setenv("HOME", str(tmp_path))  # no ~/.ray/auth_token, no ~/.aws
+    monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", str(tmp_path / "none"))
+    monkeypatch.setenv("AWS_CONFIG_FILE", str(tmp_path / "none"))
+    monkeypatch.setenv("AWS_EC2_METADATA_DISABLED", "true")
+    return ray_cluster_2nodes_token
+
+
+def qlora(*args: str):
+    return CliRunner().invoke(cli, list(args), catch_exceptions=False)
+
+
+PROBE = """
+import ray
+ray.init(address="auto")
+alive = [n for n in ray.nodes() if n["Alive"]]
+print(f"alive_nodes={len(alive)} cpus={ray.cluster_resources().get('CPU')}", flush=True)
+"""
+
+
+def _wait_status(cluster, job_id: str, wanted: set, timeout: float = 60) -> str:
+    deadline = time.monotonic() + timeout
+    status = ""
+    while time.monotonic() < deadline:
+        status = str(submit.job_status(cluster.address, job_id).status)
+        if status in wanted:
+            return status
+        time.sleep(0.5)
+    return status
+
+
+# ---- a trivial job: submission, following, listing -------------------------------------------------
+
+def test_job_runs_on_the_two_node_cluster_and_is_listed(launcher_env, tmp_path):
+    cluster = launcher_env
+    (tmp_path / "wd").mkdir()
+    (tmp_path / "wd" / "probe.py").write_text(PROBE)
+    lines = []
+    job_id = f"qlora-probe-{secrets.token_hex(3)}"
+    rc = submit.submit_job(cluster.address, "python probe.py", runtime_env={"working_dir": str(tmp_path / "wd")},
+                           metadata={"experiment": "probe", "verb": "tune", "user": "test"},
+                           submission_id=job_id, echo=lines.append)
+    out = "\n".join(lines)
+    assert rc == 0, out
+    assert f"Submitted job {job_id}" in out and "alive_nodes=2 cpus=4.0" in out
+    assert out.rstrip().endswith(f"Job {job_id} SUCCEEDED.")
+
+    r = qlora("jobs", "--address", cluster.address)
+    assert r.exit_code == 0
+    row = next(line for line in r.output.splitlines() if line.startswith(job_id))
+    assert "SUCCEEDED" in row and "probe" in row
+
+    ray_list = subprocess.run([RAY, "job", "list", "--address", cluster.address], env=cluster.env,
+                              capture_output=True, text=True, timeout=60)
+    assert ray_list.returncode == 0 and job_id in ray_list.stdout, ray_list.stderr
+
+    r = qlora("status", job_id, "--address", cluster.address)
+    assert r.exit_code == 0 and "SUCCEEDED" in r.output and "probe" in r.output
+    r = qlora("logs", job_id, "--address", cluster.address)
+    assert r.exit_code == 0 and "alive_nodes=2" in r.output
+
+
+def test_stop_a_running_job(launcher_env):
+    cluster = launcher_env
+    job_id = f"qlora-sleep-{secrets.token_hex(3)}"
+    assert submit.submit_job(cluster.address, "python -c 'import time; time.sleep(300)'",
+                             submission_id=job_id, wait=False, echo=lambda s: None) == 0
+    assert _wait_status(cluster, job_id, {"RUNNING"}) == "RUNNING"
+    r = qlora("stop", job_id, "--address", cluster.address)
+    assert r.exit_code == 0 and "Stop requested" in r.output
+    assert _wait_status(cluster, job_id, {"STOPPED"}) == "STOPPED"
+    r = qlora("logs", job_id, "--follow", "--address", cluster.address)
+    assert r.exit_code == 1 and "STOPPED" in r.output  # following a job that did not succeed exits 1
+    r = qlora("stop", job_id, "--address", cluster.address)
+    assert r.exit_code == 0 and "was not running" in r.output
+
+
+def test_token_from_the_token_file(launcher_env, monkeypatch, tmp_path):
+    monkeypatch.delenv("RAY_AUTH_TOKEN")
+    (tmp_path / ".ray").mkdir(exist_ok=True)
+    (tmp_path / ".ray" / "auth_token").write_text(launcher_env.token + "\n")  # HOME is tmp_path
+    assert qlora("jobs", "--address", launcher_env.address).exit_code == 0
+
+
+# ---- bad input: a clear message and exit 2 each ----------------------------------------------------
+
+def test_wrong_token(launcher_env, monkeypatch):
+    monkeypatch.setenv("RAY_AUTH_TOKEN", "not-the-cluster-token")
+    r = qlora("jobs", "--address", launcher_env.address)
+    assert r.exit_code == 2
+    assert "rejected the auth token from RAY_AUTH_TOKEN" in r.output
+    assert "not-the-cluster-token" not in r.output and "Traceback" not in r.output
+
+
+def test_missing_token(launcher_env, monkeypatch):
+    monkeypatch.delenv("RAY_AUTH_TOKEN")
+    r = qlora("jobs", "--address", launcher_env.address)
+    assert r.exit_code == 2
+    assert "requires an auth token and none was found" in r.output and "RAY_AUTH_TOKEN" in r.output
+
+
+@pytest.mark.parametrize("verb", [["status"], ["logs"], ["logs", "--follow"], ["stop"]])
+def test_unknown_job_id(launcher_env, verb):
+    r = qlora(*verb, "raysubmit_doesnotexist", "--address", launcher_env.address)
+    assert r.exit_code == 2
+    assert "no job 'raysubmit_doesnotexist'" in r.output and "Traceback" not in r.output
+
+
+def test_unreachable_address(launcher_env):
+    dead = f"http://127.0.0.1:{_free_port()}"
+    for args in (["jobs"], ["status", "x"], ["logs", "x"], ["stop", "x"]):
+        r = qlora(*args, "--address", dead)
+        assert r.exit_code == 2 and "cannot reach the Ray dashboard" in r.output, args
