@@ -315,7 +315,7 @@ def retrain(
             echo(f"{name}: re-tuning: running a search for the challenger")
         # Each challenger trains into its own run folder, kept and recorded for audit.
         stamp = clock().strftime("%Y%m%dT%H%M%SZ")
-        chal_cfg = cfg.with_params({"output.experiment": f"{cfg.experiment}-retrain-{stamp}"})
+        chal_cfg = cfg.with_params({"output.experiment": f"{cfg.experiment}-retrain-{stamp}-{uuid.uuid4().hex[:4]}"})
         result = trainer(chal_cfg, params)
         base["challenger"] = {
             "run_dir": result.run_dir,

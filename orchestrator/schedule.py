@@ -327,6 +327,23 @@ def _executor_class():
     return SlotExecutor
 
 
+def _ledger_listener(ledger: Ledger):
+    """Slots APScheduler skipped (missed beyond the grace, or previous run still going) go into the ledger too."""
+    from apscheduler.events import EVENT_JOB_MAX_INSTANCES, EVENT_JOB_MISSED
+
+    def on_event(event):
+        try:
+            if event.code == EVENT_JOB_MISSED:
+                ledger.claim(event.job_id, slot_key(event.scheduled_run_time), status="missed")
+            elif event.code == EVENT_JOB_MAX_INSTANCES:
+                for rt in event.scheduled_run_times:
+                    ledger.claim(event.job_id, slot_key(rt), status="skipped-busy")
+        except Exception:  # bookkeeping must never stop the scheduler
+            log.exception("could not record a skipped run of %s", event.job_id)
+
+    return on_event
+
+
 # ---- the store: add / list / remove ---------------------------------------------------------
 
 def _scheduler(store: Path, executor=None):
@@ -510,6 +527,9 @@ def run_scheduler(
         raise UserError(f"another `qlora-launch schedule run` already serves {path}; run only one per store.") from None
     Ledger(path)
     sched = _scheduler(path, _executor_class()(path, argv_for, max_workers))
+    from apscheduler.events import EVENT_JOB_MAX_INSTANCES, EVENT_JOB_MISSED
+
+    sched.add_listener(_ledger_listener(Ledger(path)), EVENT_JOB_MISSED | EVENT_JOB_MAX_INSTANCES)
     stop = stop or threading.Event()
     if threading.current_thread() is threading.main_thread():
         def on_signal(signum, frame):

@@ -243,6 +243,7 @@ def test_misfire_policy_coalesces_recent_misses_and_skips_stale_ones(config, tmp
     with _Admin(store) as sched:  # time compression: pretend the daemon has been down for hours
         sched.modify_job("recent", next_run_time=recent_first)
         sched.modify_job("stale", next_run_time=now - timedelta(hours=2, minutes=30))
+    # (coalescing: 'recent' is due at -2h10m, -1h10m and -10m; only the last is run)
 
     marker = tmp_path / "runs.txt"
     stop = threading.Event()
@@ -256,8 +257,10 @@ def test_misfire_policy_coalesces_recent_misses_and_skips_stale_ones(config, tmp
     stop.set()
     t.join(timeout=20)
     runs = Ledger(store_path(store)).runs()
+    stale_last = now - timedelta(minutes=30)
     assert [(r["name"], r["slot"], r["status"]) for r in runs] == [
-        ("recent", slot_key(recent_first + timedelta(hours=2)), "ok")
+        ("recent", slot_key(recent_first + timedelta(hours=2)), "ok"),
+        ("stale", slot_key(stale_last), "missed"),  # recorded, not run
     ]
     assert marker.read_text().splitlines() == [slot_key(recent_first + timedelta(hours=2))]
     # both moved on to their next time in the future
