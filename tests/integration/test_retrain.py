@@ -375,3 +375,71 @@ def test_scheduler_killed_and_restarted_keeps_schedules_and_runs_no_slot_twice(t
     assert {x["status"] for x in rows} <= {"ok", "skipped-busy", "interrupted", "running"}
     assert "failed" not in {x["status"] for x in rows}
     assert len(reg.history(NAME)) == 1  # skips record nothing; nothing was retrained
+
+
+# ---- end to end: real QLoRA training and scoring, champion fetched from S3 ---------------------------
+
+SEED = Path(__file__).resolve().parents[2] / "examples" / "data" / "seed"
+
+
+def _s3_publisher(run_dir: str, cfg) -> Published:
+    """Stands in for orchestrator.publish: best/adapter and best/merged under <publish.to>/<version>/."""
+    version = f"v-{Path(run_dir).name}"
+    dst = open_storage(join(cfg.publish.to, version), cfg.publish.endpoint_url)
+    for sub in ("adapter", "merged"):
+        root = Path(run_dir) / "best" / sub
+        for f in sorted(root.rglob("*")):
+            if f.is_file():
+                dst.write_bytes(f"{sub}/{f.relative_to(root).as_posix()}", f.read_bytes())
+    return Published(version, dst.uri)
+
+
+def test_real_training_beats_the_published_champion_and_is_promoted(tmp_path, s3_bucket, monkeypatch):
+    """One real retrain: a 4-bit QLoRA trial on a tiny T5 (Ray in-process), merged and checked,
+    scored with the real evaluator against the champion fetched from S3 (the untrained base, published
+    as v0), promoted, pointer moved. Then the real CLI skips the unchanged data."""
+    monkeypatch.setenv("WANDB_MODE", "disabled")
+    model = tmp_path / "tiny-t5"
+    subprocess.run([sys.executable, "-m", "jobs.tiny_models", "t5", "--data", str(SEED / "train.jsonl"),
+                    "--out", str(model)], check=True, capture_output=True)
+    prefix = f"s3://{s3_bucket.name}/models/{NAME}"
+    v0 = open_storage(f"{prefix}/v0", s3_bucket.endpoint)
+    for f in model.iterdir():
+        v0.write_bytes(f"merged/{f.name}", f.read_bytes())
+    reg = Registry.open(prefix, s3_bucket.endpoint)
+    champion_hparams = {"training.learning_rate": 1e-2, "lora.r": 4}
+    reg.set_champion(NAME, version="v0", location=f"{prefix}/v0", metric="eval_loss", score=None, hparams=champion_hparams)
+    reg.record_run(NAME, {"kind": "retrain", "decision": "promoted", "version": "v0", "location": f"{prefix}/v0",
+                          "data_fingerprint": "older data", "challenger": {"hparams": champion_hparams}})
+    cfg_path = tmp_path / "t5_tiny_retrain.yaml"
+    cfg_path.write_text(yaml.safe_dump({
+        "model": {"name_or_path": str(model), "task": "seq2seq"},
+        "quantization": {"mode": "4bit", "compute_dtype": "float32"},
+        "lora": {"r": 8, "alpha": 16, "dropout": 0.0, "target_modules": ["q", "k", "v"]},
+        "data": {"train": str(SEED / "train.jsonl"), "eval": str(SEED / "eval.jsonl"), "test": str(SEED / "test.jsonl"),
+                 "input_column": "article", "target_column": "summary", "max_input_length": 64, "max_target_length": 16},
+        "training": {"max_steps": 10, "batch_size": 2, "eval_steps": 5, "generation_max_length": 8},
+        "search": {"metric": "eval_loss", "space": {"training.learning_rate": {"type": "loguniform", "low": 1e-4, "high": 1e-1},
+                                                    "lora.r": {"type": "choice", "values": [4, 8]}}},
+        "tracking": {"wandb": False},
+        "output": {"dir": str(tmp_path / "runs")},
+        "publish": {"to": prefix, "endpoint_url": s3_bucket.endpoint},
+        "retrain": {"name": NAME, "strategy": "reuse"},
+    }))
+
+    out = retrain(load_config(cfg_path), publisher=_s3_publisher)  # real trainer and evaluator
+
+    rec = out.record
+    assert out.decision == "promoted", out.reason
+    assert rec["challenger"]["hparams"] == champion_hparams  # reuse: trained with the champion's values
+    assert rec["challenger"]["merge_ok"] is True
+    assert out.challenger_score < out.champion_score  # both really scored on the same test set
+    champ = reg.get_champion(NAME)
+    assert champ["version"] == rec["version"] != "v0" and champ["score"] == out.challenger_score
+    keys = open_storage(champ["location"], s3_bucket.endpoint).list("")
+    assert "merged/model.safetensors" in keys and "adapter/adapter_config.json" in keys
+    assert [r["version"] for r in reg.history(NAME)] == ["v0", rec["version"]]
+
+    r = cli_run("retrain", str(cfg_path))
+    assert r.exit_code == 0 and "no new data" in r.output
+    assert reg.get_champion(NAME)["version"] == rec["version"]
