@@ -54,8 +54,14 @@ class LoopbackCluster:
     address: str  # the dashboard / Jobs API, http://127.0.0.1:PORT
     token: str
     temp_dir: Path
-    env: Dict[str, str]  # the nodes' environment: what `ray` CLI calls against this cluster need
+    env: Dict[str, str]  # the nodes' environment
     procs: List[subprocess.Popen] = field(default_factory=list)
+
+    def ray_cli(self, *args: str) -> subprocess.CompletedProcess:
+        """The `ray` CLI against this cluster's dashboard, with the token (as a user would run it)."""
+        env = {k: v for k, v in self.env.items() if k != "RAY_ADDRESS"}  # RAY_ADDRESS would beat --address
+        return subprocess.run([RAY, *args, "--address", self.address], env=env, capture_output=True, text=True,
+                              timeout=60)
 
     def get(self, path: str, token: str = None):
         import requests
@@ -96,7 +102,7 @@ def _stop(procs: List[subprocess.Popen]) -> None:
     for p in reversed(procs):  # workers first, head last
         if p.poll() is None:
             p.terminate()
-    _, alive = psutil.wait_procs(family, timeout=30)
+    _, alive = psutil.wait_procs(family, timeout=10)
     for proc in alive:
         try:
             proc.kill()
@@ -122,20 +128,26 @@ def ray_cluster_2nodes_token():
         PATH=f"{BIN}{os.pathsep}{env.get('PATH', '')}",  # a job's `python` is this venv's
     )
     gcs_port, dash_port = _free_port(), _free_port()
+    # Ray processes that look the cluster up (Train's state API) would otherwise find every Ray on this
+    # shared machine and give up ("Found multiple active Ray instances").
+    env["RAY_ADDRESS"] = f"127.0.0.1:{gcs_port}"
     common = ["--block", "--num-cpus", "2", "--num-gpus", "0", "--object-store-memory", str(150 * 1024 ** 2),
-              "--node-ip-address", "127.0.0.1", "--temp-dir", str(temp_dir), "--disable-usage-stats"]
+              "--node-ip-address", "127.0.0.1", "--disable-usage-stats"]
+    # One temp dir per node, as on separate machines: nodes sharing one would share runtime_resources/,
+    # and one node's runtime-env agent deletes the job's working_dir copy while the other still runs in it.
     logs = [temp_dir / "head.out", temp_dir / "worker.out"]
     cluster = LoopbackCluster(f"http://127.0.0.1:{dash_port}", token, temp_dir, env)
     try:
         cluster.procs.append(subprocess.Popen(
             [RAY, "start", "--head", "--port", str(gcs_port), "--dashboard-host", "127.0.0.1",
              "--dashboard-port", str(dash_port), "--ray-client-server-port", str(_free_port()),
-             *common, *_node_ports()],
+             "--temp-dir", str(temp_dir / "h"), *common, *_node_ports()],
             env=env, stdout=open(logs[0], "w"), stderr=subprocess.STDOUT, start_new_session=True,
         ))
         _wait_for("the head's dashboard", lambda: cluster.get("/api/version").ok, cluster.procs, logs)
         cluster.procs.append(subprocess.Popen(
-            [RAY, "start", "--address", f"127.0.0.1:{gcs_port}", *common, *_node_ports()],
+            [RAY, "start", "--address", f"127.0.0.1:{gcs_port}", "--temp-dir", str(temp_dir / "w"),
+             *common, *_node_ports()],
             env=env, stdout=open(logs[1], "w"), stderr=subprocess.STDOUT, start_new_session=True,
         ))
 
@@ -207,8 +219,7 @@ def test_job_runs_on_the_two_node_cluster_and_is_listed(launcher_env, tmp_path):
     row = next(line for line in r.output.splitlines() if line.startswith(job_id))
     assert "SUCCEEDED" in row and "probe" in row
 
-    ray_list = subprocess.run([RAY, "job", "list", "--address", cluster.address], env=cluster.env,
-                              capture_output=True, text=True, timeout=60)
+    ray_list = cluster.ray_cli("job", "list")
     assert ray_list.returncode == 0 and job_id in ray_list.stdout, ray_list.stderr
 
     r = qlora("status", job_id, "--address", cluster.address)
@@ -268,3 +279,66 @@ def test_unreachable_address(launcher_env):
     for args in (["jobs"], ["status", "x"], ["logs", "x"], ["stop", "x"]):
         r = qlora(*args, "--address", dead)
         assert r.exit_code == 2 and "cannot reach the Ray dashboard" in r.output, args
+
+
+# ---- the real thing: `qlora-launch tune --address` ------------------------------------------------
+
+@pytest.fixture(scope="module")
+def tiny_t5(tmp_path_factory):
+    """A tiny T5 with random weights and a tokenizer trained on the seed data (no downloads)."""
+    out = tmp_path_factory.mktemp("model") / "tiny-t5"
+    subprocess.run([sys.executable, "-m", "jobs.tiny_models", "t5", "--data",
+                    str(ROOT / "examples/data/seed/train.jsonl"), "--out", str(out)],
+                   check=True, capture_output=True, timeout=300, cwd=ROOT)
+    return out
+
+
+def test_tune_submitted_through_the_cli_lands_results_in_storage(launcher_env, tiny_t5, tmp_path, monkeypatch):
+    cluster = launcher_env
+    monkeypatch.setenv("WANDB_API_KEY", "wandb-secret-must-not-show")
+    monkeypatch.chdir(tmp_path)  # the launcher runs from anywhere; the project travels as working_dir
+    storage = tmp_path / "storage"  # on one machine both nodes see it: a stand-in for shared storage
+    r = qlora(
+        "tune", str(ROOT / "examples/t5_tiny_summarize_local.yaml"), "--address", cluster.address,
+        "--experiment", "e2e",
+        "--set", f"model.name_or_path={tiny_t5}",
+        "--set", f"output.dir={storage}",
+        "--set", "search.num_samples=2", "--set", "search.max_concurrent_trials=2",
+        "--set", "search.scheduler=fifo",
+        "--set", "training.max_steps=4", "--set", "training.eval_steps=2",
+        "--set", "tracking.wandb=false",
+    )
+    out = r.output
+    if os.environ.get("QLORA_DEBUG_OUT"):
+        Path(os.environ["QLORA_DEBUG_OUT"]).write_text(out)
+    assert r.exit_code == 0, out[-4000:]
+    assert "wandb-secret-must-not-show" not in out
+    assert "Secrets passed to the job by name: WANDB_API_KEY" in out
+    job_id = next(line.split()[2] for line in out.splitlines() if line.startswith("Submitted job"))
+    assert job_id.startswith("qlora-tune-e2e-") and f"Job {job_id} SUCCEEDED." in out
+
+    run_dir = storage / "e2e"
+    results = json.loads((run_dir / "results.json").read_text())
+    assert results["experiment"] == "e2e"
+    trials = (run_dir / "trials.csv").read_text().strip().splitlines()
+    assert len(trials) == 1 + 2, trials  # header + one row per trial
+    assert (run_dir / "ray").is_dir()
+
+    info = submit.job_status(cluster.address, job_id)
+    assert info.metadata["experiment"] == "e2e" and len(info.metadata["config_hash"]) == 12
+    ray_list = cluster.ray_cli("job", "list")
+    assert ray_list.returncode == 0 and job_id in ray_list.stdout, ray_list.stderr
+
+
+def test_tune_with_s3_output_and_no_credentials(launcher_env, tiny_t5):
+    r = qlora("tune", str(ROOT / "examples/t5_tiny_summarize_local.yaml"), "--address", launcher_env.address,
+              "--set", f"model.name_or_path={tiny_t5}", "--set", "output.dir=s3://qlora-test-bucket/runs")
+    assert r.exit_code == 2, r.output
+    assert "AWS credentials" in r.output and "Traceback" not in r.output
+    assert "Submitted job" not in r.output
+
+
+def test_tune_with_unreachable_address(launcher_env, tiny_t5):
+    r = qlora("tune", str(ROOT / "examples/t5_tiny_summarize_local.yaml"),
+              "--address", f"http://127.0.0.1:{_free_port()}", "--set", f"model.name_or_path={tiny_t5}")
+    assert r.exit_code == 2 and "cannot reach the Ray dashboard" in r.output, r.output
