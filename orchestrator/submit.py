@@ -366,6 +366,8 @@ def _ray_errors(address: str, token: Optional[AuthToken], job_id: Optional[str] 
                 f"{address} is not a Ray dashboard with the Jobs API ({text.strip()}). Pass the dashboard address, "
                 "usually http://HEAD:8265."
             ) from None
+        if "status code 400" in text:  # the cluster refused the request itself (e.g. a runtime_env it cannot use)
+            raise UserError(f"the Ray cluster at {address} refused the request: {text.strip()}") from None
         raise
     except Exception as e:
         import requests
