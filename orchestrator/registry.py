@@ -18,7 +18,7 @@ from datetime import datetime, timezone
 from typing import Any, Callable, Dict, List, Optional
 
 from orchestrator.errors import UserError
-from orchestrator.storage import NotFound, Storage, is_s3, join, open_storage
+from orchestrator.storage import NotFound, Storage, is_s3, open_storage
 
 NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
 PROMOTED = "promoted"
@@ -246,7 +246,3 @@ def endpoint_for(cfg: Any) -> Optional[str]:
     if cfg.publish and cfg.publish.endpoint_url:
         return cfg.publish.endpoint_url
     return cfg.output.endpoint_url
-
-
-def name_location(reg: Registry, name: str) -> str:
-    return join(reg.uri, name)

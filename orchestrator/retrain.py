@@ -19,7 +19,6 @@ import base64
 import hashlib
 import json
 import math
-import os
 import shlex
 import sys
 import tempfile
@@ -283,14 +282,13 @@ def retrain(
     trainer = trainer or default_trainer
     evaluator = evaluator or default_evaluator
     publisher = publisher or default_publisher
-    job_id = job_id or os.environ.get("QLORA_LAUNCH_JOB_ID") or f"local-{uuid.uuid4().hex[:12]}"
+    job_id = job_id or f"local-{uuid.uuid4().hex[:12]}"
 
     champion = reg.get_champion(name)  # fails early on a pointer at a missing version
     fp = fingerprint_data(cfg)
     last = reg.last_successful(name)
     if last and last.get("data_fingerprint") == fp["combined"] and not force:
         reason = f"no new data (fingerprint {fp['combined'][:12]} unchanged since run {last['id']}); use --force to retrain"
-        echo(f"{name}: {reason}")
         return RetrainOutcome(name, SKIPPED, reason, fp["combined"], champion=champion, metric=metric)
 
     base = {
@@ -342,7 +340,6 @@ def retrain(
             reason += f"; but the merge check did not pass ({detail})"
         if not better:
             record = reg.record_run(name, {**base, "decision": KEPT, "reason": reason})
-            echo(f"{name}: kept the champion - {reason}")
             return RetrainOutcome(name, KEPT, reason, fp["combined"], record, champion, chal_score, champ_score, metric)
         published = Published.from_any(publisher(result.run_dir, cfg))
         # The pointer moves only after the version is completely published.
@@ -362,7 +359,7 @@ def retrain(
             name,
             {**base, "decision": PROMOTED, "reason": reason, "version": published.version, "location": published.location},
         )
-        echo(f"{name}: promoted version {published.version} - {reason}")
+        echo(f"{name}: published version {published.version} to {published.location}; champion pointer moved")
         return RetrainOutcome(name, PROMOTED, reason, fp["combined"], record, pointer, chal_score, champ_score, metric)
     except BaseException as e:
         if isinstance(e, KeyboardInterrupt):
@@ -374,6 +371,40 @@ def retrain(
         except Exception:  # the original error matters more than a failed record of it
             pass
         raise
+
+
+def plan_retrain(cfg: Any, *, force: bool = False, registry: Optional[Registry] = None) -> List[str]:
+    """What `retrain` would do, for --dry-run: reads the registry and the data, trains and writes nothing.
+
+    Raises:
+        UserError: the same config and registry problems `retrain` would stop on.
+    """
+    check_retrain_config(cfg)
+    rt = cfg.retrain
+    reg = registry or Registry.open(registry_uri_for(cfg), endpoint_for(cfg))
+    champion = reg.get_champion(rt.name)
+    fp = fingerprint_data(cfg)["combined"]
+    last = reg.last_successful(rt.name)
+    new_data = not (last and last.get("data_fingerprint") == fp)
+    lines = [
+        f"model line: {rt.name}; registry: {reg.uri}",
+        f"champion: {champion['version']} at {champion['location']} ({champion.get('metric')} {champion.get('score')})"
+        if champion else "champion: none yet (the first challenger that passes the merge check is promoted)",
+        f"data fingerprint: {fp[:12]} - " + ("new data" if new_data else f"unchanged since run {last['id']}"),
+    ]
+    if not new_data and not force:
+        return lines + ["would stop: no new data (pass --force to retrain anyway)"]
+    if rt.strategy == "reuse":
+        params = dict(champion.get("hparams") or {}) if champion else cfg.fixed_params()
+        lines.append(f"would train one trial with {params or 'the config values'} (strategy reuse)")
+    else:
+        lines.append(f"would run a search of {cfg.search.num_samples} trials (strategy retune)")
+    lines.append(
+        f"would score challenger{' and champion' if champion else ''} on {eval_data_of(cfg)} by {cfg.search.metric} "
+        f"({cfg.search.resolved_mode}); promote if better by >= {rt.min_improvement:g} ({rt.improvement}) and the "
+        f"merge check passes, publishing to {cfg.publish.to if cfg.publish else '-'}"
+    )
+    return lines
 
 
 # ---- running the whole retrain on a Ray cluster ---------------------------------------------

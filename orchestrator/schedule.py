@@ -270,7 +270,13 @@ def fire(
         with open(logfile, "ab") as out:
             # The child inherits the locked descriptor: if this scheduler dies, the lock lives
             # until the retrain itself ends, so a restarted scheduler cannot overlap it.
-            proc = subprocess.Popen(argv, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, pass_fds=(fd,), env=env)
+            try:
+                proc = subprocess.Popen(argv, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                                        pass_fds=(fd,), env=env)
+            except OSError as e:
+                ledger.update(name, key, status="failed", finished=datetime.now(timezone.utc).isoformat())
+                log.error("schedule %s: could not start %s: %s", name, argv[0], e)
+                return "failed"
             ledger.update(name, key, pid=proc.pid)
             rc = proc.wait()
         status = "ok" if rc == 0 else "failed"

@@ -59,8 +59,10 @@ def _fmt_score(v) -> str:
 @address_option
 @click.option("--force", is_flag=True, help="Retrain even when the training data has not changed.")
 @set_option
+@click.option("--dry-run", is_flag=True, help="Say what would happen (champion, new data or not, plan); start nothing.")
 @click.option("--job-id", default=None, hidden=True, help="Id recorded with the run (set by schedules and Ray Jobs).")
-def retrain_cmd(config: str, address: Optional[str], force: bool, overrides: Tuple[str, ...], job_id: Optional[str]) -> None:
+def retrain_cmd(config: str, address: Optional[str], force: bool, overrides: Tuple[str, ...], dry_run: bool,
+                job_id: Optional[str]) -> None:
     """Retrain CONFIG on fresh data; promote the result only if it beats the champion.
 
     Skips with "no new data" (exit 0) when the training data is unchanged since the last successful
@@ -71,6 +73,13 @@ def retrain_cmd(config: str, address: Optional[str], force: bool, overrides: Tup
     from orchestrator.retrain import retrain
 
     cfg = load_config(config, list(overrides))
+    if dry_run:
+        from orchestrator.retrain import plan_retrain
+
+        for line in plan_retrain(cfg, force=force):
+            click.echo(line)
+        click.echo("Dry run: nothing trained, published or recorded.")
+        return
     outcome = retrain(cfg, force=force, address=address, job_id=job_id, echo=click.echo)
     click.echo(outcome.summary())
 

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import base64
 import json
-import os
 import shlex
 import signal
 import subprocess
@@ -134,6 +133,12 @@ def test_first_run_promotes_and_unchanged_data_is_skipped(world):
     assert world.published == ["v1"] and len(world.trained) == 1  # nothing trained, nothing published
     assert champion_bytes(world) == before
     assert len(world.registry.history(NAME)) == 1
+
+    r = cli_run("retrain", str(world.config), "--dry-run")
+    assert r.exit_code == 0 and "champion: v1" in r.output and "would stop: no new data" in r.output
+    r = cli_run("retrain", str(world.config), "--dry-run", "--force")
+    assert "would train one trial with {'training.learning_rate': 0.0002}" in r.output
+    assert "Dry run: nothing trained" in r.output and len(world.registry.history(NAME)) == 1
 
     # the real CLI, with its real (heavy) parts, stops at the fingerprint: exit 0, nothing else happens
     r = cli_run("retrain", str(world.config))
@@ -289,9 +294,7 @@ def test_address_submits_the_retrain_as_a_ray_job(world):
                 publisher=world.publisher, echo=lambda s: None)
         return 0
 
-    import orchestrator.retrain as rt
-
-    out = rt.submit_retrain(world.cfg(), "http://head:8265", submit=fake_submit, echo=lambda s: None)
+    out = submit_retrain(world.cfg(), "http://head:8265", submit=fake_submit, echo=lambda s: None)
     assert out.decision == "promoted" and out.record["job_id"].startswith("qlora-retrain-summarizer-")
     assert seen["address"] == "http://head:8265" and seen["metadata"]["retrain_name"] == NAME
     assert "working_dir" in seen["runtime_env"]
@@ -370,7 +373,7 @@ def test_scheduler_killed_and_restarted_keeps_schedules_and_runs_no_slot_twice(t
     for x in rows:
         if x["status"] == "ok":
             text = Path(x["log"]).read_text()
-            assert text.count("no new data") == 2, text  # the progress line and the summary line
+            assert text.count("no new data") == 1, text
             assert x["rc"] == 0
     assert {x["status"] for x in rows} <= {"ok", "skipped-busy", "interrupted", "running"}
     assert "failed" not in {x["status"] for x in rows}
