@@ -68,6 +68,7 @@ def build_t5(tokenizer, d_model: int = 64, layers: int = 2, heads: int = 4, seed
         num_layers=layers, num_decoder_layers=layers, num_heads=heads,
         pad_token_id=tokenizer.pad_token_id, eos_token_id=tokenizer.eos_token_id,
         decoder_start_token_id=tokenizer.pad_token_id, feed_forward_proj="relu", tie_word_embeddings=False,
+        initializer_factor=0.05,  # start near a uniform distribution (loss ~ ln(vocab)), as a trained model would
     )
     return T5ForConditionalGeneration(cfg)
 

@@ -1,0 +1,91 @@
+"""Loading, splitting and tokenizing the examples (worker side).
+
+Tokenization pads nothing: `DataCollatorForSeq2Seq` pads each batch to its own longest example and
+pads labels with -100, so padding never counts in the loss (the seed padded everything to 512).
+For causal LM the prompt tokens are masked with -100 too: the loss is on the completion only.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Dict, Optional
+
+from orchestrator.config import DataConfig, RunConfig
+
+IGNORE_INDEX = -100
+
+
+def load_source(source: str):
+    """A `datasets.Dataset` from a JSONL/CSV/Parquet file, a save_to_disk folder, or `hub:NAME[:split]`."""
+    import datasets
+
+    if source.startswith("hub:"):
+        name, _, split = source[4:].partition(":")
+        return datasets.load_dataset(name, split=split or "train")
+    p = Path(source)
+    if p.is_dir():
+        ds = datasets.load_from_disk(str(p))
+        return ds["train"] if isinstance(ds, datasets.DatasetDict) else ds
+    suffix = p.suffix.lower()
+    kind = {".jsonl": "json", ".json": "json", ".csv": "csv", ".parquet": "parquet"}[suffix]
+    return datasets.load_dataset(kind, data_files=str(p), split="train")
+
+
+def load_splits(data: DataConfig) -> Dict[str, "object"]:
+    """{'train', 'eval'[, 'test']} datasets; eval is split off train when no eval source is given."""
+    train = load_source(data.train)
+    if data.eval:
+        splits = {"train": train, "eval": load_source(data.eval)}
+    else:
+        parts = train.train_test_split(test_size=data.eval_split, seed=data.split_seed)
+        splits = {"train": parts["train"], "eval": parts["test"]}
+    if data.test:
+        splits["test"] = load_source(data.test)
+    return splits
+
+
+def tokenize(ds, tokenizer, cfg: RunConfig):
+    """Token ids and labels for every example, unpadded; columns other than the model's are dropped."""
+    d = cfg.data
+    if cfg.model.task == "seq2seq":
+        def fn(batch):
+            enc = tokenizer(batch[d.input_column], max_length=d.max_input_length, truncation=True)
+            tgt = tokenizer(text_target=batch[d.target_column], max_length=d.max_target_length, truncation=True)
+            enc["labels"] = tgt["input_ids"]
+            return enc
+    else:
+        def fn(batch):
+            return causal_features(batch[d.input_column], batch[d.target_column], tokenizer, d)
+    return ds.map(fn, batched=True, remove_columns=ds.column_names, desc="tokenize")
+
+
+def causal_features(inputs, targets, tokenizer, d: DataConfig) -> Dict[str, list]:
+    """Prompt + completion + EOS; labels are -100 on the prompt so only the completion is learned."""
+    out = {"input_ids": [], "attention_mask": [], "labels": []}
+    for inp, tgt in zip(inputs, targets):
+        prompt = tokenizer(d.prompt_template.format(input=inp), max_length=d.max_input_length, truncation=True)
+        comp = tokenizer(str(tgt), add_special_tokens=False, max_length=d.max_target_length - 1, truncation=True)
+        ids = prompt["input_ids"] + comp["input_ids"] + [tokenizer.eos_token_id]
+        out["input_ids"].append(ids)
+        out["attention_mask"].append([1] * len(ids))
+        out["labels"].append([IGNORE_INDEX] * len(prompt["input_ids"]) + comp["input_ids"] + [tokenizer.eos_token_id])
+    return out
+
+
+def build_collator(tokenizer, model=None, pad_to_multiple_of: Optional[int] = None):
+    """Dynamic padding per batch; label padding is -100."""
+    from transformers import DataCollatorForSeq2Seq
+
+    return DataCollatorForSeq2Seq(
+        tokenizer, model=model, label_pad_token_id=IGNORE_INDEX, pad_to_multiple_of=pad_to_multiple_of
+    )
+
+
+def prepare_datasets(cfg: RunConfig, tokenizer) -> Dict[str, object]:
+    """Raw and tokenized splits: {'train','eval'} tokenized, plus 'eval_raw' (for samples) and 'test_raw'."""
+    raw = load_splits(cfg.data)
+    out = {name: tokenize(ds, tokenizer, cfg) for name, ds in raw.items() if name in ("train", "eval")}
+    out["eval_raw"] = raw["eval"]
+    if "test" in raw:
+        out["test_raw"] = raw["test"]
+    return out

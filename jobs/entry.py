@@ -1,0 +1,37 @@
+"""Entry point of a Ray Job on a cluster: `python -m jobs.entry tune|train --config-b64 B64 [--resume]`.
+
+The config travels as base64 JSON on the command line (it holds no secrets) and is validated again
+here by the same pydantic model as on the launcher.
+"""
+
+from __future__ import annotations
+
+import argparse
+import base64
+import json
+import sys
+
+from orchestrator.config import RunConfig
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m jobs.entry")
+    ap.add_argument("verb", choices=["tune", "train"])
+    ap.add_argument("--config-b64", required=True)
+    ap.add_argument("--resume", action="store_true")
+    args = ap.parse_args(argv)
+    cfg = RunConfig.model_validate(json.loads(base64.b64decode(args.config_b64)))
+
+    import ray
+
+    ray.init()  # inside a Ray Job this connects to the job's cluster
+    from jobs.api import run_train, run_tune
+    from orchestrator.summary import print_summary
+
+    fn = run_tune if args.verb == "tune" else run_train
+    run_dir = fn(cfg, resume=args.resume)
+    return print_summary(run_dir)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,109 @@
+"""Loading the base model (quantized for training, 16/32-bit for merging) and wrapping it with LoRA."""
+
+from __future__ import annotations
+
+from typing import Dict, Optional
+
+from orchestrator.config import RunConfig
+
+TASK_TYPES = {"seq2seq": "SEQ_2_SEQ_LM", "causal_lm": "CAUSAL_LM"}
+
+
+def model_class(task: str):
+    from transformers import AutoModelForCausalLM, AutoModelForSeq2SeqLM
+
+    return AutoModelForSeq2SeqLM if task == "seq2seq" else AutoModelForCausalLM
+
+
+def load_tokenizer(cfg: RunConfig):
+    from transformers import AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(
+        cfg.model.name_or_path, revision=cfg.model.revision, trust_remote_code=cfg.model.trust_remote_code
+    )
+    if tok.pad_token is None:  # Llama-style tokenizers ship without one
+        tok.pad_token = tok.eos_token
+    if cfg.model.task == "causal_lm":
+        tok.padding_side = "left"  # generation continues the prompt on the right
+    return tok
+
+
+def bnb_config(cfg: RunConfig):
+    """The BitsAndBytesConfig for the configured quantization, or None for plain LoRA."""
+    import torch
+    from transformers import BitsAndBytesConfig
+
+    q = cfg.quantization
+    if q.mode == "none":
+        return None
+    if q.mode == "8bit":
+        return BitsAndBytesConfig(load_in_8bit=True)
+    return BitsAndBytesConfig(
+        load_in_4bit=True,
+        bnb_4bit_quant_type=q.quant_type,
+        bnb_4bit_use_double_quant=q.double_quant,
+        bnb_4bit_compute_dtype=getattr(torch, q.compute_dtype),
+    )
+
+
+def load_base(cfg: RunConfig, quantized: bool, dtype: Optional[str] = None, device_map=None):
+    """The base model: quantized (for training) or in `dtype` (for merging; never 4-bit)."""
+    import torch
+
+    kwargs = dict(revision=cfg.model.revision, trust_remote_code=cfg.model.trust_remote_code)
+    if quantized and cfg.quantization.mode != "none":
+        kwargs["quantization_config"] = bnb_config(cfg)
+        if device_map is not None:
+            kwargs["device_map"] = device_map
+    else:
+        kwargs["dtype"] = getattr(torch, dtype or "float32")
+    return model_class(cfg.model.task).from_pretrained(cfg.model.name_or_path, **kwargs)
+
+
+def lora_config(cfg: RunConfig):
+    from peft import LoraConfig
+
+    lc = cfg.lora
+    return LoraConfig(
+        r=lc.r,
+        lora_alpha=lc.alpha,
+        lora_dropout=lc.dropout,
+        target_modules=lc.target_modules,
+        bias=lc.bias,
+        task_type=TASK_TYPES[cfg.model.task],
+    )
+
+
+def load_trainable(cfg: RunConfig, device_map=None):
+    """Quantized base + `prepare_model_for_kbit_training` + a fresh LoRA adapter."""
+    from peft import get_peft_model, prepare_model_for_kbit_training
+
+    model = load_base(cfg, quantized=True, device_map=device_map)
+    if cfg.quantization.mode != "none":
+        # Reentrant checkpointing breaks under DDP ("Expected to mark a variable ready only once").
+        model = prepare_model_for_kbit_training(
+            model,
+            use_gradient_checkpointing=cfg.training.gradient_checkpointing,
+            gradient_checkpointing_kwargs={"use_reentrant": False},
+        )
+    elif cfg.training.gradient_checkpointing:
+        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+        model.enable_input_require_grads()
+    return get_peft_model(model, lora_config(cfg))
+
+
+def param_counts(peft_model) -> Dict[str, float]:
+    """The figures of peft's `print_trainable_parameters`: trainable, total, share in %."""
+    trainable, total = peft_model.get_nb_trainable_parameters()
+    return {"trainable_params": int(trainable), "total_params": int(total), "trainable_pct": 100.0 * trainable / total}
+
+
+def linear_module_names(model) -> list:
+    """Leaf names of the linear layers LoRA can adapt (what `target_modules` may list)."""
+    import torch
+
+    names = set()
+    for name, mod in model.named_modules():
+        if isinstance(mod, torch.nn.Linear) or type(mod).__name__ in ("Linear4bit", "Linear8bitLt", "Conv1D"):
+            names.add(name.split(".")[-1])
+    return sorted(names)

@@ -1,0 +1,329 @@
+"""The search: a Ray Tune `Tuner` over a driver function; each trial is a Ray Train `TorchTrainer`.
+
+Ray Train V2 pattern (Ray 2.60 rejects a Trainer passed into a Tuner): the trial function builds its
+own TorchTrainer and forwards the workers' reports to Tune with `TuneReportCallback`.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+import os
+import time
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any, Dict, List, Optional
+
+from orchestrator.config import RunConfig
+
+TRIAL_CPU = 0.01  # a Tune trial only drives its Train workers, which hold the real resources
+
+
+# ---- inside Ray: one trial ---------------------------------------------------------------------
+
+def trial_driver(config: Dict[str, Any], run_config: Dict[str, Any], data: list, storage: str,
+                 wandb_dir: Optional[str]) -> None:
+    """Tune trainable: one Ray Train run with this trial's hyperparameters."""
+    import ray.train
+    import ray.tune
+    from ray.train.torch import TorchTrainer
+    from ray.tune.integration.ray_train import TuneReportCallback
+
+    from jobs.train_worker import train_fn_per_worker
+
+    cfg = RunConfig.model_validate(run_config)
+    trial_id = ray.tune.get_context().get_trial_id()
+    r = cfg.resources
+    per_worker = {"CPU": r.cpus_per_worker}
+    if r.gpus_per_worker:
+        per_worker["GPU"] = r.gpus_per_worker
+    trainer = TorchTrainer(
+        train_fn_per_worker,
+        train_loop_config={
+            "run_config": run_config,
+            "params": config["params"],
+            "data": data,
+            "trial_id": trial_id,
+            "wandb_dir": wandb_dir,
+            "wandb_run_id": f"{cfg.experiment}-{trial_id}",
+        },
+        scaling_config=ray.train.ScalingConfig(
+            num_workers=r.num_workers, use_gpu=r.gpus_per_worker > 0, resources_per_worker=per_worker
+        ),
+        run_config=ray.train.RunConfig(
+            name=f"train-{trial_id}",
+            storage_path=storage,
+            failure_config=ray.train.FailureConfig(max_failures=cfg.fault_tolerance.max_failures),
+            checkpoint_config=ray.train.CheckpointConfig(
+                num_to_keep=cfg.training.save_total_limit,
+                checkpoint_score_attribute=cfg.search.metric,
+                checkpoint_score_order=cfg.search.resolved_mode,
+            ),
+            callbacks=[TuneReportCallback()],
+        ),
+    )
+    trainer.fit()
+
+
+# ---- on the driver: the search -----------------------------------------------------------------
+
+def param_space(cfg: RunConfig, fixed: Optional[Dict[str, Any]] = None) -> Dict[str, Any]:
+    """Tune's param space: {'params': {dotted key: distribution}} (or fixed values for `train`)."""
+    from ray import tune
+
+    if fixed is not None:
+        return {"params": dict(fixed)}
+    space = {}
+    for key, d in cfg.search.space.items():
+        if d.type == "loguniform":
+            space[key] = tune.loguniform(d.low, d.high)
+        elif d.type == "uniform":
+            space[key] = tune.uniform(d.low, d.high)
+        elif d.type == "randint":
+            space[key] = tune.randint(int(d.low), int(d.high) + 1)  # inclusive high, as users write it
+        else:
+            space[key] = tune.choice(list(d.values))
+    return {"params": space}
+
+
+def planned_reports(cfg: RunConfig, n_train: int, params: Dict[str, Any]) -> Dict[str, int]:
+    """Optimizer steps and Tune reports a trial makes if it runs to the end."""
+    c = cfg.with_params(params)
+    t = c.training
+    if t.max_steps:
+        steps = t.max_steps
+    else:
+        per_epoch = max(1, math.ceil(math.ceil(n_train / (t.batch_size * c.resources.num_workers))
+                                     / t.gradient_accumulation_steps))
+        steps = math.ceil(per_epoch * t.epochs)
+    save = t.save_steps or t.eval_steps
+    return {"steps": steps, "reports": steps // save + (1 if steps % save else 0)}
+
+
+def _max_reports(cfg: RunConfig, n_train: int) -> int:
+    """The longest trial in the space (smallest batch) bounds ASHA's max_t."""
+    sizes = {}
+    for key in ("training.batch_size", "training.gradient_accumulation_steps"):
+        d = cfg.search.space.get(key)
+        if d is not None:
+            sizes[key] = min(d.bounds()) if d.type == "choice" else int(d.low)
+    return planned_reports(cfg, n_train, sizes)["reports"]
+
+
+def build_tune_config(cfg: RunConfig, n_train: int, single: bool):
+    from ray import tune
+    from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
+
+    s = cfg.search
+    if s.scheduler == "asha" and not single:
+        scheduler = ASHAScheduler(
+            time_attr="training_iteration",
+            max_t=max(_max_reports(cfg, n_train), s.grace_period),
+            grace_period=s.grace_period,
+            reduction_factor=s.reduction_factor,
+        )
+    else:
+        scheduler = FIFOScheduler()
+    search_alg = None
+    if s.algorithm == "optuna" and not single:
+        from ray.tune.search.optuna import OptunaSearch
+
+        search_alg = OptunaSearch(seed=s.seed)
+    elif s.seed is not None:
+        from ray.tune.search.basic_variant import BasicVariantGenerator
+
+        search_alg = BasicVariantGenerator(random_state=s.seed)
+    return tune.TuneConfig(
+        metric=s.metric,
+        mode=s.resolved_mode,
+        num_samples=1 if single else s.num_samples,
+        max_concurrent_trials=s.max_concurrent_trials,
+        scheduler=scheduler,
+        search_alg=search_alg,
+    )
+
+
+def run_search(cfg: RunConfig, run_dir: Path, *, fixed_params: Optional[Dict[str, Any]] = None,
+               resume: bool = False, callbacks: Optional[list] = None, echo=print) -> Dict[str, Any]:
+    """Run the search (or, with `fixed_params`, one trial), then pick, merge and record the best.
+
+    Returns the summary written to `results.json`.
+    """
+    import ray
+    from ray import tune
+
+    from jobs.data import prepare_datasets
+    from jobs.modeling import load_tokenizer
+
+    started = datetime.now(timezone.utc)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    (run_dir / "config.json").write_text(json.dumps(cfg.to_json(), indent=2))
+    tokenizer = load_tokenizer(cfg)
+    t0 = time.time()
+    data = prepare_datasets(cfg, tokenizer)  # tokenized once per search, shared by every trial
+    n_train = len(data["train"])
+    echo(f"Tokenized {n_train} train / {len(data['eval'])} eval examples in {time.time() - t0:.1f}s")
+    data_ref = ray.put({"train": data["train"], "eval": data["eval"]})
+    storage = str((run_dir / "ray").resolve()) if "://" not in cfg.output.dir else _remote_storage(cfg)
+    wandb_dir = str(run_dir.resolve()) if cfg.tracking.effective_backend == "wandb" else None
+    trainable = tune.with_resources(
+        tune.with_parameters(trial_driver, run_config=cfg.to_json(), data=[data_ref], storage=storage,
+                             wandb_dir=wandb_dir),
+        {"cpu": TRIAL_CPU},
+    )
+    tune_path = os.path.join(storage, "tune")
+    if resume and tune.Tuner.can_restore(tune_path):
+        echo(f"Resuming the search in {tune_path}")
+        tuner = tune.Tuner.restore(tune_path, trainable=trainable, resume_errored=True,
+                                   param_space=param_space(cfg, fixed_params))
+    else:
+        tuner = tune.Tuner(
+            trainable,
+            param_space=param_space(cfg, fixed_params),
+            tune_config=build_tune_config(cfg, n_train, single=fixed_params is not None),
+            run_config=tune.RunConfig(name="tune", storage_path=storage, verbose=0, callbacks=callbacks or []),
+        )
+    grid = tuner.fit()
+    summary = collect_results(cfg, grid, run_dir, n_train)
+    summary["started_at"] = started.isoformat()
+    best = summary.get("best")
+    if best:
+        from jobs.merge import merge_and_verify
+
+        if cfg.merge.enabled:
+            echo("Merging the best adapter into the base (fp/bf16, never 4-bit) and verifying ...")
+            summary["merge_check"] = merge_and_verify(cfg, run_dir / "best", data["eval_raw"])
+            summary["paths"]["merged"] = str((run_dir / "best" / "merged").resolve())
+    summary["data_fingerprints"] = data_fingerprints(cfg)
+    summary["versions"] = library_versions()
+    summary["finished_at"] = datetime.now(timezone.utc).isoformat()
+    (run_dir / "results.json").write_text(json.dumps(summary, indent=2))
+    return summary
+
+
+def _remote_storage(cfg: RunConfig) -> str:
+    return f"{cfg.output.dir.rstrip('/')}/{cfg.experiment}/ray"
+
+
+def collect_results(cfg: RunConfig, grid, run_dir: Path, n_train: int) -> Dict[str, Any]:
+    """trials.csv, per-trial histories, the best trial's adapter copied to best/adapter."""
+    from jobs.merge import copy_adapter
+
+    metric, mode = cfg.search.metric, cfg.search.resolved_mode
+    better = (lambda a, b: a < b) if mode == "min" else (lambda a, b: a > b)
+    rows: List[Dict[str, Any]] = []
+    best: Optional[Dict[str, Any]] = None
+    for result in grid:
+        params = (result.config or {}).get("params", {})
+        history = _history(result)
+        trial_id = (result.metrics or {}).get("trial_id") or Path(result.path).name
+        scored = [h for h in history if _finite(h.get(metric))]
+        plan = planned_reports(cfg, n_train, params)
+        last = history[-1] if history else {}
+        steps = int(last.get("step", 0) or 0)
+        status = "ERROR" if result.error else ("COMPLETED" if steps >= plan["steps"] else "STOPPED_EARLY")
+        row = {"trial_id": trial_id, **params,
+               metric: None, "steps": steps, "planned_steps": plan["steps"], "status": status,
+               "time_s": round(float(last.get("time_total_s", 0) or 0), 1)}
+        tdir = run_dir / "trials" / trial_id
+        tdir.mkdir(parents=True, exist_ok=True)
+        if last:
+            (tdir / "result.json").write_text(json.dumps(_jsonable(last), indent=2))
+        if scored:
+            top = min(scored, key=lambda h: h[metric]) if mode == "min" else max(scored, key=lambda h: h[metric])
+            row[metric] = top[metric]
+            ckpt = top.get("checkpoint_path") or next(
+                (h.get("checkpoint_path") for h in reversed(scored) if h.get("checkpoint_path")), None)
+            _save_log_history([h.get("checkpoint_path") for h in reversed(history)], tdir)
+            if ckpt and (best is None or better(top[metric], best["metrics"][metric])):
+                best = {"trial_id": trial_id, "params": params, "metrics": _jsonable(top), "checkpoint": ckpt,
+                        "step": int(top.get("step", 0) or 0)}
+        rows.append(row)
+    _write_csv(run_dir / "trials.csv", rows)
+    summary: Dict[str, Any] = {
+        "experiment": cfg.experiment, "metric": metric, "mode": mode, "num_trials": len(rows),
+        "trials": rows, "best": None, "params": {}, "paths": {"run_dir": str(run_dir.resolve())},
+    }
+    if best is None:
+        return summary
+    adapter = copy_adapter(_local_checkpoint(best["checkpoint"], run_dir) / "checkpoint",
+                           run_dir / "best" / "adapter", tokenizer_src=cfg.model.name_or_path)
+    summary["best"] = best
+    summary["params"] = {k: best["metrics"].get(k) for k in ("trainable_params", "total_params", "trainable_pct")}
+    summary["paths"]["adapter"] = str(adapter.resolve())
+    return summary
+
+
+def _history(result) -> List[Dict[str, Any]]:
+    df = result.metrics_dataframe
+    if df is None or df.empty:
+        return [result.metrics] if result.metrics else []
+    return df.to_dict("records")
+
+
+def _finite(x) -> bool:
+    return isinstance(x, (int, float)) and math.isfinite(x)
+
+
+def _jsonable(d: Dict[str, Any]) -> Dict[str, Any]:
+    out = {}
+    for k, v in d.items():
+        if isinstance(v, (str, int, float, bool)) or v is None:
+            out[k] = None if isinstance(v, float) and not math.isfinite(v) else v
+        elif hasattr(v, "item"):
+            out[k] = v.item()
+    return out
+
+
+def _local_checkpoint(path: str, run_dir: Path) -> Path:
+    """A local copy of a (possibly remote) checkpoint folder."""
+    if "://" not in path:
+        return Path(path)
+    import pyarrow.fs
+
+    dst = run_dir / "best" / "_checkpoint"
+    fs, p = pyarrow.fs.FileSystem.from_uri(path)
+    pyarrow.fs.copy_files(p, str(dst), source_filesystem=fs)
+    return dst
+
+
+def _save_log_history(checkpoints: List[Optional[str]], tdir: Path) -> None:
+    """The trial's HF log_history from its newest checkpoint still on disk (older ones get pruned)."""
+    for ckpt in checkpoints:
+        if not ckpt or "://" in ckpt:
+            continue
+        state = Path(ckpt) / "checkpoint" / "trainer_state.json"
+        if state.exists():
+            hist = json.loads(state.read_text())["log_history"]
+            (tdir / "log_history.json").write_text(json.dumps(hist, indent=1))
+            return
+
+
+def _write_csv(path: Path, rows: List[Dict[str, Any]]) -> None:
+    keys: List[str] = []
+    for r in rows:
+        keys += [k for k in r if k not in keys]
+    with path.open("w", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=keys)
+        w.writeheader()
+        w.writerows(rows)
+
+
+def data_fingerprints(cfg: RunConfig) -> Dict[str, Optional[str]]:
+    from orchestrator.fingerprint import fingerprint
+
+    d = cfg.data
+    return {k: fingerprint(v) for k, v in (("train", d.train), ("eval", d.eval), ("test", d.test)) if v}
+
+
+def library_versions() -> Dict[str, str]:
+    from importlib.metadata import PackageNotFoundError, version
+
+    out = {}
+    for pkg in ("qlora-launch", "ray", "torch", "transformers", "peft", "bitsandbytes", "accelerate", "datasets"):
+        try:
+            out[pkg] = version(pkg)
+        except PackageNotFoundError:
+            pass
+    return out

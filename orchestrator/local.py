@@ -1,0 +1,97 @@
+"""Local mode: Ray started in-process, the search run right here, results under output.dir."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any, Dict, Optional
+
+from orchestrator.config import RunConfig
+
+QUIET_ENV = {
+    "TOKENIZERS_PARALLELISM": "false",
+    "WANDB_SILENT": "true",
+    "RAY_DEDUP_LOGS": "1",
+    "PYTHONWARNINGS": "ignore",
+    # Worker start-up on a busy laptop can take longer than Ray Train's 60 s default.
+    "RAY_TRAIN_WORKER_GROUP_START_TIMEOUT_S": "600",
+}
+
+
+def ensure_ray(cpus: Optional[int] = None, gpus: Optional[float] = None) -> bool:
+    """Start Ray in-process unless it is already up. Returns True when this call started it."""
+    import ray
+
+    if ray.is_initialized():
+        return False
+    for k, v in QUIET_ENV.items():
+        os.environ.setdefault(k, v)
+    # Pin the GCS port so Ray's own actors can be told which cluster is theirs: with several Ray
+    # instances on one machine, Train's state queries otherwise fail with "Found multiple active Ray
+    # instances".
+    port = _free_port()
+    env = {k: os.environ[k] for k in QUIET_ENV}
+    env["RAY_ADDRESS"] = f"{ray.util.get_node_ip_address()}:{port}"
+    os.environ["RAY_GCS_SERVER_PORT"] = str(port)
+    try:
+        ray.init(
+            address="local",
+            num_cpus=cpus,
+            num_gpus=gpus,
+            include_dashboard=False,
+            logging_level="ERROR",
+            log_to_driver=True,
+            runtime_env={"env_vars": env},
+        )
+    finally:
+        os.environ.pop("RAY_GCS_SERVER_PORT", None)
+    return True
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("", 0))
+        return s.getsockname()[1]
+
+
+def fit_to_machine(cfg: RunConfig, total_cpus: float, echo=print) -> RunConfig:
+    """Shrink each worker's CPU share a little so `max_concurrent_trials` trials fit beside their drivers.
+
+    Each Tune trial holds a sliver of CPU (it only drives its Train workers); on a 2-core laptop two
+    1-CPU trials would otherwise not fit, and the second trial's workers would wait for the first.
+    """
+    from jobs.tune import TRIAL_CPU
+
+    r = cfg.resources
+    conc = min(cfg.search.max_concurrent_trials, cfg.search.num_samples)
+    need = conc * (r.num_workers * r.cpus_per_worker + TRIAL_CPU)
+    if need <= total_cpus:
+        return cfg
+    per_worker = (total_cpus - conc * TRIAL_CPU) / (conc * r.num_workers)
+    if per_worker < 0.5 * r.cpus_per_worker:
+        return cfg  # too far off to fit by shaving; Ray queues the extra trials instead
+    per_worker = int(per_worker * 100) / 100
+    echo(f"Local mode: {total_cpus:g} CPUs; giving each Train worker {per_worker:g} CPU so {conc} trials run at once.")
+    return cfg.with_params({"resources.cpus_per_worker": per_worker})
+
+
+def run_local(cfg: RunConfig, verb: str, *, cpus: Optional[int] = None, gpus: Optional[float] = None,
+              resume: bool = False, params: Optional[Dict[str, Any]] = None, echo=print) -> Path:
+    """Run `tune` or `train` in local mode and return the run folder."""
+    import ray
+
+    started = ensure_ray(cpus, gpus)
+    try:
+        cfg = fit_to_machine(cfg, float(ray.cluster_resources().get("CPU", 1)), echo)
+        from jobs.api import run_train, run_tune
+        from orchestrator.progress import progress_callbacks
+
+        callbacks = progress_callbacks(cfg)
+        if verb == "tune":
+            return run_tune(cfg, resume=resume, callbacks=callbacks, echo=echo)
+        return run_train(cfg, params, resume=resume, callbacks=callbacks, echo=echo)
+    finally:
+        if started:
+            ray.shutdown()
