@@ -135,8 +135,8 @@ def shipped_arch(name: str) -> Optional[str]:
 
 
 def load_model_config(name_or_path: str, trust_remote_code: bool = False) -> Tuple[Any, str]:
-    """The transformers config for a shipped arch name, a local model folder, a config.json, or a model
-    already in the local HF cache (never downloaded).
+    """The transformers config for a local model folder, a config.json, a shipped arch name (or its hub
+    id), or a model already in the local HF cache, in that order. Nothing is downloaded.
 
     Returns:
         (PretrainedConfig, a short description of where it came from)
@@ -152,10 +152,10 @@ def load_model_config(name_or_path: str, trust_remote_code: bool = False) -> Tup
         except (OSError, ValueError, KeyError, json.JSONDecodeError) as e:
             raise UserError(f"{path}: not a readable model config ({type(e).__name__}: {str(e)[:200]}).")
 
-    arch = shipped_arch(name_or_path)
-    if arch:
-        return read(ARCH_DIR / SHIPPED_ARCHS[arch].file, f"shipped config {arch} ({SHIPPED_ARCHS[arch].hub_id})")
     p = Path(name_or_path).expanduser()
+    arch = shipped_arch(name_or_path)
+    if arch and not p.exists():  # a local folder of the same name wins
+        return read(ARCH_DIR / SHIPPED_ARCHS[arch].file, f"shipped config {arch} ({SHIPPED_ARCHS[arch].hub_id})")
     if p.is_dir():
         if not (p / "config.json").is_file():
             raise UserError(f"model folder '{name_or_path}' has no config.json; pass a model folder saved with "
@@ -554,9 +554,10 @@ def estimate(shape: ModelShape, cfg, ranks: Optional[Sequence[int]] = None, gpu_
     top = counts[-1]
     q = cfg.quantization
     compute = DTYPE_BYTES[q.compute_dtype]
+    # the formats side by side keep non-quantized parameters in 16-bit; the QLoRA column uses compute_dtype
     weights = {
-        "nf4_double_quant": weight_bytes(shape, "nf4", compute, double_quant=True),
-        "nf4": weight_bytes(shape, "nf4", compute, double_quant=False),
+        "nf4_double_quant": weight_bytes(shape, "nf4", 2, double_quant=True),
+        "nf4": weight_bytes(shape, "nf4", 2, double_quant=False),
         "int8": weight_bytes(shape, "int8", 2),
         "16bit": weight_bytes(shape, "16bit"),
         "fp32": weight_bytes(shape, "fp32"),
@@ -567,10 +568,9 @@ def estimate(shape: ModelShape, cfg, ranks: Optional[Sequence[int]] = None, gpu_
     over = int(CUDA_OVERHEAD_GIB * GIB)
     t = top.trainable
     adapter = dict(adapter=4 * t, gradients=4 * t, optimizer=8 * t)
-    nf4_key = "nf4_double_quant" if q.double_quant else "nf4"
     variants = [
         VariantMemory("qlora", f"QLoRA 4-bit {q.quant_type.upper()}{' +DQ' if q.double_quant else ''}",
-                      weights[nf4_key], activations=activation_bytes(shape, cfg.training.batch_size, seq, ckpt, compute),
+                      weight_bytes(shape, "nf4", compute, q.double_quant), activations=activation_bytes(shape, cfg.training.batch_size, seq, ckpt, compute),
                       overhead=over, **adapter),
         VariantMemory("lora_8bit", "LoRA 8-bit", weights["int8"], activations=act16, overhead=over, **adapter),
         VariantMemory("lora_16bit", "LoRA 16-bit", weights["16bit"], activations=act16, overhead=over, **adapter),
@@ -584,11 +584,15 @@ def estimate(shape: ModelShape, cfg, ranks: Optional[Sequence[int]] = None, gpu_
     linear_not_q = [shape.module(n) for n in shape.not_quantized_linear if n != shape.output_head]
     if linear_not_q:
         n_params = sum(m.weight_numel for m in linear_not_q)
-        classes = sorted({m.cls for m in linear_not_q})
+        kinds: Dict[str, int] = {}
+        for m in linear_not_q:
+            key = f"{m.name.rsplit('.', 1)[-1]} ({m.cls})"
+            kinds[key] = kinds.get(key, 0) + 1
         warnings.append(
-            f"{len(linear_not_q)} linear layers ({n_params / shape.total_params:.0%} of the parameters; class "
-            f"{', '.join(classes)}) stay 16-bit under bitsandbytes: transformers quantizes only modules whose "
-            "type is exactly nn.Linear or Conv1D (or lists them in _keep_in_fp32_modules)."
+            f"{len(linear_not_q)} linear layers, {n_params / shape.total_params:.0%} of the parameters, are not "
+            f"quantized by bitsandbytes: {', '.join(f'{k} x{n}' for k, n in kinds.items())}. transformers "
+            "converts only modules of type exactly nn.Linear or Conv1D, and skips the model's "
+            "_keep_in_fp32_modules."
         )
     res = cfg.resources
     if res.gpus_per_worker == 0:
@@ -600,8 +604,10 @@ def estimate(shape: ModelShape, cfg, ranks: Optional[Sequence[int]] = None, gpu_
         "worker assumes the model is spread over them",
         "adapter weights, their gradients and AdamW's 2 states are fp32: 16 bytes per trainable parameter",
         "full fine-tuning: fp32 weights + fp32 gradients + AdamW 2 fp32 states = 16 bytes per parameter",
-        f"QLoRA keeps non-quantized parameters in {q.compute_dtype}; prepare_model_for_kbit_training "
-        "upcasts them to fp32 (more)",
+        f"QLoRA keeps the non-quantized parameters (embeddings, norms, output head) in quantization.compute_dtype "
+        f"({q.compute_dtype})" + ("" if q.compute_dtype == "float32" else
+                                  "; prepare_model_for_kbit_training upcasts them to fp32, which costs more"),
+        "weights by storage format: non-quantized parameters in 16-bit",
         "activations (rough, +-50 %): " + ACTIVATION_FORMULA,
         f"CUDA context and allocator slack: {CUDA_OVERHEAD_GIB:g} GiB per process",
     ]

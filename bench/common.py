@@ -1,0 +1,99 @@
+"""Small helpers shared by the bench/ scripts: the machine, a plain table, JSON under bench/out/.
+
+Benchmarks are scripts, not tests: each prints one table and writes its figures as JSON.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any, Dict, List, Optional, Sequence
+
+BENCH_DIR = Path(__file__).resolve().parent
+REPO = BENCH_DIR.parent
+OUT_DIR = BENCH_DIR / "out"  # git-ignored
+
+
+def machine() -> Dict[str, Any]:
+    """What the figures were measured on."""
+    info: Dict[str, Any] = {
+        "cpus": os.cpu_count(),
+        "python": platform.python_version(),
+        "platform": platform.platform(),
+        "when": time.strftime("%Y-%m-%d %H:%M:%S %Z"),
+    }
+    try:
+        with open("/proc/meminfo") as f:
+            info["ram_gib"] = round(int(f.readline().split()[1]) / 1024**2, 1)
+        with open("/proc/cpuinfo") as f:
+            info["cpu"] = next((ln.split(":", 1)[1].strip() for ln in f if ln.startswith("model name")), None)
+    except OSError:
+        pass
+    try:
+        import torch
+
+        info["torch"] = torch.__version__
+        info["gpu"] = torch.cuda.get_device_name(0) if torch.cuda.is_available() else None
+    except ImportError:
+        info["gpu"] = None
+    try:
+        info["git"] = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=REPO, capture_output=True,
+                                     text=True).stdout.strip() or None
+    except OSError:
+        info["git"] = None
+    return info
+
+
+def format_table(headers: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
+    """A plain, aligned text table (numbers right-aligned)."""
+    cells = [[str(h) for h in headers]] + [["" if c is None else str(c) for c in row] for row in rows]
+    widths = [max(len(r[i]) for r in cells) for i in range(len(headers))]
+
+    def line(row: List[str]) -> str:
+        return "  ".join(c.rjust(w) if _numeric(c) else c.ljust(w) for c, w in zip(row, widths)).rstrip()
+
+    sep = "  ".join("-" * w for w in widths)
+    return "\n".join([line(cells[0]), sep] + [line(r) for r in cells[1:]])
+
+
+def markdown_table(headers: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
+    out = ["| " + " | ".join(str(h) for h in headers) + " |",
+           "|" + "|".join("---" if i == 0 else "---:" for i in range(len(headers))) + "|"]
+    out += ["| " + " | ".join("" if c is None else str(c) for c in row) + " |" for row in rows]
+    return "\n".join(out)
+
+
+def _numeric(s: str) -> bool:
+    t = s.replace(",", "").replace("%", "").replace("x", "").replace("GiB", "").replace("MiB", "").strip()
+    try:
+        float(t)
+        return True
+    except ValueError:
+        return False
+
+
+def print_table(title: str, headers: Sequence[str], rows: Sequence[Sequence[Any]]) -> None:
+    print(f"\n{title}\n{format_table(headers, rows)}", flush=True)
+
+
+def write_json(name: str, data: Dict[str, Any], path: Optional[Path] = None) -> Path:
+    """Write `data` (with the machine and command line added) to bench/out/NAME.json or `path`."""
+    path = Path(path) if path else OUT_DIR / f"{name}.json"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    data = {"benchmark": name, "command": " ".join([Path(sys.executable).name] + sys.argv),
+            "machine": machine(), **data}
+    path.write_text(json.dumps(data, indent=2) + "\n")
+    return path
+
+
+def gib(n: Optional[float]) -> str:
+    return "" if n is None else f"{n / 1024**3:.2f}"
+
+
+def mib(n: Optional[float]) -> str:
+    return "" if n is None else f"{n / 1024**2:.1f}"
