@@ -569,10 +569,12 @@ def estimate(shape: ModelShape, cfg, ranks: Optional[Sequence[int]] = None, gpu_
     t = top.trainable
     adapter = dict(adapter=4 * t, gradients=4 * t, optimizer=8 * t)
     variants = [
+        # prepare_model_for_kbit_training (jobs/modeling.py, the QLoRA recipe) upcasts what is not quantized
         VariantMemory("qlora", f"QLoRA 4-bit {q.quant_type.upper()}{' +DQ' if q.double_quant else ''}",
-                      weight_bytes(shape, "nf4", compute, q.double_quant), activations=activation_bytes(shape, cfg.training.batch_size, seq, ckpt, compute),
+                      weight_bytes(shape, "nf4", 4, q.double_quant), activations=activation_bytes(shape, cfg.training.batch_size, seq, ckpt, compute),
                       overhead=over, **adapter),
-        VariantMemory("lora_8bit", "LoRA 8-bit", weights["int8"], activations=act16, overhead=over, **adapter),
+        VariantMemory("lora_8bit", "LoRA 8-bit", weight_bytes(shape, "int8", 4), activations=act16, overhead=over,
+                      **adapter),
         VariantMemory("lora_16bit", "LoRA 16-bit", weights["16bit"], activations=act16, overhead=over, **adapter),
         VariantMemory("full", "Full FT (fp32 + AdamW)", weights["fp32"], adapter=0,
                       gradients=4 * shape.total_params, optimizer=8 * shape.total_params,
@@ -604,10 +606,9 @@ def estimate(shape: ModelShape, cfg, ranks: Optional[Sequence[int]] = None, gpu_
         "worker assumes the model is spread over them",
         "adapter weights, their gradients and AdamW's 2 states are fp32: 16 bytes per trainable parameter",
         "full fine-tuning: fp32 weights + fp32 gradients + AdamW 2 fp32 states = 16 bytes per parameter",
-        f"QLoRA keeps the non-quantized parameters (embeddings, norms, output head) in quantization.compute_dtype "
-        f"({q.compute_dtype})" + ("" if q.compute_dtype == "float32" else
-                                  "; prepare_model_for_kbit_training upcasts them to fp32, which costs more"),
-        "weights by storage format: non-quantized parameters in 16-bit",
+        "QLoRA and 8-bit LoRA: prepare_model_for_kbit_training upcasts the parameters bitsandbytes does not "
+        f"quantize (embeddings, norms, output head) to fp32; matmuls run in {q.compute_dtype}",
+        "weights by storage format: as loaded, non-quantized parameters in 16-bit",
         "activations (rough, +-50 %): " + ACTIVATION_FORMULA,
         f"CUDA context and allocator slack: {CUDA_OVERHEAD_GIB:g} GiB per process",
     ]
