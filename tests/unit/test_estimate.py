@@ -212,6 +212,6 @@ def test_cli_bad_input_exits_2_with_a_clear_message(args, message):
 
 
 def test_importing_estimate_does_not_import_torch():
-    code = ("import sys, orchestrator.cli, orchestrator.estimate; "
+    code = ("import sys, orchestrator.commands.estimate, orchestrator.estimate; "
             "bad = [m for m in ('torch', 'transformers', 'peft') if m in sys.modules]; assert not bad, bad")
     subprocess.run([sys.executable, "-c", code], check=True, cwd=REPO)
