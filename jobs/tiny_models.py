@@ -68,7 +68,6 @@ def build_t5(tokenizer, d_model: int = 64, layers: int = 2, heads: int = 4, seed
         num_layers=layers, num_decoder_layers=layers, num_heads=heads,
         pad_token_id=tokenizer.pad_token_id, eos_token_id=tokenizer.eos_token_id,
         decoder_start_token_id=tokenizer.pad_token_id, feed_forward_proj="relu", tie_word_embeddings=False,
-        initializer_factor=0.05,  # start near a uniform distribution (loss ~ ln(vocab)), as a trained model would
     )
     return T5ForConditionalGeneration(cfg)
 
@@ -87,10 +86,37 @@ def build_llama(tokenizer, hidden: int = 64, layers: int = 2, heads: int = 4, kv
     return LlamaForCausalLM(cfg)
 
 
-def make_tiny_model(arch: str, data: List[str], out: str, vocab_size: int = 512, size: int = 64) -> Path:
+def pretrain(model, tokenizer, texts: List[str], arch: str, steps: int, seed: int = 0) -> None:
+    """A short full-weight pre-training so the base 'knows' the vocabulary, as a real base model would.
+
+    T5 learns to reconstruct its input (a denoising-style copy task), Llama plain language modelling.
+    Neither is the downstream task: the LoRA fine-tune still has to learn to summarize.
+    """
+    import torch
+
+    torch.manual_seed(seed)
+    opt = torch.optim.AdamW(model.parameters(), lr=3e-3)
+    model.train()
+    for step in range(steps):
+        batch = [texts[(step * 4 + i) % len(texts)] for i in range(4)]
+        enc = tokenizer(batch, return_tensors="pt", padding=True, truncation=True, max_length=64)
+        labels = enc["input_ids"].clone()
+        labels[enc["attention_mask"] == 0] = -100
+        loss = model(**enc, labels=labels).loss
+        loss.backward()
+        opt.step()
+        opt.zero_grad()
+    model.eval()
+
+
+def make_tiny_model(arch: str, data: List[str], out: str, vocab_size: int = 512, size: int = 64,
+                    pretrain_steps: int = 150) -> Path:
     """Build and save a tiny `arch` ('t5' or 'llama') model with a tokenizer trained on `data`."""
-    tokenizer = build_tokenizer(_texts(data), vocab_size=vocab_size, add_bos=(arch == "llama"))
+    texts = _texts(data)
+    tokenizer = build_tokenizer(texts, vocab_size=vocab_size, add_bos=(arch == "llama"))
     model = build_t5(tokenizer, d_model=size) if arch == "t5" else build_llama(tokenizer, hidden=size)
+    if pretrain_steps:
+        pretrain(model, tokenizer, texts, arch, pretrain_steps)
     out_dir = Path(out)
     out_dir.mkdir(parents=True, exist_ok=True)
     model.save_pretrained(out_dir)
@@ -105,12 +131,13 @@ def main(argv=None) -> None:
     ap.add_argument("--out", required=True, help="Folder to save the model and tokenizer in.")
     ap.add_argument("--vocab-size", type=int, default=512)
     ap.add_argument("--size", type=int, default=64, help="Hidden size (d_model).")
+    ap.add_argument("--pretrain-steps", type=int, default=150, help="Steps of base pre-training (0: random).")
     args = ap.parse_args(argv)
     if (Path(args.out) / "config.json").exists():
         print(f"{args.out} already holds a model; keeping it.")
         return
-    path = make_tiny_model(args.arch, args.data, args.out, args.vocab_size, args.size)
-    print(f"Saved a tiny {args.arch} model with random weights to {path}")
+    path = make_tiny_model(args.arch, args.data, args.out, args.vocab_size, args.size, args.pretrain_steps)
+    print(f"Saved a tiny {args.arch} model (random init, {args.pretrain_steps} pre-training steps) to {path}")
 
 
 if __name__ == "__main__":

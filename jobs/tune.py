@@ -125,22 +125,27 @@ def build_tune_config(cfg: RunConfig, n_train: int, single: bool):
         )
     else:
         scheduler = FIFOScheduler()
-    search_alg = None
+    # The search algorithm enforces the concurrency limit (Tune ignores max_concurrent_trials when a
+    # search algorithm is given).
+    conc = s.max_concurrent_trials
     if s.algorithm == "optuna" and not single:
+        from ray.tune.search import ConcurrencyLimiter
         from ray.tune.search.optuna import OptunaSearch
 
-        search_alg = OptunaSearch(seed=s.seed)
-    elif s.seed is not None:
+        search_alg = ConcurrencyLimiter(OptunaSearch(seed=s.seed), max_concurrent=conc)
+    else:
         from ray.tune.search.basic_variant import BasicVariantGenerator
 
-        search_alg = BasicVariantGenerator(random_state=s.seed)
+        search_alg = BasicVariantGenerator(random_state=s.seed, max_concurrent=conc)
     return tune.TuneConfig(
         metric=s.metric,
         mode=s.resolved_mode,
         num_samples=1 if single else s.num_samples,
-        max_concurrent_trials=s.max_concurrent_trials,
         scheduler=scheduler,
         search_alg=search_alg,
+        # A finished trial's driver must give its CPU sliver back at once: a reused, idle driver
+        # actor would keep the next trial's workers from fitting on a small machine.
+        reuse_actors=False,
     )
 
 

@@ -38,7 +38,7 @@ def ensure_ray(cpus: Optional[int] = None, gpus: Optional[float] = None) -> bool
             address="local",
             num_cpus=cpus,
             num_gpus=gpus,
-            include_dashboard=False,
+            include_dashboard=True,  # Ray Train cleans up placement groups through the state API
             logging_level="ERROR",
             log_to_driver=True,
             runtime_env={"env_vars": env},

@@ -11,7 +11,7 @@ def print_summary(run_dir: Path) -> int:
     from rich.console import Console
     from rich.table import Table
 
-    console = Console()
+    console = Console(soft_wrap=True)
     res = json.loads((Path(run_dir) / "results.json").read_text())
     metric = res["metric"]
     best = res.get("best") or {}
