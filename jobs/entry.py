@@ -11,7 +11,9 @@ import base64
 import json
 import sys
 
-from orchestrator.config import RunConfig
+from pathlib import Path
+
+from orchestrator.config import RunConfig, resolve_paths
 
 
 def main(argv=None) -> int:
@@ -21,6 +23,8 @@ def main(argv=None) -> int:
     ap.add_argument("--resume", action="store_true")
     args = ap.parse_args(argv)
     cfg = RunConfig.model_validate(json.loads(base64.b64decode(args.config_b64)))
+    # Paths inside the project travel relative to it; Train workers change directory, so anchor them here.
+    cfg = resolve_paths(cfg, Path.cwd())
 
     import ray
 

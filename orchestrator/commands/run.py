@@ -50,6 +50,10 @@ def run(config: str, verb: str, overrides: List[str], *, dry_run: bool = False, 
     cfg = prepare(config, overrides, experiment, check_modules=address is None)
     if dry_run:
         echo(plan_text(cfg, verb))
+        if address:
+            from orchestrator.submit import describe_submission
+
+            echo("\n".join(describe_submission(cfg, verb, address, resume=resume)))
         echo(f"Results would go to {output_location(cfg)}. Dry run: nothing started.")
         return 0
     if address:

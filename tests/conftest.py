@@ -1,0 +1,98 @@
+"""Fixtures shared across tiers, named after what they start or build.
+
+Nothing here downloads anything: models are tiny, built from configs and saved with save_pretrained.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+SEED = REPO / "examples" / "data" / "seed"
+T5_EXAMPLE = REPO / "examples" / "t5_tiny_summarize_local.yaml"
+
+# No hub access here: fail fast instead of retrying a download.
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+os.environ.setdefault("WANDB_SILENT", "true")
+os.environ.pop("WANDB_API_KEY", None)  # W&B stays offline in tests, whatever the shell has
+
+
+@pytest.fixture(scope="session")
+def seed_data() -> Path:
+    return SEED
+
+
+@pytest.fixture(scope="session")
+def tiny_t5(tmp_path_factory) -> Path:
+    """A tiny T5 (random init + a short pre-training) with a BPE tokenizer trained on the seed data."""
+    from jobs.tiny_models import make_tiny_model
+
+    return make_tiny_model("t5", [str(SEED / "train.jsonl")], str(tmp_path_factory.mktemp("model") / "tiny-t5"))
+
+
+@pytest.fixture(scope="session")
+def tiny_llama(tmp_path_factory) -> Path:
+    """A tiny Llama-style causal LM, built like tiny_t5."""
+    from jobs.tiny_models import make_tiny_model
+
+    return make_tiny_model("llama", [str(SEED / "train.jsonl")], str(tmp_path_factory.mktemp("model") / "tiny-llama"))
+
+
+def write_config(path: Path, model: Path, out: Path, **sections) -> Path:
+    """A copy of the T5 example config pointing at `model` and `out`, with sections updated."""
+    import yaml
+
+    cfg = yaml.safe_load(T5_EXAMPLE.read_text())
+    cfg["model"]["name_or_path"] = str(model)
+    for key in ("train", "eval", "test"):
+        cfg["data"][key] = str(SEED / Path(cfg["data"][key]).name)
+    cfg["output"] = {"dir": str(out)}
+    for name, values in sections.items():
+        if values is None:
+            cfg.pop(name, None)
+        elif isinstance(values, dict) and isinstance(cfg.get(name), dict):
+            cfg[name].update(values)
+        else:
+            cfg[name] = values
+    path.write_text(yaml.safe_dump(cfg, sort_keys=False))
+    return path
+
+
+@pytest.fixture(scope="session")
+def ray_local_2cpu():
+    """Ray started in-process with 2 CPUs for the session (the way `qlora-launch tune` starts it)."""
+    import ray
+
+    from orchestrator.local import ensure_ray
+
+    started = ensure_ray(cpus=2)
+    yield
+    if started:
+        ray.shutdown()
+
+
+@pytest.fixture(scope="session")
+def tuned_t5_run(tmp_path_factory, tiny_t5, ray_local_2cpu) -> Path:
+    """One real 4-trial ASHA search on the tiny T5 (4-bit, ROUGE-L, W&B offline), run once per session.
+
+    Tests of results, merge, publishing, reports and tracking read this run folder; none may modify it
+    (copy it first).
+    """
+    from orchestrator.commands.run import run
+
+    root = tmp_path_factory.mktemp("tuned")
+    cfg = write_config(root / "t5.yaml", tiny_t5, root / "runs", training={"epochs": 6})
+    code = run(str(cfg), "tune", [], echo=lambda *a, **k: None)
+    assert code == 0
+    return root / "runs" / "t5"
+
+
+def copy_run(run_dir: Path, dest: Path) -> Path:
+    """A private copy of a run folder for tests that change it."""
+    shutil.copytree(run_dir, dest, ignore=shutil.ignore_patterns("ray"))
+    return dest
