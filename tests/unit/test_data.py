@@ -1,0 +1,102 @@
+"""Tokenization with dynamic padding and label masking, and 4-bit loading (tiny models, no Ray)."""
+
+from __future__ import annotations
+
+import pytest
+
+from jobs.data import IGNORE_INDEX, build_collator, load_splits, tokenize
+from orchestrator.config import validate_dict
+
+
+def cfg_for(model, seed_data, task="seq2seq", **data):
+    return validate_dict({
+        "model": {"name_or_path": str(model), "task": task},
+        "data": {"train": str(seed_data / "train.jsonl"), "eval": str(seed_data / "eval.jsonl"),
+                 "input_column": "article", "target_column": "summary", **data},
+        "quantization": {"compute_dtype": "float32"},
+        "lora": {"target_modules": "all-linear"},
+    })
+
+
+def test_seq2seq_examples_are_unpadded_and_batches_pad_to_their_longest(tiny_t5, seed_data):
+    from jobs.modeling import load_tokenizer
+
+    cfg = cfg_for(tiny_t5, seed_data)
+    tok = load_tokenizer(cfg)
+    ds = tokenize(load_splits(cfg.data)["train"], tok, cfg)
+    lengths = [len(x) for x in ds["input_ids"]]
+    assert len(set(lengths)) > 1 and max(lengths) < cfg.data.max_input_length  # no pad-to-max
+    assert all(tok.pad_token_id not in ids for ids in ds["input_ids"])
+    batch = build_collator(tok)([ds[i] for i in range(4)])
+    assert batch["input_ids"].shape[1] == max(lengths[:4])
+    label_lens = [len(ds[i]["labels"]) for i in range(4)]
+    assert batch["labels"].shape[1] == max(label_lens)
+    for row, n in zip(batch["labels"], label_lens):
+        assert (row[n:] == IGNORE_INDEX).all() and (row[:n] != IGNORE_INDEX).all()
+
+
+def test_truncation_respects_max_lengths(tiny_t5, seed_data):
+    from jobs.modeling import load_tokenizer
+
+    cfg = cfg_for(tiny_t5, seed_data, max_input_length=8, max_target_length=4)
+    ds = tokenize(load_splits(cfg.data)["train"], load_tokenizer(cfg), cfg)
+    assert max(len(x) for x in ds["input_ids"]) == 8 and max(len(x) for x in ds["labels"]) == 4
+
+
+def test_causal_labels_mask_the_prompt_and_padding(tiny_llama, seed_data):
+    from jobs.modeling import load_tokenizer
+
+    cfg = cfg_for(tiny_llama, seed_data, task="causal_lm", prompt_template="Summarize: {input}\nSummary: ")
+    tok = load_tokenizer(cfg)
+    raw = load_splits(cfg.data)["train"]
+    ds = tokenize(raw, tok, cfg)
+    for i in range(3):
+        ex = ds[i]
+        prompt = tok(cfg.data.prompt_template.format(input=raw[i]["article"]))["input_ids"]
+        n = len(prompt)
+        assert ex["input_ids"][:n] == prompt
+        assert ex["labels"][:n] == [IGNORE_INDEX] * n  # no loss on the prompt
+        completion = ex["labels"][n:]
+        assert completion[-1] == tok.eos_token_id and IGNORE_INDEX not in completion
+        assert tok.decode(completion, skip_special_tokens=True).strip() == raw[i]["summary"].strip()
+    batch = build_collator(tok)([ds[i] for i in range(4)])
+    pad = batch["attention_mask"] == 0
+    assert pad.any() and (batch["labels"][pad] == IGNORE_INDEX).all()
+
+
+def test_eval_is_split_off_train_when_absent(tiny_t5, seed_data):
+    cfg = cfg_for(tiny_t5, seed_data, eval=None, eval_split=0.3, split_seed=1)
+    splits = load_splits(cfg.data)
+    assert len(splits["train"]) == 7 and len(splits["eval"]) == 3
+    again = load_splits(cfg.data)
+    assert splits["eval"]["article"] == again["eval"]["article"]  # seeded
+
+
+def test_trainable_model_is_really_4bit_nf4_with_lora_on_the_targets(tiny_t5, seed_data):
+    import bitsandbytes as bnb
+    import torch
+
+    from jobs.modeling import load_trainable, param_counts
+
+    cfg = cfg_for(tiny_t5, seed_data).with_params({"lora.target_modules": ["q", "v"], "lora.r": 4})
+    model = load_trainable(cfg)
+    q = model.base_model.model.encoder.block[0].layer[0].SelfAttention.q
+    assert isinstance(q.base_layer, bnb.nn.Linear4bit)
+    assert q.base_layer.weight.dtype == torch.uint8 and q.base_layer.weight.quant_type == "nf4"
+    assert q.base_layer.weight.quant_state.nested  # double quantization
+    assert "lora_A" in dict(q.named_children())
+    k = model.base_model.model.encoder.block[0].layer[0].SelfAttention.k
+    assert not hasattr(k, "lora_A")
+    counts = param_counts(model)
+    trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    assert counts["trainable_params"] == trainable > 0
+    assert all("lora_" in n for n, p in model.named_parameters() if p.requires_grad)
+
+
+def test_rouge_scores_generations():
+    from jobs.metrics import rouge
+
+    same = rouge(["the model improves"], ["the model improves"])
+    assert same["rouge1"] == pytest.approx(1.0) and same["rougeL"] == pytest.approx(1.0)
+    none = rouge(["alpha beta"], ["gamma delta"])
+    assert none["rouge1"] == 0.0
