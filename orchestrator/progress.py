@@ -201,6 +201,9 @@ class SearchProgress:
         return keys
 
     def summary_line(self) -> str:
+        return " · ".join([self.trials_text(), self.time_text()])
+
+    def trials_text(self) -> str:
         c = self.counts()
         done = c[COMPLETED] + c[STOPPED] + c[ERROR]
         parts = [f"{done}/{self.total} trials done"]
@@ -210,9 +213,13 @@ class SearchProgress:
             parts.append(f"{c[STOPPED]} stopped early")
         if c[ERROR]:
             parts.append(f"{c[ERROR]} failed")
-        parts.append(f"elapsed {fmt_duration(self.elapsed())}")
-        eta = self.eta()
-        if done < self.total:
+        return " · ".join(parts)
+
+    def time_text(self) -> str:
+        c = self.counts()
+        parts = [f"elapsed {fmt_duration(self.elapsed())}"]
+        if c[COMPLETED] + c[STOPPED] + c[ERROR] < self.total:
+            eta = self.eta()
             parts.append(f"~{fmt_duration(eta)} left" if eta is not None else "time left: estimating")
         if self.best is not None:
             parts.append(f"best {self.metric} {fmt_value(self.best)} ({self.best_trial})")
@@ -258,8 +265,9 @@ class SearchProgress:
         bar.add_column()
         pct = self.done_fraction()
         bar.add_row(ProgressBar(total=100, completed=100 * pct, width=30),
-                    Text(f"{100 * pct:3.0f}%  {self.summary_line()}"))
-        return Group(self.table(), bar)
+                    Text(f"{100 * pct:3.0f}%  {self.trials_text()}", style="bold"))
+        bar.add_row(Text(""), Text(self.time_text()))
+        return Group(self.table(), Text(""), bar)
 
     def plain_result_line(self, t: TrialState) -> str:
         shown = f"{self.metric}={fmt_value(t.value)}" if t.value is not None else f"{self.metric}=-"
@@ -288,16 +296,32 @@ class ProgressCallback:
     """
 
     def __init__(self, progress: SearchProgress, console=None, refresh_s: float = 0.5, heartbeat_s: float = 60.0):
-        from rich.console import Console
-
         self.progress = progress
-        self.console = console or Console()
-        self.live_mode = bool(self.console.is_terminal and not self.console.is_dumb_terminal)
+        self._console = console
         self.refresh_s, self.heartbeat_s = refresh_s, heartbeat_s
         self._live = None
         self._last_draw = -math.inf
         self._last_line = progress.clock()
         self._closed = False
+
+    @property
+    def console(self):
+        if self._console is None:
+            from rich.console import Console
+
+            self._console = Console()
+        return self._console
+
+    @property
+    def live_mode(self) -> bool:
+        return bool(self.console.is_terminal and not self.console.is_dumb_terminal)
+
+    def __getstate__(self):
+        # Tune pickles its callbacks with the experiment state; a Console (locks, a file) does not
+        # pickle and a restored search gets the terminal of the process that restores it.
+        state = dict(self.__dict__)
+        state.update(_console=None, _live=None)
+        return state
 
     # Tune hooks (same names and arguments as ray.tune.Callback) --------------------------------
 
@@ -391,13 +415,19 @@ def progress_callbacks(cfg: RunConfig) -> List[object]:
 def search_progress(cfg: RunConfig, clock: Callable[[], float] = time.monotonic) -> SearchProgress:
     """A SearchProgress for `cfg`'s search (its metric, trial count, concurrency and trial length)."""
     s = cfg.search
-
-    def planned(params: Dict[str, Any]):
-        t = cfg.with_params(params).training if params else cfg.training
-        return (t.max_steps or None, None if t.max_steps else t.epochs)
-
     return SearchProgress(s.metric, s.resolved_mode, s.num_samples,
-                          min(s.max_concurrent_trials, s.num_samples), planned=planned, clock=clock)
+                          min(s.max_concurrent_trials, s.num_samples), planned=PlannedLength(cfg), clock=clock)
+
+
+class PlannedLength:
+    """`params -> (max_steps, epochs)`: how long a trial with these hyperparameters trains (picklable)."""
+
+    def __init__(self, cfg: RunConfig):
+        self.cfg = cfg
+
+    def __call__(self, params: Dict[str, Any]):
+        t = self.cfg.with_params(params).training if params else self.cfg.training
+        return (t.max_steps or None, None if t.max_steps else t.epochs)
 
 
 # ---- formatting helpers --------------------------------------------------------------------

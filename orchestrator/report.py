@@ -648,7 +648,8 @@ def render_html(data: Dict[str, Any], png_names: Sequence[str] = ()) -> str:
         _kpis(data),
         '<section><h2>Training curves</h2><div class="grid2">',
         plot("plot-loss", "Training loss per trial",
-             f"Per-step training loss (smoothed when over {SMOOTH_AFTER} points; raw values faint). Dotted lines ending in ✕ are trials the scheduler (ASHA) stopped early "
+             f"Per-step training loss (smoothed when over {SMOOTH_AFTER} points; raw values faint). "
+             "Dotted lines ending in ✕ are trials the scheduler (ASHA) stopped early "
              "at a rung; the thick line is the best trial."),
         plot("plot-metric", f"{m} per trial (eval set)",
              f"{m} at each evaluation; {'higher' if data['mode'] == 'max' else 'lower'} is better."),
@@ -799,7 +800,8 @@ def _best_section(data: Dict[str, Any]) -> str:
             full = f"{section}.{k}"
             v = (best.get("params") or {}).get(full, (cfg.get(section) or {}).get(k))
             if v is not None:
-                fixed.append(f"<tr><th>{html.escape(full)}</th><td>{html.escape(fmt(v) if not isinstance(v, list) else ', '.join(map(str, v)))}</td></tr>")
+                shown = ", ".join(map(str, v)) if isinstance(v, list) else fmt(v)
+                fixed.append(f"<tr><th>{html.escape(full)}</th><td>{html.escape(shown)}</td></tr>")
     share = ""
     if p.get("trainable_params"):
         pct = float(p["trainable_pct"])

@@ -120,10 +120,9 @@ def trial_table(run_dir: Path) -> Dict[str, Any]:
 # ---- printing -----------------------------------------------------------------------------------
 
 def print_runs(runs: List[Dict[str, Any]], root, console=None) -> None:
-    from rich.console import Console
     from rich.table import Table
 
-    console = console or Console(soft_wrap=True)
+    console = console or _console()
     if not runs:
         console.print(f"No runs in {root}. Start one with `qlora-launch tune CONFIG` (results go to "
                       f"output.dir/EXPERIMENT), or pass --dir.")
@@ -153,10 +152,9 @@ def print_runs(runs: List[Dict[str, Any]], root, console=None) -> None:
 
 
 def print_trials(info: Dict[str, Any], console=None) -> None:
-    from rich.console import Console
     from rich.table import Table
 
-    console = console or Console(soft_wrap=True)
+    console = console or _console()
     metric = info["metric"]
     heads = {"trial_id": "trial", "time_s": "time (s)", "peak_mem_mb": "peak mem (MB)"}
     table = Table(title=f"{info['experiment']}: {len(info['rows'])} trials, best first by {metric} ({info['mode']})"
@@ -181,6 +179,17 @@ def print_trials(info: Dict[str, Any], console=None) -> None:
         console.print(f"Best trial: [bold]{info['best_trial']}[/bold]")
     if info.get("report"):
         console.print(f"Report: {info['report']}")
+
+
+def _console():
+    """A rich Console; piped output gets a wide one so tables are not squeezed to 80 columns."""
+    import os
+    import sys
+
+    from rich.console import Console
+
+    wide = not sys.stdout.isatty() and not os.environ.get("COLUMNS")
+    return Console(soft_wrap=True, width=200 if wide else None)
 
 
 def _status_word(s) -> str:

@@ -274,7 +274,7 @@ def log_run_to_mlflow(run_dir, cfg: RunConfig) -> Dict[str, Any]:
     uri = mlflow_tracking_uri(run_dir, cfg)
     if uri.startswith("file:") or "://" not in uri:
         os.environ.setdefault("MLFLOW_ALLOW_FILE_STORE", "true")
-    from mlflow.entities import Metric, Param, RunTag
+    from mlflow.entities import Metric, Param
     from mlflow.tracking import MlflowClient
 
     results = _read_json(run_dir / "results.json") or {}
