@@ -30,7 +30,7 @@ MiB = 1 << 20
 PART_SIZE = 16 * MiB  # multipart threshold and part size: 13 parts for a 200 MB file
 CONCURRENCY = 8  # parts (and small files) in flight at once
 RETRY_MODE = "adaptive"
-MAX_ATTEMPTS = 8
+MAX_ATTEMPTS = 8  # per request, the first try included
 
 Event = Callable[[str, str, int], None]  # (kind: upload|uploaded|skip|verified|download, key, size)
 
@@ -49,7 +49,8 @@ def make_client(endpoint_url: Optional[str] = None, *, concurrency: int = CONCUR
         config=Config(
             retries={
                 "mode": os.environ.get("AWS_RETRY_MODE", RETRY_MODE),
-                "max_attempts": int(os.environ.get("AWS_MAX_ATTEMPTS", MAX_ATTEMPTS)),
+                # Attempts in all, the first included (what AWS_MAX_ATTEMPTS means too).
+                "total_max_attempts": int(os.environ.get("AWS_MAX_ATTEMPTS", MAX_ATTEMPTS)),
             },
             max_pool_connections=max(10, concurrency * 2),
             connect_timeout=5,
@@ -120,6 +121,7 @@ def s3_errors(what: str, bucket: str, endpoint_url: Optional[str]) -> Iterator[N
         NoCredentialsError,
         PartialCredentialsError,
     )
+    from s3transfer.exceptions import RetriesExceededError
 
     try:
         yield
@@ -141,7 +143,7 @@ def s3_errors(what: str, bucket: str, endpoint_url: Optional[str]) -> Iterator[N
             f"no AWS credentials for {what}: set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, AWS_PROFILE, "
             "or run where an instance/task role is available."
         ) from None
-    except (EndpointConnectionError, ConnectionClosedError, ConnectionError) as e:
+    except (EndpointConnectionError, ConnectionClosedError, ConnectionError, RetriesExceededError) as e:
         raise UserError(
             f"lost the connection to the S3 endpoint {endpoint_url or '(AWS default)'} during {what} after "
             f"retries ({type(e).__name__}); check endpoint_url and the network, then re-run: files already "
@@ -328,9 +330,10 @@ class Bucket:
                     return
                 event("uploaded", self.item.key, self.item.size)
 
-        futures = []
-        manager = TransferManager(self.client, transfer_config(self.concurrency, self.part_size))
-        try:
+        # The context manager waits for every transfer on success and cancels the queued ones when the
+        # block raises (TransferManager.shutdown(cancel=True) itself is broken in s3transfer 0.19).
+        with TransferManager(self.client, transfer_config(self.concurrency, self.part_size)) as manager:
+            futures = []
             for item in todo:
                 event("upload", item.key, item.size)
                 extra = {"ChecksumAlgorithm": "SHA256", "Metadata": {"sha256": item.sha256}}
@@ -341,20 +344,17 @@ class Bucket:
                 futures.append((item, manager.upload(src, self.name, item.key, extra_args=extra,
                                                      subscribers=[Done(item)])))
             for item, fut in futures:
-                # The first failure (after botocore's retries) ends the publication; `finally` cancels
-                # the transfers still queued, and a re-run skips what made it.
+                # The first failure (after botocore's retries) ends the publication; what made it is
+                # skipped by a re-run.
                 with self.errors(f"the upload of {self.url(item.key)}"):
                     fut.result()
-        finally:
-            manager.shutdown(cancel=True)
 
     def download(self, keys: Sequence[Tuple[str, Path]], on_event: Optional[Event] = None) -> None:
         """Download (key, local path) pairs in parallel (ranged parts for large objects)."""
         from s3transfer.manager import TransferManager
 
         event = on_event or (lambda *a: None)
-        manager = TransferManager(self.client, transfer_config(self.concurrency, self.part_size))
-        try:
+        with TransferManager(self.client, transfer_config(self.concurrency, self.part_size)) as manager:
             futures = []
             for key, path in keys:
                 path.parent.mkdir(parents=True, exist_ok=True)
@@ -363,6 +363,3 @@ class Bucket:
                 with self.errors(f"the download of {self.url(key)}"):
                     fut.result()
                 event("download", key, 0)
-        finally:
-            manager.shutdown(cancel=True)
-

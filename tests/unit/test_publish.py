@@ -423,3 +423,16 @@ def test_the_driver_side_imports_no_torch_transformers_or_boto3():
     )
     res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=Path(__file__).parents[2])
     assert res.returncode == 0, res.stderr
+
+
+def test_the_s3_client_retries_adaptively_with_backoff(monkeypatch):
+    from orchestrator.s3 import MAX_ATTEMPTS, make_client, transfer_config
+
+    monkeypatch.delenv("AWS_MAX_ATTEMPTS", raising=False)
+    monkeypatch.delenv("AWS_RETRY_MODE", raising=False)
+    c = make_client("http://127.0.0.1:9")
+    assert c.meta.config.retries == {"mode": "adaptive", "total_max_attempts": MAX_ATTEMPTS}  # first try included
+    monkeypatch.setenv("AWS_MAX_ATTEMPTS", "3")
+    assert make_client("http://127.0.0.1:9").meta.config.retries["total_max_attempts"] == 3
+    tc = transfer_config()
+    assert tc.multipart_chunksize == tc.multipart_threshold == 16 << 20 and tc.max_request_concurrency == 8
