@@ -18,7 +18,7 @@ import subprocess
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Dict, List, Optional, Sequence
+from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 from orchestrator.errors import UserError
 from orchestrator.fingerprint import sha256_file
@@ -51,6 +51,7 @@ class FileEntry:
     sha256: str
     source: Optional[Path] = None
     data: Optional[bytes] = None
+    transfer_checksum: Optional[str] = None  # what the store will report (S3: ChecksumSHA256), if computed
 
     @classmethod
     def from_bytes(cls, path: str, data: bytes) -> "FileEntry":
@@ -152,8 +153,18 @@ def load_run(run_dir: Path, what: str = "both") -> RunRecord:
     return record
 
 
-def collect_files(run: RunRecord, what: str) -> List[FileEntry]:
-    """Every file of the parts `what` names, as `adapter/...` and `merged/...`, sorted, hashed."""
+Hasher = Callable[[Path, int], Tuple[str, Optional[str]]]  # (path, size) -> (sha256 hex, transfer checksum)
+
+
+def _sha256_only(path: Path, size: int) -> Tuple[str, Optional[str]]:
+    return sha256_file(path), None
+
+
+def collect_files(run: RunRecord, what: str, hasher: Hasher = _sha256_only) -> List[FileEntry]:
+    """Every file of the parts `what` names, as `adapter/...` and `merged/...`, sorted, hashed.
+
+    `hasher` may compute the store's own checksum in the same read (orchestrator.s3.file_checksums).
+    """
     out: List[FileEntry] = []
     for part in parts_of(what):
         base = run.part_dir(part)
@@ -161,7 +172,9 @@ def collect_files(run: RunRecord, what: str) -> List[FileEntry]:
             rel = f.relative_to(base).as_posix()
             if rel.startswith(".") or "/." in rel:
                 continue
-            out.append(FileEntry(f"{part}/{rel}", f.stat().st_size, sha256_file(f), source=f))
+            size = f.stat().st_size
+            digest, transfer = hasher(f, size)
+            out.append(FileEntry(f"{part}/{rel}", size, digest, source=f, transfer_checksum=transfer))
     return out
 
 

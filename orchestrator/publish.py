@@ -258,7 +258,12 @@ def publish_run(
         private = pub_cfg.private if pub_cfg else True
     if dest.scheme == "hf":
         revision = revision or dest.revision or (pub_cfg.revision if pub_cfg else None)
-    files = collect_files(run, what)
+    hasher = None
+    if dest.scheme == "s3" and not dry_run:
+        from orchestrator.s3 import file_checksums
+
+        hasher = file_checksums  # the manifest's sha256 and S3's checksum from one read of each file
+    files = collect_files(run, what, hasher) if hasher else collect_files(run, what)
     version = check_version(version) if version else content_version(run, files, what)
     location = dest.version_uri(version)
 
@@ -343,7 +348,8 @@ def _publish_s3(pub: Publication, bucket, dest: Destination, run: RunRecord, pub
                 manifest_entry: FileEntry, echo: Echo) -> Publication:
     from orchestrator.s3 import Upload
 
-    items = [Upload(dest.key(pub.version, f.path), f.size, f.sha256, path=f.source, data=f.data) for f in published]
+    items = [Upload(dest.key(pub.version, f.path), f.size, f.sha256, path=f.source, data=f.data,
+                    checksum=f.transfer_checksum) for f in published]
     total = sum(f.size for f in published)
     echo(f"Publishing {len(items)} files ({_size(total)}) to {pub.location}/ ...")
     offset = len(dest.key(pub.version)) + 1

@@ -84,20 +84,35 @@ def actual_part_size(size: int, part_size: int = PART_SIZE) -> int:
     return ChunksizeAdjuster().adjust_chunksize(part_size, size)
 
 
+def file_checksums(path: Path, size: int, part_size: int = PART_SIZE) -> Tuple[str, str]:
+    """(hex SHA-256 of the file, the ChecksumSHA256 S3 reports for it), from one read of the file.
+
+    The second is the SHA-256 of the bytes for a single-part upload, else the SHA-256 of the parts'
+    SHA-256 digests (without AWS's `-N` suffix), with the part size the transfer will use.
+    """
+    chunk = actual_part_size(size, part_size) if size >= part_size else 0
+    full, part, filled, digests = hashlib.sha256(), hashlib.sha256(), 0, []
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(MiB), b""):
+            full.update(block)
+            while chunk and block:
+                take = block[: chunk - filled]
+                part.update(take)
+                filled += len(take)
+                block = block[len(take):]
+                if filled == chunk:
+                    digests.append(part.digest())
+                    part, filled = hashlib.sha256(), 0
+    if not chunk:
+        return full.hexdigest(), _b64(full.digest())
+    if filled:
+        digests.append(part.digest())
+    return full.hexdigest(), _b64(hashlib.sha256(b"".join(digests)).digest())
+
+
 def s3_checksum(path: Path, size: int, part_size: int = PART_SIZE) -> str:
     """The ChecksumSHA256 S3 reports for `path` uploaded with our transfer config (without `-N`)."""
-    if size < part_size:
-        h = hashlib.sha256()
-        with open(path, "rb") as f:
-            for block in iter(lambda: f.read(MiB), b""):
-                h.update(block)
-        return _b64(h.digest())
-    chunk = actual_part_size(size, part_size)
-    digests = []
-    with open(path, "rb") as f:
-        for part in iter(lambda: f.read(chunk), b""):
-            digests.append(hashlib.sha256(part).digest())
-    return _b64(hashlib.sha256(b"".join(digests)).digest())
+    return file_checksums(path, size, part_size)[1]
 
 
 def bytes_checksum(data: bytes) -> str:
@@ -164,6 +179,7 @@ class Upload:
     sha256: str  # hex SHA-256 of the whole object (what the manifest lists)
     path: Optional[Path] = None
     data: Optional[bytes] = None
+    checksum: Optional[str] = None  # the S3 ChecksumSHA256 expected, when computed beforehand
 
 
 @dataclass
@@ -252,9 +268,10 @@ class Bucket:
 
     # -- checks ---------------------------------------------------------------------------------
     def expected_checksum(self, item: Upload) -> str:
-        if item.data is not None:
-            return bytes_checksum(item.data)
-        return s3_checksum(item.path, item.size, self.part_size)
+        if item.checksum is None:
+            item.checksum = (bytes_checksum(item.data) if item.data is not None
+                             else s3_checksum(item.path, item.size, self.part_size))
+        return item.checksum
 
     def matches(self, item: Upload, remote: Optional[RemoteObject]) -> bool:
         """Whether the stored object is exactly `item` (by the server's checksum, else by re-reading it)."""
