@@ -494,16 +494,28 @@ def _png_scatter(data: Dict[str, Any], path: Path) -> Path:
     if pts:
         vals = [r.get(metric) if _num(r.get(metric)) else float("nan") for r in pts]
         cmap = "viridis_r" if data["mode"] == "min" else "viridis"
-        sc = ax.scatter([r[x] for r in pts], [r[ykey] for r in pts], c=vals, cmap=cmap, s=220,
-                        edgecolors=["black" if r["trial_id"] == best else "white" for r in pts],
-                        linewidths=[2.5 if r["trial_id"] == best else 1 for r in pts], zorder=3)
+        finite = [v for v in vals if v == v]
+        vmin, vmax = (min(finite), max(finite)) if finite else (0.0, 1.0)
+        sc = None
+        for marker, statuses in (("o", ("COMPLETED", None)), ("X", ("STOPPED_EARLY",)), ("D", ("ERROR",))):
+            idx = [i for i, r in enumerate(pts) if r.get("status") in statuses]
+            if not idx:
+                continue
+            sc = ax.scatter([pts[i][x] for i in idx], [pts[i][ykey] for i in idx], c=[vals[i] for i in idx],
+                            cmap=cmap, vmin=vmin, vmax=vmax if vmax > vmin else vmin + 1e-9, s=220, marker=marker,
+                            edgecolors=["black" if pts[i]["trial_id"] == best else "white" for i in idx],
+                            linewidths=[2.5 if pts[i]["trial_id"] == best else 1 for i in idx], zorder=3)
         for r in pts:
             ax.annotate(short_id(str(r["trial_id"])) + (" (best)" if r["trial_id"] == best else "")
                         + (" stopped" if r.get("status") == "STOPPED_EARLY" else ""),
                         (r[x], r[ykey]), textcoords="offset points", xytext=(11, -3), fontsize=9)
-        fig.colorbar(sc, ax=ax, label=metric)
+        if sc is not None:
+            fig.colorbar(sc, ax=ax, label=metric)
         if is_log_scale(x, data["space"], [r[x] for r in pts]):
             ax.set_xscale("log")
+            ticks = log_ticks(min(r[x] for r in pts), max(r[x] for r in pts))
+            ax.set_xticks(ticks, [f"{t:g}" for t in ticks])
+            ax.minorticks_off()
         yv = sorted({r[ykey] for r in pts})
         if y and all(isinstance(v, int) for v in yv) and len(yv) <= 8:
             ax.set_yticks(yv)
@@ -893,7 +905,7 @@ _CSS = """
 :root { --ink:#111827; --muted:#6b7280; --line:#e5e7eb; --bg:#f6f7f9; --card:#fff; --accent:#4e79a7;
         --ok:#15803d; --bad:#b91c1c; --warn:#b45309; }
 * { box-sizing: border-box; }
-body { margin:0; background:var(--bg); color:var(--ink);
+body { margin:0; background:var(--bg); color:var(--ink); overflow-wrap:break-word;
        font: 14px/1.5 Inter, -apple-system, "Segoe UI", Roboto, "DejaVu Sans", sans-serif; }
 main { max-width: 1320px; margin: 0 auto; padding: 28px 28px 40px; }
 header { display:flex; justify-content:space-between; align-items:flex-end; gap:16px; margin-bottom:18px; }
@@ -954,11 +966,11 @@ pre { background:#f8fafc; border:1px solid var(--line); padding:10px; border-rad
       overflow:auto; font-size:12px; }
 code { font-size:12px; }
 .samples { display:grid; grid-template-columns: repeat(auto-fit, minmax(380px,1fr)); gap:14px; }
-.sample p { margin:2px 0 10px; }
+.sample p { margin:2px 0 10px; overflow-wrap:anywhere; }
 .sample-head { display:flex; justify-content:space-between; align-items:center; margin-bottom:6px; }
 .badge { font-size:11px; background:#eef2ff; color:#3730a3; border-radius:99px; padding:2px 8px; font-weight:600; }
 .sample .in p { color:#374151; font-size:13px; }
-.pair { display:grid; grid-template-columns:1fr 1fr; gap:10px; }
+.pair { display:grid; grid-template-columns:minmax(0,1fr) minmax(0,1fr); gap:10px; }
 .pair > div { border-radius:8px; padding:8px 10px; }
 .ref { background:#f0f7ee; border-left:3px solid #59a14f; }
 .pred { background:#eef4fb; border-left:3px solid #4e79a7; }

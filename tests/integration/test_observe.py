@@ -195,10 +195,14 @@ class HeadlessChromium:
     def screenshot(self, path: Path, full_page: bool = True, width: int = 1400) -> Path:
         if full_page:
             h = int(self.cdp.evaluate("Math.ceil(document.documentElement.scrollHeight)"))
+            # A viewport as tall as the page (rather than captureBeyondViewport, which leaves WebGL
+            # plots half painted), then let plotly redraw every plot at the new size.
             self.cdp.call("Emulation.setDeviceMetricsOverride", width=width, height=h, deviceScaleFactor=1,
                           mobile=False)
-            time.sleep(0.8)  # responsive plots re-layout to the new viewport
-        shot = self.cdp.call("Page.captureScreenshot", format="png", captureBeyondViewport=full_page)
+            self.cdp.evaluate("Promise.all([...document.querySelectorAll('.js-plotly-plot')]"
+                              ".map(p => Plotly.Plots.resize(p))).then(() => true)")
+            time.sleep(1.0)
+        shot = self.cdp.call("Page.captureScreenshot", format="png")
         Path(path).write_bytes(base64.b64decode(shot["data"]))
         return Path(path)
 
