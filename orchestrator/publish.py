@@ -320,7 +320,8 @@ def _check_version_free(bucket, dest: Destination, version: str, files: List[Fil
         old = {f["path"]: f["sha256"] for f in json.loads(raw)["files"]}
     except (ValueError, KeyError, TypeError):
         old = None
-    if old is None or any(old.get(f.path) != f.sha256 for f in files):
+    new = {f.path: f.sha256 for f in files}
+    if old is None or {p: h for p, h in old.items() if p != CARD} != new:
         raise UserError(
             f"version '{version}' already exists at {dest.version_uri(version)} with different files; published "
             "versions are never overwritten: pass another --version (or none, for a fresh name)."
@@ -360,22 +361,24 @@ def _publish_s3(pub: Publication, bucket, dest: Destination, run: RunRecord, pub
         elif kind == "skip":
             echo(f"  skipped   {key[offset:]}  (already there with the right checksum)")
 
-    uploaded, skipped = bucket.upload(items, on_event)
-    pub.uploaded = [k[offset:] for k in uploaded]
-    pub.skipped = [k[offset:] for k in skipped]
     manifest_key = dest.key(pub.version, MANIFEST)
     existing = bucket.get(manifest_key)
-    if existing is None:
+    if existing is not None:
+        # Complete already, with the same model files (_check_version_free): never touched again.
+        echo(f"  version {pub.version} is already complete there (same files): nothing to upload")
+        pub.manifest = json.loads(existing)
+        pub.skipped = [f["path"] for f in pub.manifest.get("files", [])] + [MANIFEST]
+    else:
+        uploaded, skipped = bucket.upload(items, on_event)
+        pub.uploaded = [k[offset:] for k in uploaded]
+        pub.skipped = [k[offset:] for k in skipped]
+        # Objects of an earlier, different attempt at this version that the manifest will not list.
+        keep = {i.key for i in items}
+        for key in bucket.list(dest.key(pub.version)):
+            if key not in keep:
+                bucket.delete(key)
         bucket.put(manifest_key, manifest_entry.data)  # the version is complete from here on
         pub.uploaded.append(MANIFEST)
-    else:
-        pub.manifest = json.loads(existing)  # complete already (same files): keep it as it was
-        pub.skipped.append(MANIFEST)
-    # Objects of an earlier, different attempt at this version that the manifest does not list.
-    keep = {i.key for i in items} | {manifest_key}
-    for key in bucket.list(dest.key(pub.version)):
-        if key not in keep:
-            bucket.delete(key)
     manifest_raw = existing if existing is not None else manifest_entry.data
     pointer = {
         "version": pub.version,
@@ -388,8 +391,8 @@ def _publish_s3(pub: Publication, bucket, dest: Destination, run: RunRecord, pub
         "published_at": utc_now(),
     }
     bucket.put(dest.key(LATEST), (json.dumps(pointer, indent=2) + "\n").encode("utf-8"))
-    echo(f"Published version {pub.version} to {pub.location} ({len(uploaded)} uploaded, {len(skipped)} skipped, "
-         f"every checksum verified); {pub.latest} -> {pub.version}.")
+    echo(f"Published version {pub.version} to {pub.location} ({len(pub.uploaded)} uploaded, {len(pub.skipped)} "
+         f"skipped, every checksum verified); {pub.latest} -> {pub.version}.")
     return pub
 
 

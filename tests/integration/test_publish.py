@@ -392,6 +392,17 @@ def test_server_lost_mid_upload_keeps_latest_and_a_rerun_resumes(tuned_t5_run, f
     for f in manifest["files"]:
         assert hashlib.sha256(stored[f"models/t5/{b.version}/{f['path']}"]).hexdigest() == f["sha256"]
 
+    # Publishing a complete version again only moves latest.json back to it; a version name that is
+    # taken by different files is refused before anything is written.
+    counts = {}
+    again = publish_run(tuned_t5_run, uri, what="adapter", endpoint_url=proxy.endpoint,
+                        s3_client=counting_client(proxy.endpoint, counts))
+    assert again.version == a.version and again.uploaded == [] and counts == {"PutObject": 1}
+    assert latest(real, bucket, "models/t5") == a.version
+    with pytest.raises(UserError, match="already exists .* with different files"):
+        publish_run(tuned_t5_run, uri, what="both", version=a.version, endpoint_url=proxy.endpoint)
+    assert latest(real, bucket, "models/t5") == a.version
+
 
 # ---- bad input: exit 2, a clear message, nothing marked latest --------------------------------------------
 
