@@ -15,6 +15,7 @@ from __future__ import annotations
 import atexit
 import math
 import statistics
+import sys
 import time
 from dataclasses import dataclass, field
 from typing import Any, Callable, Dict, List, Optional
@@ -396,6 +397,13 @@ class ProgressCallback:
     def close(self) -> None:
         """Stop the live display (leaving the final table on screen); print the final line when plain."""
         if self._live is not None:
+            # A partial line (a progress bar's "\r...") still buffered by the redirected stdout/stderr
+            # goes above the table now, not glued to the end of its last line when the display stops.
+            for stream in (sys.stdout, sys.stderr):
+                try:
+                    stream.flush()
+                except (OSError, ValueError):
+                    pass
             self._live.update(self.progress.renderable(), refresh=True)
             self._live.stop()
             self._live = None

@@ -116,7 +116,7 @@ def wandb_sync_command(run_dir) -> Optional[str]:
     dirs = offline_run_dirs(run_dir)
     if not dirs:
         return None
-    return f"wandb sync --include-offline {shlex.quote(str((Path(run_dir) / 'wandb').resolve()))}/offline-run-*"
+    return f"wandb sync {shlex.quote(str((Path(run_dir) / 'wandb').resolve()))}/offline-run-*"
 
 
 # ---- reading offline .wandb files -----------------------------------------------------------------

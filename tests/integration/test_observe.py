@@ -325,19 +325,25 @@ def test_wandb_offline_runs_one_per_trial_grouped_with_history_and_best_artifact
     results = json.loads((run_copy / "results.json").read_text())
     exp, best = results["experiment"], results["best"]
     cfg = _cfg(run_copy)
-    lines: List[str] = []
-    out = after_search(run_copy, cfg, echo=lines.append)  # what `tune` calls at the end: report, artifact, sync hint
-    assert out["errors"] == [], out["errors"]
-    assert out["report"] and Path(out["report"]).exists()
-    assert out["wandb"]["aliases"] == ["best"] and out["wandb"]["mode"] == "offline"
-    assert out["sync_command"] == wandb_sync_command(run_copy)
-    assert out["sync_command"].startswith("wandb sync ") and str((run_copy / "wandb").resolve()) in out["sync_command"]
-    assert any(out["sync_command"] in line for line in lines)
+    if not any(r["job_type"] == BEST_JOB_TYPE for r in read_wandb_offline_runs(run_copy)):
+        # `tune` does not call the end-of-search hook (yet): call it as it would.
+        lines: List[str] = []
+        out = after_search(run_copy, cfg, echo=lines.append)
+        assert out["errors"] == [], out["errors"]
+        assert out["report"] and Path(out["report"]).exists()
+        assert out["wandb"]["aliases"] == ["best"] and out["wandb"]["mode"] == "offline"
+        assert out["sync_command"] == wandb_sync_command(run_copy)
+        assert any(out["sync_command"] in line for line in lines)
+    sync = wandb_sync_command(run_copy)
+    assert sync.startswith("wandb sync ") and str((run_copy / "wandb").resolve()) in sync
 
     runs = read_wandb_offline_runs(run_copy)
     trials = [r for r in runs if r["job_type"] == "trial"]
     by_trial = {r["config"].get("trial_id"): r for r in trials}
     # One run per trial, all in the experiment's group, with the W&B ids the workers chose.
+    empty = [r["id"] for r in runs if r["empty"]]
+    assert not empty, (f"W&B logs with nothing in them (a trial killed before W&B flushed; "
+                       f"x_transaction_log_flush_interval in start_tracking): {empty}")
     assert sorted(by_trial) == sorted(t["trial_id"] for t in results["trials"]), [r["folder"] for r in runs]
     assert len(trials) == len(results["trials"])
     for t in results["trials"]:
@@ -363,7 +369,8 @@ def test_wandb_offline_runs_one_per_trial_grouped_with_history_and_best_artifact
     assert {"adapter_config.json", "adapter_model.safetensors"} <= set(files)
     local = run_copy / "best" / "adapter" / "adapter_model.safetensors"
     assert files["adapter_model.safetensors"]["size"] == local.stat().st_size
-    assert Path(files["adapter_model.safetensors"]["local_path"]).resolve() == local.resolve()
+    # Referenced in place: the run folder's adapter (of the original run when `tune` logged it).
+    assert files["adapter_model.safetensors"]["local_path"].endswith("best/adapter/adapter_model.safetensors")
     assert holders[0]["summary"]["best_trial"] == best["trial_id"]
 
 

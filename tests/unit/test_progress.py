@@ -118,9 +118,11 @@ def test_tty_draws_a_refreshing_table_with_progress_line():
     assert out.getvalue().count("\x1b[2K") > frames_before  # erase-line: the previous frame was overwritten
     b.last_result = result(10, 0.0, 20.0)
     cb.on_trial_complete(2, [a, b], b)
+    print("Loading weights: 50%", end="")  # a progress bar's partial line while the table is up
     cb.on_experiment_end([a, b])
     assert cb._live is None
     plain = ANSI.sub("", out.getvalue())
+    assert plain.endswith("\n") and plain.rindex("Loading weights: 50%") < plain.rindex("status")
     head = plain.rindex("status")
     last = plain[plain.rindex("\n", 0, head) + 1:]  # the final frame stays on screen
     for col in ("trial", "status", "learning_rate", "r", "iter", "step", "eval_rougeL", "trial best", "time"):

@@ -280,5 +280,5 @@ def test_wandb_reader_parses_runs_history_and_artifacts_across_blocks(tmp_path):
     assert len(run["history"][200]["pad"]) == 70_000
     assert run["artifacts"][0]["aliases"] == ["best"] and run["artifacts"][0]["files"][0]["size"] == 123
     assert dead["empty"] and dead["history"] == []
-    assert wandb_sync_command(tmp_path).startswith("wandb sync --include-offline ")
+    assert wandb_sync_command(tmp_path).startswith("wandb sync ")
     assert wandb_sync_command(tmp_path / "none") is None
