@@ -97,3 +97,74 @@ def gib(n: Optional[float]) -> str:
 
 def mib(n: Optional[float]) -> str:
     return "" if n is None else f"{n / 1024**2:.1f}"
+
+
+class GpuSampler:
+    """GPU utilisation and memory in use, sampled on a thread (NVML, else nvidia-smi); a no-op without a GPU.
+
+        s = GpuSampler().start(); ...; figures = s.stop()  # {} where there is no NVIDIA GPU
+    """
+
+    def __init__(self, interval_s: float = 0.5, index: int = 0):
+        self.interval_s, self.index = interval_s, index
+        self.util: List[float] = []
+        self.mem: List[int] = []
+        self._stop = None
+        self._thread = None
+
+    def _read(self):
+        try:
+            import pynvml
+
+            if not getattr(self, "_nvml", None):
+                pynvml.nvmlInit()
+                self._nvml = pynvml.nvmlDeviceGetHandleByIndex(self.index)
+            return (float(pynvml.nvmlDeviceGetUtilizationRates(self._nvml).gpu),
+                    int(pynvml.nvmlDeviceGetMemoryInfo(self._nvml).used))
+        except Exception:  # no NVML binding or no driver: try the command line
+            out = subprocess.run(["nvidia-smi", f"--id={self.index}", "--query-gpu=utilization.gpu,memory.used",
+                                  "--format=csv,noheader,nounits"], capture_output=True, text=True, timeout=10)
+            util, used = out.stdout.strip().split(",")[:2]
+            return float(util), int(float(used) * 1024**2)
+
+    def start(self) -> "GpuSampler":
+        import shutil
+        import threading
+
+        try:
+            import torch
+
+            if not torch.cuda.is_available():
+                return self
+        except ImportError:
+            return self
+        if shutil.which("nvidia-smi") is None:
+            try:
+                import pynvml  # noqa: F401
+            except ImportError:
+                return self
+        self._stop = threading.Event()
+
+        def loop():
+            while not self._stop.is_set():
+                try:
+                    u, m = self._read()
+                    self.util.append(u)
+                    self.mem.append(m)
+                except Exception:
+                    return
+                self._stop.wait(self.interval_s)
+
+        self._thread = threading.Thread(target=loop, daemon=True)
+        self._thread.start()
+        return self
+
+    def stop(self) -> Dict[str, Any]:
+        if self._thread is None:
+            return {}
+        self._stop.set()
+        self._thread.join(timeout=15)
+        if not self.util:
+            return {}
+        return {"gpu_util_mean": sum(self.util) / len(self.util), "gpu_util_max": max(self.util),
+                "gpu_mem_used_max_bytes": max(self.mem), "gpu_samples": len(self.util)}
