@@ -10,7 +10,7 @@ import resource
 import shutil
 import tempfile
 from pathlib import Path
-from typing import Any, Dict, Optional
+from typing import Any, Dict, Optional, Tuple
 
 from orchestrator.config import RunConfig
 
@@ -34,9 +34,12 @@ def train_fn_per_worker(config: Dict[str, Any]) -> None:
               f"|| trainable%: {counts['trainable_pct']:.4f}", flush=True)
     if tracker is not None:
         tracker.config.update({**counts}, allow_val_change=True)
-    trainer = build_trainer(cfg, model, tokenizer, data, counts, report_to_wandb=tracker is not None)
+    output_dir = tempfile.mkdtemp(prefix="qlora-trial-")
+    resume, step = restore_checkpoint(output_dir)
+    extra = {**counts, "resumed_from_step": step}
+    trainer = build_trainer(cfg, model, tokenizer, data, extra, output_dir, report_to_wandb=tracker is not None)
     try:
-        trainer.train(resume_from_checkpoint=restore_checkpoint(trainer.args.output_dir))
+        trainer.train(resume_from_checkpoint=resume)
     finally:
         if tracker is not None:
             tracker.finish()
@@ -111,8 +114,8 @@ def training_arguments(cfg: RunConfig, output_dir: str, report_to_wandb: bool):
     return TrainingArguments(**kwargs)
 
 
-def build_trainer(cfg: RunConfig, model, tokenizer, data: Dict[str, Any], counts: Dict[str, Any],
-                  report_to_wandb: bool = False):
+def build_trainer(cfg: RunConfig, model, tokenizer, data: Dict[str, Any], extra: Dict[str, Any],
+                  output_dir: str, report_to_wandb: bool = False):
     """The HF Trainer (Seq2SeqTrainer when generations are scored) wired to Ray Train."""
     from ray.train.huggingface.transformers import prepare_trainer
     from transformers import Seq2SeqTrainer, Trainer
@@ -120,8 +123,7 @@ def build_trainer(cfg: RunConfig, model, tokenizer, data: Dict[str, Any], counts
     from jobs.data import build_collator
     from jobs.metrics import rouge_metrics_fn
 
-    out = tempfile.mkdtemp(prefix="qlora-trial-")
-    args = training_arguments(cfg, out, report_to_wandb)
+    args = training_arguments(cfg, output_dir, report_to_wandb)
     cls = Seq2SeqTrainer if cfg.model.task == "seq2seq" else Trainer
     trainer = cls(
         model=model,
@@ -131,7 +133,7 @@ def build_trainer(cfg: RunConfig, model, tokenizer, data: Dict[str, Any], counts
         data_collator=build_collator(tokenizer, model if cfg.model.task == "seq2seq" else None),
         processing_class=tokenizer,
         compute_metrics=rouge_metrics_fn(tokenizer) if cfg.needs_generation else None,
-        callbacks=[RayReportCallback(extra=counts)],
+        callbacks=[RayReportCallback(extra=extra)],
     )
     from transformers.trainer_callback import PrinterCallback
 
@@ -178,8 +180,8 @@ class RayReportCallback(_report_callback_base()):
             ray.train.report(metrics=metrics, checkpoint=checkpoint)
 
 
-def restore_checkpoint(output_dir: str) -> Optional[str]:
-    """The HF checkpoint to resume from when Ray restarted this run after a failure, else None.
+def restore_checkpoint(output_dir: str) -> Tuple[Optional[str], int]:
+    """The HF checkpoint to resume from (and its step) when Ray restarted this run, else (None, 0).
 
     The Ray checkpoint is copied into the trainer's output dir, so the HF Trainer restores the adapter,
     optimizer, scheduler, RNG and the global step and continues counting from there.
@@ -188,18 +190,18 @@ def restore_checkpoint(output_dir: str) -> Optional[str]:
 
     ckpt = ray.train.get_checkpoint()
     if ckpt is None:
-        return None
+        return None, 0
     with ckpt.as_directory() as d:
         src = Path(d) / CHECKPOINT_DIR
         if not src.is_dir():
-            return None
+            return None, 0
         import json
 
         step = json.loads((src / "trainer_state.json").read_text())["global_step"]
         dst = Path(output_dir) / f"checkpoint-{step}"
         shutil.copytree(src, dst, dirs_exist_ok=True)
     print(f"Resuming from checkpoint at step {step}", flush=True)
-    return str(dst)
+    return str(dst), int(step)
 
 
 def start_tracking(cfg: RunConfig, config: Dict[str, Any]):
@@ -233,5 +235,6 @@ def start_tracking(cfg: RunConfig, config: Dict[str, Any]):
         dir=wandb_dir,
         mode=mode,
         config={"params": config.get("params", {}), "config": cfg.to_json(), "trial_id": config.get("trial_id")},
-        settings=wandb.Settings(silent=True, console="off"),
+        # Flush every second: ASHA may stop a trial before the 15 s default writes anything.
+        settings=wandb.Settings(silent=True, console="off", x_transaction_log_flush_interval=1.0),
     )

@@ -182,12 +182,14 @@ def run_search(cfg: RunConfig, run_dir: Path, *, fixed_params: Optional[Dict[str
         echo(f"Resuming the search in {tune_path}")
         tuner = tune.Tuner.restore(tune_path, trainable=trainable, resume_errored=True,
                                    param_space=param_space(cfg, fixed_params))
+        tuner._local_tuner._run_config.callbacks = driver_local(callbacks)  # fresh display, not the pickled one
     else:
         tuner = tune.Tuner(
             trainable,
             param_space=param_space(cfg, fixed_params),
             tune_config=build_tune_config(cfg, n_train, single=fixed_params is not None),
-            run_config=tune.RunConfig(name="tune", storage_path=storage, verbose=0, callbacks=callbacks or []),
+            run_config=tune.RunConfig(name="tune", storage_path=storage, verbose=0,
+                                      callbacks=driver_local(callbacks)),
         )
     grid = tuner.fit()
     summary = collect_results(cfg, grid, run_dir, n_train)
@@ -204,7 +206,44 @@ def run_search(cfg: RunConfig, run_dir: Path, *, fixed_params: Optional[Dict[str
     summary["versions"] = library_versions()
     summary["finished_at"] = datetime.now(timezone.utc).isoformat()
     (run_dir / "results.json").write_text(json.dumps(summary, indent=2))
+    from orchestrator.tracking import after_search
+
+    after_search(run_dir, cfg, echo=echo)  # report, W&B best-adapter artifact or MLflow; never raises
     return summary
+
+
+_DRIVER_CALLBACKS: Dict[int, Any] = {}
+_HOOKS = ("setup", "on_step_begin", "on_step_end", "on_trial_start", "on_trial_restore", "on_trial_save",
+          "on_trial_result", "on_trial_complete", "on_trial_recover", "on_trial_error", "on_checkpoint",
+          "on_experiment_end")
+
+
+def driver_local(callbacks: Optional[list]) -> list:
+    """Tune callbacks that live on the driver only.
+
+    Tune pickles its run config into the experiment state (for `Tuner.restore`); a progress display
+    holds a terminal and locks that cannot be pickled. The proxies pickle as a key and forward each hook
+    to the real callback in this process.
+    """
+    from ray.tune import Callback
+
+    def forward(name):
+        def hook(self, *args, **kwargs):
+            fn = getattr(_DRIVER_CALLBACKS.get(self.key), name, None)
+            return fn(*args, **kwargs) if fn else None
+        return hook
+
+    proxy_cls = type("DriverLocalCallback", (Callback,), {
+        "__init__": lambda self, key: setattr(self, "key", key),
+        "__getstate__": lambda self: {"key": self.key},
+        "__setstate__": lambda self, state: setattr(self, "key", state["key"]),
+        **{name: forward(name) for name in _HOOKS},
+    })
+    out = []
+    for cb in callbacks or []:
+        _DRIVER_CALLBACKS[id(cb)] = cb
+        out.append(proxy_cls(id(cb)))
+    return out
 
 
 def _remote_storage(cfg: RunConfig) -> str:
@@ -236,14 +275,15 @@ def collect_results(cfg: RunConfig, grid, run_dir: Path, n_train: int) -> Dict[s
         if last:
             (tdir / "result.json").write_text(json.dumps(_jsonable(last), indent=2))
         if scored:
-            top = min(scored, key=lambda h: h[metric]) if mode == "min" else max(scored, key=lambda h: h[metric])
-            row[metric] = top[metric]
-            ckpt = top.get("checkpoint_path") or next(
-                (h.get("checkpoint_path") for h in reversed(scored) if h.get("checkpoint_path")), None)
+            row[metric] = _best_of(scored, metric, mode)[metric]
             _save_log_history([h.get("checkpoint_path") for h in reversed(history)], tdir)
-            if ckpt and (best is None or better(top[metric], best["metrics"][metric])):
-                best = {"trial_id": trial_id, "params": params, "metrics": _jsonable(top), "checkpoint": ckpt,
-                        "step": int(top.get("step", 0) or 0)}
+            # Ray keeps only the best few checkpoints: pick among those still in storage, latest on ties.
+            kept = [h for h in scored if h.get("checkpoint_path") and _checkpoint_exists(h["checkpoint_path"])]
+            if kept:
+                top = _best_of(kept, metric, mode)
+                if best is None or better(top[metric], best["metrics"][metric]):
+                    best = {"trial_id": trial_id, "params": params, "metrics": _jsonable(top),
+                            "checkpoint": top["checkpoint_path"], "step": int(top.get("step", 0) or 0)}
         rows.append(row)
     _write_csv(run_dir / "trials.csv", rows)
     summary: Dict[str, Any] = {
@@ -258,6 +298,21 @@ def collect_results(cfg: RunConfig, grid, run_dir: Path, n_train: int) -> Dict[s
     summary["params"] = {k: best["metrics"].get(k) for k in ("trainable_params", "total_params", "trainable_pct")}
     summary["paths"]["adapter"] = str(adapter.resolve())
     return summary
+
+
+def _best_of(rows: List[Dict[str, Any]], metric: str, mode: str) -> Dict[str, Any]:
+    """The best row by metric; among equals the latest step (the newest checkpoint survives pruning)."""
+    sign = 1 if mode == "max" else -1
+    return max(rows, key=lambda h: (sign * h[metric], h.get("step") or 0))
+
+
+def _checkpoint_exists(path: str) -> bool:
+    if "://" in path:
+        import pyarrow.fs
+
+        fs, p = pyarrow.fs.FileSystem.from_uri(path)
+        return fs.get_file_info(p).type != pyarrow.fs.FileType.NotFound
+    return Path(path).exists()
 
 
 def _history(result) -> List[Dict[str, Any]]:

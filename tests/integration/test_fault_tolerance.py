@@ -1,0 +1,112 @@
+"""Surviving faults in the Ray layer: a killed training worker resumes from its checkpoint; a killed
+driver's search is finished by `tune --resume` without re-running finished trials."""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import psutil
+import pytest
+
+from tests.conftest import REPO, write_config
+
+pytestmark = pytest.mark.integration
+
+
+def tune_histories(run_dir: Path):
+    """Every Tune result of every trial, from Ray's own storage: {trial dir name: [result, ...]}."""
+    out = {}
+    for f in sorted((run_dir / "ray" / "tune").glob("*/result.json")):
+        out[f.parent.name] = [json.loads(x) for x in f.read_text().splitlines() if x.strip()]
+    return out
+
+
+def wait_for(cond, timeout, what):
+    end = time.time() + timeout
+    while time.time() < end:
+        if cond():
+            return
+        time.sleep(0.5)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+def test_killed_worker_resumes_from_its_checkpoint(tmp_path, tiny_t5, ray_local_2cpu):
+    from orchestrator.commands.run import run
+
+    cfg = write_config(tmp_path / "ft.yaml", tiny_t5, tmp_path / "runs",
+                       training={"epochs": 30, "eval_steps": 10}, tracking={"wandb": False},
+                       search={"metric": "eval_loss"}, fault_tolerance={"max_failures": 2})
+    run_dir = tmp_path / "runs" / "ft"
+    result = {}
+    t = threading.Thread(target=lambda: result.setdefault("code", run(str(cfg), "train", [], echo=lambda *a: None)))
+    t.start()
+    try:
+        # Kill once Tune has recorded a report with a checkpoint (a checkpoint folder alone may not be
+        # registered yet).
+        wait_for(lambda: any(h and h[0].get("checkpoint_path") for h in tune_histories(run_dir).values()),
+                 240, "the first reported checkpoint")
+        # Our own Ray's training worker: a descendant of this process (Ray runs in-process here).
+        workers = [p for p in psutil.Process().children(recursive=True)
+                   if "RayTrainWorker" in " ".join(p.cmdline()[:1])]
+        assert len(workers) == 1, workers
+        workers[0].send_signal(signal.SIGKILL)
+    finally:
+        t.join(600)
+    assert result.get("code") == 0
+    (history,) = tune_histories(run_dir).values()
+    steps = [r["step"] for r in history]
+    assert steps == sorted(set(steps)), f"the step counter went back: {steps}"
+    resumed = [r["resumed_from_step"] for r in history if r.get("resumed_from_step")]
+    assert resumed, "the trial never restarted from a checkpoint"
+    assert resumed[0] % 10 == 0 and resumed[0] >= 10  # a checkpoint step, not 0
+    assert steps[-1] == 150  # 10 examples / batch 2 x 30 epochs: it finished the whole run
+    rows = list(csv.DictReader((run_dir / "trials.csv").open()))
+    assert rows[0]["status"] == "COMPLETED" and int(rows[0]["steps"]) == 150
+    log = json.loads(next((run_dir / "trials").glob("*/log_history.json")).read_text())
+    train_steps = [h["step"] for h in log if "loss" in h]
+    assert train_steps == sorted(set(train_steps)) and train_steps[0] == 1  # one continuous history
+
+
+def test_killed_driver_is_resumed_without_rerunning_finished_trials(tmp_path, tiny_t5):
+    cfg = write_config(tmp_path / "rs.yaml", tiny_t5, tmp_path / "runs",
+                       training={"epochs": 2, "eval_steps": 5}, tracking={"wandb": False},
+                       search={"metric": "eval_loss", "num_samples": 3, "max_concurrent_trials": 1,
+                               "scheduler": "fifo"})
+    run_dir = tmp_path / "runs" / "rs"
+    cli = [sys.executable, "-m", "orchestrator.cli", "tune", str(cfg)]
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    proc = subprocess.Popen(cli, cwd=tmp_path, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                            start_new_session=True)
+    try:
+        def one_done_and_next_started():
+            hist = tune_histories(run_dir)
+            return sum(1 for h in hist.values() if h and h[-1]["step"] == 10) >= 1 and len(hist) >= 2
+        wait_for(one_done_and_next_started, 400, "a finished trial and a running one")
+        before = {k: len(v) for k, v in tune_histories(run_dir).items() if v and v[-1]["step"] == 10}
+    finally:
+        family = [proc] + psutil.Process(proc.pid).children(recursive=True)
+        for p in family:
+            try:
+                p.send_signal(signal.SIGKILL)
+            except psutil.NoSuchProcess:
+                pass
+        proc.wait(30)
+    assert not (run_dir / "results.json").exists()
+
+    out = subprocess.run(cli + ["--resume"], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600)
+    assert out.returncode == 0, out.stdout[-2000:] + out.stderr[-3000:]
+    assert "Resuming the search" in out.stdout
+    after = tune_histories(run_dir)
+    for trial, n in before.items():
+        assert len(after[trial]) == n, f"finished trial {trial} was run again"
+    rows = list(csv.DictReader((run_dir / "trials.csv").open()))
+    assert len(rows) == 3 and all(r["status"] == "COMPLETED" for r in rows)
+    assert json.loads((run_dir / "results.json").read_text())["merge_check"]["passed"]
