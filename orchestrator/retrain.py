@@ -360,6 +360,13 @@ def retrain(
             {**base, "decision": PROMOTED, "reason": reason, "version": published.version, "location": published.location},
         )
         echo(f"{name}: published version {published.version} to {published.location}; champion pointer moved")
+        if cfg.tracking.effective_backend == "wandb":
+            from orchestrator.tracking import log_best_adapter_to_wandb
+
+            try:  # tracking must never undo a promotion
+                log_best_adapter_to_wandb(result.run_dir, cfg, aliases=("best", "production"))
+            except Exception as e:  # noqa: BLE001
+                echo(f"{name}: could not tag the W&B artifact 'production': {e}")
         return RetrainOutcome(name, PROMOTED, reason, fp["combined"], record, pointer, chal_score, champ_score, metric)
     except BaseException as e:
         if isinstance(e, KeyboardInterrupt):

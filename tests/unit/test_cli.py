@@ -48,7 +48,7 @@ def edit(path: Path, **sections) -> Path:
 
 def test_help_names_every_verb(runner):
     out = invoke(runner, "--help").output
-    for verb in ("validate", "tune", "train", "estimate", "retrain", "schedule", "jobs"):
+    for verb in ("validate", "tune", "train", "estimate", "retrain", "schedule", "jobs", "report", "runs"):
         assert verb in out
 
 
