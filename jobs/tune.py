@@ -209,6 +209,10 @@ def run_search(cfg: RunConfig, run_dir: Path, *, fixed_params: Optional[Dict[str
     from orchestrator.tracking import after_search
 
     after_search(run_dir, cfg, echo=echo)  # report, W&B best-adapter artifact or MLflow; never raises
+    if cfg.publish is not None and best:
+        from orchestrator.publish import publish_from_config
+
+        publish_from_config(run_dir, cfg, echo=echo)  # verifies the merge again before any upload
     return summary
 
 

@@ -560,30 +560,11 @@ def default_evaluator(model: str, cfg: Any, data: str) -> Dict[str, float]:
 
 
 def _fetch_published(location: str, cfg: Any, dest: str) -> str:
-    """Download a published version into `dest`; returns its merged/ (else adapter/) folder.
+    """Download a published version into `dest` (every sha256 checked against its manifest); returns
+    its merged/ (else adapter/) folder."""
+    from orchestrator.publish import pull
 
-    orchestrator.publish's pull() is used when present (it checks every sha256 against the manifest);
-    otherwise the objects under an s3:// location are copied as they are.
-    """
-    pull = None
-    try:
-        from orchestrator import publish as pub
-
-        pull = getattr(pub, "pull", None)
-    except ImportError:
-        pass
-    if pull is not None:
-        pull(location, dest, endpoint_url=endpoint_for(cfg))
-    elif location.startswith("s3://"):
-        from orchestrator.storage import open_storage
-
-        src = open_storage(location, endpoint_for(cfg))
-        for key in src.list(""):
-            out = Path(dest) / key
-            out.parent.mkdir(parents=True, exist_ok=True)
-            out.write_bytes(src.read_bytes(key))
-    else:
-        raise UserError(f"cannot fetch the champion from {location}: no puller for that scheme here.")
+    pull(location, dest, endpoint_url=endpoint_for(cfg))
     for sub in ("merged", "adapter"):
         if (Path(dest) / sub).is_dir():
             return str(Path(dest) / sub)

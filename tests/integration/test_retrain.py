@@ -407,8 +407,13 @@ def test_real_training_beats_the_published_champion_and_is_promoted(tmp_path, s3
                     "--out", str(model)], check=True, capture_output=True)
     prefix = f"s3://{s3_bucket.name}/models/{NAME}"
     v0 = open_storage(f"{prefix}/v0", s3_bucket.endpoint)
+    from orchestrator.manifest import FORMAT, FileEntry, manifest_bytes
+
+    entries = []
     for f in model.iterdir():
         v0.write_bytes(f"merged/{f.name}", f.read_bytes())
+        entries.append(FileEntry.from_bytes(f"merged/{f.name}", f.read_bytes()).describe())
+    v0.write_bytes("manifest.json", manifest_bytes({"format": FORMAT, "version": "v0", "files": entries}))
     reg = Registry.open(prefix, s3_bucket.endpoint)
     champion_hparams = {"training.learning_rate": 1e-2, "lora.r": 4}
     reg.set_champion(NAME, version="v0", location=f"{prefix}/v0", metric="eval_loss", score=None, hparams=champion_hparams)
