@@ -32,8 +32,8 @@ def check_run(cfg: RunConfig, check_modules: bool = True) -> None:
     model_problem = check_model_path(cfg.model.name_or_path)
     if model_problem:
         problems.append(model_problem)
-    elif check_modules and isinstance(cfg.lora.target_modules, list):
-        problems += check_target_modules(cfg)
+    elif check_modules and is_local_path(cfg.model.name_or_path):
+        problems += check_model_against_config(cfg)
     if problems:
         raise UserError(*problems)
 
@@ -142,20 +142,23 @@ def check_model_path(name: str) -> Optional[str]:
     return None
 
 
-def model_linear_names(cfg: RunConfig) -> List[str]:
-    """Leaf names of the linear layers of the model, from its config alone (meta device, no weights)."""
+def check_model_against_config(cfg: RunConfig) -> List[str]:
+    """The model fits model.task, and lora.target_modules names layers it has (meta device, no weights)."""
     import torch
     from transformers import AutoConfig, AutoModelForCausalLM, AutoModelForSeq2SeqLM
 
     mconf = AutoConfig.from_pretrained(cfg.model.name_or_path, trust_remote_code=cfg.model.trust_remote_code)
     cls = AutoModelForSeq2SeqLM if cfg.model.task == "seq2seq" else AutoModelForCausalLM
-    with torch.device("meta"):
-        model = cls.from_config(mconf, trust_remote_code=cfg.model.trust_remote_code)
-    return sorted({n.split(".")[-1] for n, m in model.named_modules() if isinstance(m, torch.nn.Linear)})
-
-
-def check_target_modules(cfg: RunConfig) -> List[str]:
-    names = model_linear_names(cfg)
+    try:
+        with torch.device("meta"):
+            model = cls.from_config(mconf, trust_remote_code=cfg.model.trust_remote_code)
+    except ValueError:
+        other = "causal_lm" if cfg.model.task == "seq2seq" else "seq2seq"
+        return [f"`model.task` is {cfg.model.task} but '{cfg.model.name_or_path}' is a {mconf.model_type} model "
+                f"({type(mconf).__name__}), which has no {cfg.model.task} head. Set model.task: {other}."]
+    if not isinstance(cfg.lora.target_modules, list):
+        return []
+    names = sorted({n.split(".")[-1] for n, m in model.named_modules() if isinstance(m, torch.nn.Linear)})
     missing = [m for m in cfg.lora.target_modules if m not in names]
     if not missing:
         return []

@@ -142,6 +142,12 @@ def test_target_module_the_model_does_not_have(runner, cfg_path, tmp_path):
                       out_dir=tmp_path / "runs")
 
 
+def test_task_the_model_does_not_have(runner, cfg_path, tmp_path, tiny_llama):
+    edit(cfg_path, model={"name_or_path": str(tiny_llama)})
+    assert_user_error(invoke(runner, "tune", cfg_path), "`model.task` is seq2seq", "llama model",
+                      "Set model.task: causal_lm", out_dir=tmp_path / "runs")
+
+
 def test_gpus_asked_for_where_none_exist(runner, cfg_path, tmp_path, monkeypatch):
     monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "")
     edit(cfg_path, resources={"gpus_per_worker": 1})
