@@ -45,12 +45,12 @@ def tiny_llama(tmp_path_factory) -> Path:
                            str(tmp_path_factory.mktemp("model") / "tiny-llama"))
 
 
-def write_config(path: Path, model: Path, out: Path, **sections) -> Path:
+def write_config(path: Path, model_path: Path, out: Path, **sections) -> Path:
     """A copy of the T5 example config pointing at `model` and `out`, with sections updated."""
     import yaml
 
     cfg = yaml.safe_load(T5_EXAMPLE.read_text())
-    cfg["model"]["name_or_path"] = str(model)
+    cfg["model"]["name_or_path"] = str(model_path)
     for key in ("train", "eval", "test"):
         cfg["data"][key] = str(SEED / Path(cfg["data"][key]).name)
     cfg["output"] = {"dir": str(out)}
