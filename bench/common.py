@@ -87,7 +87,7 @@ def write_json(name: str, data: Dict[str, Any], path: Optional[Path] = None) -> 
     path.parent.mkdir(parents=True, exist_ok=True)
     data = {"benchmark": name, "command": " ".join([Path(sys.executable).name] + sys.argv),
             "machine": machine(), **data}
-    path.write_text(json.dumps(data, indent=2) + "\n")
+    path.write_text(json.dumps(data, indent=2, default=str) + "\n")
     return path
 
 
