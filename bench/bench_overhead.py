@@ -1,6 +1,6 @@
 """Orchestration overhead: one training run as a bare HF Trainer vs as a one-trial `qlora-launch train`.
 
-    python bench/bench_overhead.py            # t5-small shape, 4-bit, seed data x4, 80 steps; 2 rounds
+    python bench/bench_overhead.py            # t5-small shape, 4-bit, seed data x4, 40 steps; 2 rounds
     python bench/bench_overhead.py --quick    # tiny T5, 20 steps, 1 round: a smoke run (~1 min)
 
 Both sides run the same config (written to bench/out/overhead/config.yaml): the same model, data,
@@ -245,9 +245,9 @@ def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--quick", action="store_true", help="Tiny T5, 20 steps, 1 round: a smoke run.")
     ap.add_argument("--rounds", type=int, default=None, help="bare+ray pairs (default 2; quick 1).")
-    ap.add_argument("--steps", type=int, default=None, help="Training steps per run (default 80; quick 20).")
-    ap.add_argument("--eval-steps", type=int, default=None, help="Eval + checkpoint + report interval "
-                                                                 "(default 10, our default; quick 5).")
+    ap.add_argument("--steps", type=int, default=None, help="Training steps per run (default 40; quick 20).")
+    ap.add_argument("--eval-steps", type=int, default=5, help="Eval + checkpoint + report interval (default 5: "
+                                                              "twice as many checkpoints as our default 10).")
     ap.add_argument("--batch", type=int, default=8, help="Batch size (default 8, our default).")
     ap.add_argument("--threads", type=int, default=1, help="OMP_NUM_THREADS for both sides (default 1).")
     ap.add_argument("--gpus", type=float, default=None, help="GPUs per worker (default: 1 if CUDA, else 0).")
@@ -271,8 +271,8 @@ def main(argv=None) -> int:
         return 0
 
     rounds = args.rounds or (1 if args.quick else 2)
-    steps = args.steps or (20 if args.quick else 80)
-    eval_steps = args.eval_steps or (5 if args.quick else 10)
+    steps = args.steps or (20 if args.quick else 40)
+    eval_steps = args.eval_steps
     gpus = args.gpus if args.gpus is not None else (1.0 if _cuda() else 0.0)
     t0 = time.time()
     model_dir = ensure_model(args.quick)
@@ -298,7 +298,8 @@ def main(argv=None) -> int:
         pairs.append({"round": i + 1, "step_ratio": r["median_step_s"] / b["median_step_s"],
                       "per_report_extra_s": (r["median_step_s"] - b["median_step_s"]) * eval_steps,
                       "startup_extra_s": r["startup_s"] - b["startup_s"], "wall_extra_s": r["wall_s"] - b["wall_s"]})
-    summary = {k: statistics.median(p[k] for p in pairs) for k in ("step_ratio", "per_report_extra_s", "startup_extra_s", "wall_extra_s")}
+    summary = {k: statistics.median(p[k] for p in pairs)
+               for k in ("step_ratio", "per_report_extra_s", "startup_extra_s", "wall_extra_s")}
     summary.update(target_step_ratio=1.05, target_startup_s=15.0,
                    step_ratio_met=summary["step_ratio"] <= 1.05, startup_met=summary["startup_extra_s"] <= 15.0)
     rows = [[a["round"], a["side"], a["steps"], a["reports"], f"{a['median_step_s']:.3f}",

@@ -5,7 +5,8 @@
 
 Every search is `orchestrator.commands.run.run(config, "tune", ...)`, the API behind `qlora-launch
 tune`, in one local Ray instance started once for all of them (config: bench/out/search/config.yaml):
-the tiny T5 of the tests (d_model 64, BPE tokenizer on the seed data, 150 steps of copy pre-training),
+the tiny T5 of the tests (d_model 64, 150 steps of copy pre-training; by default its BPE tokenizer and
+pre-training see the texts of all three splits, so that eval_loss follows what the fine-tune learns),
 4-bit, LoRA on q,k,v, the seed's data (10 train / 3 eval examples), batch 2, 8 epochs = 40 steps, eval
 + checkpoint + report every 5 steps (8 reports, ASHA's max_t), metric eval_loss (min), space
 learning rate loguniform [1e-4, 3e-2] x LoRA rank {4, 8, 16}, 2 trials at a time, search seed 7.
@@ -41,13 +42,18 @@ WORK = OUT_DIR / "search"
 SEARCHES = {"fifo": ("fifo", "random"), "asha": ("asha", "random"), "optuna_asha": ("asha", "optuna")}
 
 
-def ensure_model(quick: bool) -> Path:
+def ensure_model(quick: bool, base_texts: str) -> Path:
+    """The tiny T5 of the tests; with base_texts "all" its tokenizer and copy pre-training see the texts
+    of every split (the eval set's words, not the article -> summary task), so eval_loss tracks learning."""
     from jobs.tiny_models import make_tiny_model
 
-    out = OUT_DIR / "models" / ("t5-tiny-search-quick" if quick else "t5-tiny-search")
+    name = "t5-tiny-search" + ("-quick" if quick else "") + ("-all" if base_texts == "all" else "")
+    out = OUT_DIR / "models" / name
     if (out / "config.json").exists():
         return out
-    return make_tiny_model("t5", [str(SEED_DATA / "train.jsonl")], str(out), pretrain_steps=20 if quick else 150)
+    splits = ("train", "eval", "test") if base_texts == "all" else ("train",)
+    return make_tiny_model("t5", [str(SEED_DATA / f"{s}.jsonl") for s in splits], str(out),
+                           pretrain_steps=20 if quick else 150)
 
 
 def write_config(path: Path, model_dir: Path, args) -> Path:
@@ -130,6 +136,8 @@ def main(argv=None) -> int:
     ap.add_argument("--concurrency", type=int, default=2, help="Trials at once (default 2).")
     ap.add_argument("--grace-period", type=int, default=1, help="ASHA grace period in reports (default 1).")
     ap.add_argument("--reduction-factor", type=int, default=2, help="ASHA reduction factor (default 2).")
+    ap.add_argument("--base-texts", choices=["train", "all"], default="all",
+                    help="Texts the tiny T5's tokenizer and copy pre-training see (default all; see ensure_model).")
     ap.add_argument("--gpus", type=float, default=None, help="GPUs per trial (default 0.5 with CUDA, else 0).")
     ap.add_argument("--work-dir", type=Path, default=None, help="Config, runs and logs (default bench/out/search/).")
     ap.add_argument("--json-out", type=Path, default=None, help="JSON path (default bench/out/search.json).")
@@ -147,7 +155,7 @@ def main(argv=None) -> int:
     for k, v in {"TOKENIZERS_PARALLELISM": "false", "TRANSFORMERS_VERBOSITY": "error", "HF_HUB_OFFLINE": "1",
                  "PYTHONWARNINGS": "ignore"}.items():
         os.environ.setdefault(k, v)
-    model_dir = ensure_model(args.quick)
+    model_dir = ensure_model(args.quick, args.base_texts)
     if (WORK / "runs").exists():
         shutil.rmtree(WORK / "runs")
     config = write_config(WORK / "config.yaml", model_dir, args)

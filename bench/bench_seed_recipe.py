@@ -1,7 +1,7 @@
 """Seed recipe vs ours: the seed article's TrainingArguments and padding against our defaults, same model.
 
-    python bench/bench_seed_recipe.py              # t5-small shape (60.5 M params), seed data x4, 3 epochs
-    python bench/bench_seed_recipe.py --quick      # tiny T5, 1 epoch: a smoke run (~30 s)
+    python bench/bench_seed_recipe.py          # t5-small shape (60.5 M params), the seed's 10 examples x 30 epochs
+    python bench/bench_seed_recipe.py --quick  # tiny T5, 1 epoch: a smoke run (~30 s)
 
 Both sides train the same 4-bit base (NF4 + double quant, the seed meant QLoRA) with the seed's LoRA
 (r=6, alpha=16, dropout 0.1 on q,k,v) on the same data for the same number of epochs, with the HF
@@ -25,8 +25,9 @@ means something. The tokenizer is a byte-level BPE trained on the same texts (as
 stops at the ~1,000 the data supports; the model keeps vocab 32128; it gives ~1.2 tokens per word, T5's
 SentencePiece ~1.3). By default (--base-texts all) those texts are the articles and summaries of all
 three splits, each as a string to copy: the base then knows the eval set's words, as a real base knows
-the language, while the article -> summary task is only in train. The seed's 10 train examples are
-repeated `--repeat` times so that each epoch has several steps on both sides (identical for both).
+the language, while the article -> summary task is only in train. By default both sides train the seed's
+10 examples for the seed's 30 epochs (30 seed steps, 60 of ours); `--repeat N` repeats the examples N
+times (the same for both) where more steps per epoch are wanted.
 
 Both sides use `--threads` torch threads (default 1): on a 2-core machine shared with other jobs, two
 OpenMP threads stall at every barrier whenever the other core is busy (steps 10-100x slower were seen).
@@ -35,7 +36,9 @@ Each run is its own subprocess, and the sides are interleaved (ours, seed, ours,
 other jobs on a shared machine hits both; the headline uses the mean of the `ours` runs. Per run:
 
 - wall time per epoch: `trainer.train()`'s wall time / epochs, evaluations during training included
-  (they are part of each recipe);
+  (they are part of each recipe); beside it the CPU time per epoch (`time.process_time()` over the same
+  span: all threads of the process), which load from other jobs on a shared machine inflates far less
+  than wall time;
 - real tokens/s: non-padding input tokens + non-padding target tokens that went through training
   forward passes, counted by a forward pre-hook on the model (train mode only), / the same wall time;
   beside it all tokens/s, padding included;
@@ -240,9 +243,9 @@ def worker(variant: str, model_dir: Path, train: Path, epochs: float, compute_dt
     if cuda:
         torch.cuda.reset_peak_memory_stats()
     sampler = GpuSampler().start()
-    t0 = time.perf_counter()
+    t0, c0 = time.perf_counter(), time.process_time()
     result = trainer.train()
-    train_s = time.perf_counter() - t0
+    train_s, cpu_s = time.perf_counter() - t0, time.process_time() - c0
     gpu = sampler.stop()
     hook.remove()
     evals = [h["eval_loss"] for h in trainer.state.log_history if "eval_loss" in h]
@@ -254,9 +257,11 @@ def worker(variant: str, model_dir: Path, train: Path, epochs: float, compute_dt
         "learning_rate": args.learning_rate, "gradient_checkpointing": bool(
             getattr(model.get_base_model(), "is_gradient_checkpointing", False)),
         "setup_s": setup_s, "train_s": train_s, "train_runtime": result.metrics.get("train_runtime"),
-        "s_per_epoch": train_s / epochs, "step_s": steps, "median_step_s": statistics.median(steps),
+        "s_per_epoch": train_s / epochs, "cpu_s": cpu_s, "cpu_s_per_epoch": cpu_s / epochs,
+        "step_s": steps, "median_step_s": statistics.median(steps),
         "train_batches": counter.batches, "tokens_all": counter.all, "tokens_real": counter.real,
         "real_tokens_per_s": counter.real / train_s, "all_tokens_per_s": counter.all / train_s,
+        "real_tokens_per_cpu_s": counter.real / cpu_s,
         "padding_share": 1 - counter.real / max(counter.all, 1),
         "eval_loss_real": eval_loss, "eval_loss_before": eval_loss_before, "train_loss_real": train_loss_real,
         "trainer_eval_loss": evals[-1] if evals else None,
@@ -312,6 +317,7 @@ def summarize(runs: List[Dict[str, Any]]) -> Dict[str, Any]:
     out: Dict[str, Any] = {}
     if "seed" in by and "ours" in by:
         out["wall_ratio_ours_over_seed"] = mean("ours", "s_per_epoch") / mean("seed", "s_per_epoch")
+        out["cpu_ratio_ours_over_seed"] = mean("ours", "cpu_s_per_epoch") / mean("seed", "cpu_s_per_epoch")
         out["real_tokens_per_s_ratio"] = mean("ours", "real_tokens_per_s") / mean("seed", "real_tokens_per_s")
         out["eval_loss_ours"] = mean("ours", "eval_loss_real")
         out["eval_loss_seed"] = mean("seed", "eval_loss_real")
@@ -324,17 +330,21 @@ def summarize(runs: List[Dict[str, Any]]) -> Dict[str, Any]:
         if "ours_no_ckpt" in by:
             out["wall_ratio_ours_no_ckpt_over_seed"] = (mean("ours_no_ckpt", "s_per_epoch")
                                                         / mean("seed", "s_per_epoch"))
-    if len(by.get("ours", [])) > 1:
-        xs = [r["s_per_epoch"] for r in by["ours"]]
-        out["ours_spread"] = (max(xs) - min(xs)) / statistics.fmean(xs)
+            out["cpu_ratio_ours_no_ckpt_over_seed"] = (mean("ours_no_ckpt", "cpu_s_per_epoch")
+                                                       / mean("seed", "cpu_s_per_epoch"))
+    for key in ("s_per_epoch", "cpu_s_per_epoch"):
+        xs = [r[key] for r in by.get("ours", [])]
+        if len(xs) > 1:  # how far the repeated `ours` runs of this one run disagree
+            out[f"ours_spread_{key}"] = (max(xs) - min(xs)) / statistics.fmean(xs)
     return out
 
 
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--quick", action="store_true", help="Tiny T5, 1 epoch, data x2: a smoke run.")
-    ap.add_argument("--epochs", type=float, default=None, help="Epochs for both sides (default 3; quick 1).")
-    ap.add_argument("--repeat", type=int, default=None, help="Copies of the 10 seed examples (default 4; quick 2).")
+    ap.add_argument("--epochs", type=float, default=None, help="Epochs for both sides (default 30, the seed's; "
+                                                                "quick 1).")
+    ap.add_argument("--repeat", type=int, default=None, help="Copies of the 10 seed examples (default 1; quick 2).")
     ap.add_argument("--order", default=None,
                     help="Runs in this order (default ours,seed,ours,ours_no_ckpt; quick ours,seed).")
     ap.add_argument("--compute-dtype", default=None, choices=["float32", "bfloat16"],
@@ -356,8 +366,8 @@ def main(argv=None) -> int:
         print(json.dumps(worker(v, Path(m), Path(t), float(e), d, int(n))), flush=True)
         return 0
 
-    epochs = args.epochs or (1 if args.quick else 3)
-    repeat = args.repeat or (2 if args.quick else 4)
+    epochs = args.epochs or (1 if args.quick else 30)
+    repeat = args.repeat or (2 if args.quick else 1)
     order = (args.order or ("ours,seed" if args.quick else "ours,seed,ours,ours_no_ckpt")).split(",")
     dtype = args.compute_dtype or _default_dtype()
     model_dir = args.model_dir or MODELS / ("t5-tiny-seedtok" if args.quick else
@@ -375,19 +385,22 @@ def main(argv=None) -> int:
         print(f"running {variant} ...", flush=True)
         r = _sub(["--worker", variant, str(model_dir), str(train), str(epochs), dtype, str(args.threads)],
                  args.timeout)
-        print(f"  {variant}: {r['s_per_epoch']:.1f} s/epoch, {r['real_tokens_per_s']:.0f} real tok/s, "
+        print(f"  {variant}: {r['s_per_epoch']:.1f} s/epoch ({r['cpu_s_per_epoch']:.1f} CPU s), "
+              f"{r['real_tokens_per_s']:.0f} real tok/s, "
               f"eval loss {r['eval_loss_real']:.3f}", flush=True)
         runs.append(r)
     summary = summarize(runs)
     rows = [[r["variant"], r["global_steps"], r["batch_size"], f"{r['learning_rate']:g}",
-             f"{r['s_per_epoch']:.1f}", f"{r['median_step_s']:.2f}", f"{r['real_tokens_per_s']:.0f}",
+             f"{r['s_per_epoch']:.1f}", f"{r['cpu_s_per_epoch']:.1f}", f"{r['median_step_s']:.2f}",
+             f"{r['real_tokens_per_s']:.0f}",
              f"{r['all_tokens_per_s']:.0f}", f"{100 * r['padding_share']:.1f}%", f"{r['eval_loss_before']:.3f}",
              f"{r['eval_loss_real']:.3f}", f"{r['train_loss_real']:.3f}",
              "" if r["trainer_eval_loss"] is None else f"{r['trainer_eval_loss']:.3f}",
              _gib(r.get("peak_gpu_mem_bytes")), _pct(r.get("gpu_util_mean"))] for r in runs]
     print_table(f"Seed recipe vs ours ({model_dir.name}, 4-bit {dtype} compute, {10 * repeat} examples, "
                 f"{epochs:g} epochs)",
-                ["run", "steps", "batch", "lr", "s/epoch", "s/step (median)", "real tok/s", "all tok/s",
+                ["run", "steps", "batch", "lr", "s/epoch", "CPU s/epoch", "s/step (median)", "real tok/s",
+                 "all tok/s",
                  "padding", "eval loss before", "eval loss after", "train loss after", "Trainer eval_loss",
                  "peak GPU GiB", "GPU util"], rows)
     for k, v in summary.items():
