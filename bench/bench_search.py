@@ -1,6 +1,6 @@
 """Search efficiency: ASHA and Optuna+ASHA against FIFO (every trial to the end), same space, same budget.
 
-    python bench/bench_search.py            # tiny T5, 12 trials x 40 steps, 3 searches (~10 min here)
+    python bench/bench_search.py            # tiny T5, 12 trials x 40 steps, 3 searches (~16 min here)
     python bench/bench_search.py --quick    # 2 trials x 10 steps, FIFO and ASHA: a smoke run
 
 Every search is `orchestrator.commands.run.run(config, "tune", ...)`, the API behind `qlora-launch
