@@ -89,6 +89,9 @@ def load_trainable(cfg: RunConfig, device_map=None):
     elif cfg.training.gradient_checkpointing:
         model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
         model.enable_input_require_grads()
+    from transformers import set_seed
+
+    set_seed(cfg.training.seed)  # the adapter's initial weights: the same trial reproduces
     return get_peft_model(model, lora_config(cfg))
 
 
