@@ -9,11 +9,15 @@ the tiny T5 of the tests (d_model 64, 150 steps of copy pre-training; by default
 pre-training see the texts of all three splits, so that eval_loss follows what the fine-tune learns),
 4-bit, LoRA on q,k,v, the seed's data (10 train / 3 eval examples), batch 2, 8 epochs = 40 steps, eval
 + checkpoint + report every 5 steps (8 reports, ASHA's max_t), metric eval_loss (min), space
-learning rate loguniform [1e-4, 3e-2] x LoRA rank {4, 8, 16}, 2 trials at a time, search seed 7.
+learning rate loguniform [1e-4, 3e-2] x LoRA rank {4, 8, 16}, 2 trials at a time, search seed 7 (--seed).
 
   fifo         random sampling, every trial runs to the end (the full run)
   asha         the same random samples (same seed), ASHA (grace 1 report, reduction factor 2)
   optuna_asha  Optuna TPE sampling (seed 7; its own samples), ASHA as above
+
+A search name may carry ASHA settings of its own, so that several set-ups are compared against one FIFO
+run: `asha_rf4` (reduction factor 4), `asha_rf3_g2` (factor 3, grace period 2 reports),
+`optuna_asha_rf4`. Without a suffix the search uses --reduction-factor and --grace-period.
 
 Per search: trial-steps spent (the sum of `steps` in trials.csv: the last step each trial reported),
 the steps its workers actually reached (the newest HF checkpoint on disk; a worker keeps training until
@@ -28,6 +32,7 @@ import argparse
 import csv
 import json
 import os
+import re
 import shutil
 import sys
 import time
@@ -68,7 +73,7 @@ def write_config(path: Path, model_dir: Path, args) -> Path:
                  "max_target_length": 32},
         "training": {"epochs": args.epochs, "batch_size": 2, "eval_steps": args.eval_steps, "logging_steps": 1},
         "search": {"num_samples": args.samples, "max_concurrent_trials": args.concurrency, "metric": "eval_loss",
-                   "grace_period": args.grace_period, "reduction_factor": args.reduction_factor, "seed": 7,
+                   "grace_period": args.grace_period, "reduction_factor": args.reduction_factor, "seed": args.seed,
                    "space": {"training.learning_rate": {"type": "loguniform", "low": 1e-4, "high": 3e-2},
                              "lora.r": {"type": "choice", "values": [4, 8, 16]}}},
         "resources": {"num_workers": 1, "cpus_per_worker": 1, "gpus_per_worker": args.gpus},
@@ -94,11 +99,27 @@ def steps_reached(run_dir: Path) -> Dict[str, int]:
     return out
 
 
-def one_search(name: str, config: Path) -> Dict[str, Any]:
+def parse_search(name: str) -> Dict[str, Any]:
+    """'asha_rf4_g2' -> base search 'asha' with ASHA overrides {reduction_factor: 4, grace_period: 2}."""
+    m = re.fullmatch(r"(fifo|asha|optuna_asha)((?:_(?:rf|g)\d+)*)", name)
+    if not m:
+        raise ValueError(f"unknown search '{name}': use {', '.join(SEARCHES)}, optionally with _rfN / _gN")
+    over = {}
+    for key, val in re.findall(r"_(rf|g)(\d+)", m.group(2)):
+        over["reduction_factor" if key == "rf" else "grace_period"] = int(val)
+    if over and m.group(1) == "fifo":
+        raise ValueError("fifo takes no ASHA settings")
+    return {"base": m.group(1), "asha": over}
+
+
+def one_search(name: str, config: Path, args) -> Dict[str, Any]:
     from orchestrator.commands.run import run
 
-    scheduler, algorithm = SEARCHES[name]
+    spec = parse_search(name)
+    scheduler, algorithm = SEARCHES[spec["base"]]
+    asha = {"reduction_factor": args.reduction_factor, "grace_period": args.grace_period, **spec["asha"]}
     sets = [f"search.scheduler={scheduler}", f"search.algorithm={algorithm}", f"output.experiment={name}"]
+    sets += [f"search.{k}={v}" for k, v in asha.items()]
     sampler = GpuSampler().start()
     t0 = time.time()
     code = run(str(config), "tune", sets, echo=lambda *a, **k: None)
@@ -114,6 +135,8 @@ def one_search(name: str, config: Path) -> Dict[str, Any]:
     best = res.get("best") or {}
     return {
         "search": name, "scheduler": scheduler, "algorithm": algorithm, "exit_code": code, "wall_s": wall,
+        **({"reduction_factor": asha["reduction_factor"], "grace_period": asha["grace_period"]}
+           if scheduler == "asha" else {}),
         "trials": trials, "num_trials": len(trials),
         "trial_steps": sum(int(t["steps"] or 0) for t in trials),
         "trial_steps_reached": sum(t["steps_reached"] for t in trials),
@@ -129,13 +152,16 @@ def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--quick", action="store_true", help="2 trials x 10 steps, FIFO and ASHA: a smoke run.")
     ap.add_argument("--searches", default=None, help=f"Comma list from {', '.join(SEARCHES)} (default all; "
-                                                     "quick fifo,asha). FIFO must be first: it is the reference.")
+                                                     "quick fifo,asha), each optionally with _rfN / _gN (ASHA "
+                                                     "reduction factor, grace period), e.g. asha_rf4. FIFO must "
+                                                     "be first: it is the reference.")
     ap.add_argument("--samples", type=int, default=None, help="Trials per search (default 12; quick 2).")
     ap.add_argument("--epochs", type=float, default=None, help="Epochs per trial (default 8; quick 2).")
     ap.add_argument("--eval-steps", type=int, default=5, help="Report interval in steps (default 5).")
     ap.add_argument("--concurrency", type=int, default=2, help="Trials at once (default 2).")
     ap.add_argument("--grace-period", type=int, default=1, help="ASHA grace period in reports (default 1).")
     ap.add_argument("--reduction-factor", type=int, default=2, help="ASHA reduction factor (default 2).")
+    ap.add_argument("--seed", type=int, default=7, help="Search seed: the samples of every search (default 7).")
     ap.add_argument("--base-texts", choices=["train", "all"], default="all",
                     help="Texts the tiny T5's tokenizer and copy pre-training see (default all; see ensure_model).")
     ap.add_argument("--gpus", type=float, default=None, help="GPUs per trial (default 0.5 with CUDA, else 0).")
@@ -151,6 +177,11 @@ def main(argv=None) -> int:
     names = (args.searches or ("fifo,asha" if args.quick else ",".join(SEARCHES))).split(",")
     if names[0] != "fifo":
         ap.error("--searches must start with fifo (the reference)")
+    for n in names:
+        try:
+            parse_search(n)
+        except ValueError as e:
+            ap.error(str(e))
     t0 = time.time()
     for k, v in {"TOKENIZERS_PARALLELISM": "false", "TRANSFORMERS_VERBOSITY": "error", "HF_HUB_OFFLINE": "1",
                  "PYTHONWARNINGS": "ignore"}.items():
@@ -169,7 +200,7 @@ def main(argv=None) -> int:
     try:
         for name in names:
             print(f"search {name} ...", flush=True)
-            r = one_search(name, config)
+            r = one_search(name, config, args)
             print(f"  {r['num_trials']} trials, {r['trial_steps']} trial-steps, best eval_loss "
                   f"{r['best_eval_loss']}, {r['wall_s']:.0f}s", flush=True)
             results.append(r)
@@ -191,7 +222,7 @@ def main(argv=None) -> int:
              f"{100 * r['best_gap']:+.2f}%", f"{r['wall_s']:.0f}", f"{r['wall_ratio']:.2f}x",
              "yes" if r["same_samples_as_fifo"] else "no", "yes" if r["target_met"] else "no"] for r in results]
     print_table(f"Search efficiency ({model_dir.name}, {args.samples} trials, {args.concurrency} at once, "
-                f"eval_loss)",
+                f"search seed {args.seed}, eval_loss)",
                 ["search", "trials", "ran to end", "trial-steps", "vs FIFO", "steps reached", "vs FIFO",
                  "best eval_loss", "vs FIFO", "wall s", "vs FIFO", "FIFO's samples", "target met"], rows)
     for r in results:
