@@ -133,7 +133,7 @@ def build_trainer(cfg: RunConfig, model, tokenizer, data: Dict[str, Any], extra:
         data_collator=build_collator(tokenizer, model if cfg.model.task == "seq2seq" else None),
         processing_class=tokenizer,
         compute_metrics=rouge_metrics_fn(tokenizer) if cfg.needs_generation else None,
-        callbacks=[RayReportCallback(extra=extra)],
+        callbacks=[report_callback_class()(extra=extra)],
     )
     from transformers.trainer_callback import PrinterCallback
 
@@ -141,43 +141,64 @@ def build_trainer(cfg: RunConfig, model, tokenizer, data: Dict[str, Any], extra:
     return prepare_trainer(trainer)
 
 
-def _report_callback_base():
+_REPORT_CALLBACK = None
+
+
+def report_callback_class():
+    """RayReportCallback, built on first use.
+
+    It subclasses Ray's RayTrainReportCallback, whose module imports transformers (and torch). Building it
+    lazily keeps `import jobs.train_worker` light: the Tune trial actor imports this module only to hand
+    `train_fn_per_worker` to its TorchTrainer, and would otherwise import transformers for nothing on
+    every trial's start-up path (bench/bench_overhead.py).
+    """
+    global _REPORT_CALLBACK
+    if _REPORT_CALLBACK is not None:
+        return _REPORT_CALLBACK
     from ray.train.huggingface.transformers import RayTrainReportCallback
 
-    return RayTrainReportCallback
+    class RayReportCallback(RayTrainReportCallback):
+        """RayTrainReportCallback plus the step, parameter counts and peak memory in every report.
+
+        Reports happen on save; saves follow evals (save_steps is a multiple of eval_steps), so every
+        report carries a fresh metric for Tune's scheduler.
+        """
+
+        def __init__(self, extra: Optional[Dict[str, Any]] = None):
+            super().__init__()
+            self.extra = dict(extra or {})
+
+        def on_save(self, args, state, control, **kwargs):
+            import ray.train
+            import torch
+            import transformers.trainer
+
+            metrics: Dict[str, Any] = {}
+            for log in state.log_history:
+                metrics.update(log)
+            metrics.update(self.extra)
+            metrics["step"] = state.global_step
+            metrics["peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+            if torch.cuda.is_available():
+                metrics["peak_gpu_mem_mb"] = torch.cuda.max_memory_allocated() / 2**20
+            with tempfile.TemporaryDirectory() as tmp:
+                src = transformers.trainer.get_last_checkpoint(args.output_dir)
+                checkpoint = None
+                if src is not None:
+                    shutil.copytree(src, Path(tmp, CHECKPOINT_DIR))
+                    checkpoint = ray.train.Checkpoint.from_directory(tmp)
+                ray.train.report(metrics=metrics, checkpoint=checkpoint)
+
+    RayReportCallback.__module__ = __name__  # pickles by reference through the module __getattr__ below
+    RayReportCallback.__qualname__ = "RayReportCallback"
+    _REPORT_CALLBACK = RayReportCallback
+    return RayReportCallback
 
 
-class RayReportCallback(_report_callback_base()):
-    """RayTrainReportCallback plus the step, parameter counts and peak memory in every report.
-
-    Reports happen on save; saves follow evals (save_steps is a multiple of eval_steps), so every
-    report carries a fresh metric for Tune's scheduler.
-    """
-
-    def __init__(self, extra: Optional[Dict[str, Any]] = None):
-        super().__init__()
-        self.extra = dict(extra or {})
-
-    def on_save(self, args, state, control, **kwargs):
-        import ray.train
-        import torch
-        import transformers.trainer
-
-        metrics: Dict[str, Any] = {}
-        for log in state.log_history:
-            metrics.update(log)
-        metrics.update(self.extra)
-        metrics["step"] = state.global_step
-        metrics["peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-        if torch.cuda.is_available():
-            metrics["peak_gpu_mem_mb"] = torch.cuda.max_memory_allocated() / 2**20
-        with tempfile.TemporaryDirectory() as tmp:
-            src = transformers.trainer.get_last_checkpoint(args.output_dir)
-            checkpoint = None
-            if src is not None:
-                shutil.copytree(src, Path(tmp, CHECKPOINT_DIR))
-                checkpoint = ray.train.Checkpoint.from_directory(tmp)
-            ray.train.report(metrics=metrics, checkpoint=checkpoint)
+def __getattr__(name: str):
+    if name == "RayReportCallback":
+        return report_callback_class()
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 def restore_checkpoint(output_dir: str) -> Tuple[Optional[str], int]:
