@@ -109,10 +109,13 @@ def side_bare(config: Path) -> Dict[str, Any]:
     from jobs.train_worker import training_arguments
     from orchestrator.config import load_config
 
+    marks = {"imports_done": time.time()}
     cfg = load_config(str(config))
     tok = load_tokenizer(cfg)
     data = prepare_datasets(cfg, tok)
+    marks["tokenized"] = time.time()
     model = load_trainable(cfg, device_map={"": 0} if torch.cuda.is_available() else None)
+    marks["model_loaded"] = time.time()
     events: List[Dict[str, Any]] = []
     steps: List[float] = []
     first_step: List[float] = []
@@ -136,40 +139,65 @@ def side_bare(config: Path) -> Dict[str, Any]:
                              train_dataset=data["train"], eval_dataset=data["eval"],
                              data_collator=build_collator(tok, model), processing_class=tok, callbacks=[Recorder()])
     trainer.remove_callback(PrinterCallback)
+    marks["trainer_built"] = time.time()
     if torch.cuda.is_available():
         torch.cuda.reset_peak_memory_stats()
     trainer.train()
+    marks["train_returned"] = time.time()
     shutil.rmtree(out, ignore_errors=True)
-    return {"events": events, "exact_step_s": steps, "first_step_t": first_step[0],
+    return {"events": events, "exact_step_s": steps, "first_step_t": first_step[0], "marks": marks,
             "torch_threads": torch.get_num_threads(), "global_step": trainer.state.global_step,
             "peak_gpu_mem_bytes": torch.cuda.max_memory_allocated() if torch.cuda.is_available() else None}
 
 
 def side_ray(config: Path, experiment: str) -> Dict[str, Any]:
+    import ray
+
     import orchestrator.local as local
     import orchestrator.progress as progress
     from orchestrator.commands.run import run
 
     events: List[Dict[str, Any]] = []
-    trial_marks: Dict[str, float] = {}
+    marks: Dict[str, float] = {}
+    procs: Dict[int, Dict[str, Any]] = {}
     product_callbacks = progress.progress_callbacks
+
+    def snapshot_processes():
+        """Ray's worker processes (children of this driver and its raylet): proctitle and creation time."""
+        import psutil
+
+        for p in psutil.Process().children(recursive=True):
+            try:
+                title = " ".join(p.cmdline())
+                if p.pid not in procs or procs[p.pid]["title"].startswith("ray::IDLE"):
+                    procs[p.pid] = {"title": title[:120], "created": p.create_time()}
+            except psutil.Error:
+                pass
 
     def with_recorder(cfg):
         from ray.tune import Callback
 
         class Recorder(Callback):
             def on_trial_start(self, iteration, trials, trial, **info):
-                trial_marks.setdefault("trial_start", time.time())
+                marks.setdefault("trial_start", time.time())
 
             def on_trial_result(self, iteration, trials, trial, result, **info):
                 events.append({"t": time.time(), "step": result.get("step"),
                                "eval_runtime": result.get("eval_runtime") or 0.0,
                                "time_total_s": result.get("time_total_s")})
+                if len(events) == 1:
+                    snapshot_processes()
+
+            def on_trial_complete(self, iteration, trials, trial, **info):
+                marks.setdefault("trial_complete", time.time())
+
+            def on_experiment_end(self, trials, **info):
+                marks.setdefault("experiment_end", time.time())
 
         return product_callbacks(cfg) + [Recorder()]
 
-    marks: Dict[str, float] = {}
     product_ensure_ray = local.ensure_ray
+    product_shutdown = ray.shutdown
 
     def timed_ensure_ray(*a, **k):
         marks["ray_init_begin"] = time.time()
@@ -177,15 +205,64 @@ def side_ray(config: Path, experiment: str) -> Dict[str, Any]:
             return product_ensure_ray(*a, **k)
         finally:
             marks["ray_init_end"] = time.time()
+            marks["session_dir"] = ray._private.worker._global_node.get_session_dir_path()
+            snapshot_processes()
 
-    # Both are looked up at call time by orchestrator.local.run_local: only timing is added.
+    def timed_shutdown(*a, **k):
+        marks["ray_shutdown_begin"] = time.time()
+        try:
+            return product_shutdown(*a, **k)
+        finally:
+            marks["ray_shutdown_end"] = time.time()
+
+    def echo(msg="", *a, **k):
+        if str(msg).startswith("Tokenized"):
+            marks.setdefault("tokenized", time.time())
+
+    # All three are looked up at call time by orchestrator.local / run_local: only timing is added.
     progress.progress_callbacks = with_recorder
     local.ensure_ray = timed_ensure_ray
-    code = run(str(config), "train", [f"output.experiment={experiment}"], echo=lambda *a, **k: None)
+    ray.shutdown = timed_shutdown
+    code = run(str(config), "train", [f"output.experiment={experiment}"], echo=echo)
+    marks["run_returned"] = time.time()
     res = json.loads((config.parent / "runs" / experiment / "results.json").read_text())
     trial = res["trials"][0] if res.get("trials") else {}
-    return {"events": events, "marks": {**marks, **trial_marks}, "exit_code": code, "global_step": trial.get("steps"),
-            "status": trial.get("status"), "tune_time_total_s": trial.get("time_s")}
+    session = marks.pop("session_dir", None)
+    return {"events": events, "marks": marks, "exit_code": code, "global_step": trial.get("steps"),
+            "status": trial.get("status"), "tune_time_total_s": trial.get("time_s"),
+            "processes": sorted(procs.values(), key=lambda p: p["created"]),
+            "train_log_marks": train_log_marks(session) if session else {}}
+
+
+# The first time each of these appears in Ray Train's own logs (logs/train/ray-train-sys-*.log, JSON lines
+# with a local-time `asctime`), in the controller's and the worker's process.
+TRAIN_LOG_MARKS = {
+    "controller_requests_resources": ("controller", "Requesting resources"),
+    "controller_starts_worker_group": ("controller", "Attempting to start training worker group"),
+    "worker_actors_created": ("controller", "worker actors created"),
+    "worker_process_group": ("worker", "Setting up process group"),
+    "worker_train_fn_launched": ("worker", "Launching training function"),
+}
+
+
+def train_log_marks(session_dir: str) -> Dict[str, float]:
+    import glob
+    from datetime import datetime
+
+    out: Dict[str, float] = {}
+    for path in sorted(glob.glob(os.path.join(session_dir, "logs", "train", "ray-train-sys-*.log"))):
+        role = "controller" if "-controller-" in path else "worker"
+        with open(path, errors="replace") as f:
+            for line in f:
+                try:
+                    rec = json.loads(line)
+                    t = datetime.strptime(rec["asctime"], "%Y-%m-%d %H:%M:%S,%f").timestamp()
+                except (ValueError, KeyError):
+                    continue
+                for name, (who, text) in TRAIN_LOG_MARKS.items():
+                    if who == role and text in rec.get("message", ""):
+                        out[name] = min(out.get(name, t), t)
+    return out
 
 
 # ---- the driver --------------------------------------------------------------------------------
@@ -218,10 +295,43 @@ def analyse(r: Dict[str, Any]) -> Dict[str, Any]:
             "ray_init": marks["ray_init_end"] - marks["ray_init_begin"],
             "ray_init_to_trial_start": marks.get("trial_start", step0) - marks["ray_init_end"],
             "trial_start_to_step0": step0 - marks.get("trial_start", step0)}
+        out["timeline_s"] = timeline(r, step0)
+    if ev and "ray_shutdown_begin" in marks:
+        out["teardown_parts_s"] = {
+            "last_report_to_search_end": marks.get("experiment_end", ev[-1]["t"]) - ev[-1]["t"],
+            "results_and_report_files": marks["ray_shutdown_begin"] - marks.get("experiment_end", ev[-1]["t"]),
+            "ray_shutdown": marks["ray_shutdown_end"] - marks["ray_shutdown_begin"],
+            "after_shutdown_to_exit": r["t_exit"] - marks["ray_shutdown_end"]}
+    if r["side"] == "bare" and marks:
+        out["timeline_s"] = dict(sorted(((k, v - r["t_launch"]) for k, v in
+                                         {**marks, "import_done": r["t_import"], "step0": r["first_step_t"],
+                                          "first_report": ev[0]["t"] if ev else None,
+                                          "process_exit": r["t_exit"]}.items() if v), key=lambda kv: kv[1]))
     if r["side"] == "bare":
         out["exact_median_step_s"] = statistics.median(r["exact_step_s"])
         out["exact_startup_s"] = r["first_step_t"] - r["t_launch"]
     return out
+
+
+# Ray processes by proctitle (the first process whose title holds the text; created = process start).
+PROCESS_MARKS = {"trial_actor_process": "ImplicitFunc", "controller_process": "TrainController",
+                 "train_worker_process": "RayTrainWorker"}
+
+
+def timeline(r: Dict[str, Any], step0: float) -> Dict[str, float]:
+    """Every known moment of the ray side, in seconds from the launch, in time order."""
+    marks = dict(r.get("marks") or {})
+    marks.update(r.get("train_log_marks") or {})
+    for name, text in PROCESS_MARKS.items():
+        created = [p["created"] for p in r.get("processes") or [] if text in p["title"]]
+        if created:
+            marks[name] = min(created)
+    marks["import_done"] = r["t_import"]
+    marks["step0"] = step0
+    marks["first_report_at_driver"] = r["events"][0]["t"]
+    marks["last_report_at_driver"] = r["events"][-1]["t"]
+    marks["process_exit"] = r["t_exit"]
+    return dict(sorted(((k, v - r["t_launch"]) for k, v in marks.items()), key=lambda kv: kv[1]))
 
 
 def launch(side: str, config: Path, experiment: str, threads: int, timeout: int,
@@ -288,7 +398,9 @@ def main(argv=None) -> int:
                        ray_env if side == "ray" else None)
             a = analyse(r)
             a.update(round=i + 1, gpu=r.get("gpu"), peak_gpu_mem_bytes=r.get("peak_gpu_mem_bytes"),
-                     torch_threads=r.get("torch_threads"))
+                     torch_threads=r.get("torch_threads"),
+                     processes_s=[(p["title"], round(p["created"] - r["t_launch"], 2))
+                                  for p in r.get("processes") or []])
             print(f"  wall {a['wall_s']:.1f}s, start-up {a['startup_s']:.1f}s, "
                   f"median step {a['median_step_s']:.3f}s", flush=True)
             runs.append(a)
@@ -319,6 +431,18 @@ def main(argv=None) -> int:
         keys = list(parts[0][1])
         print_table("Start-up of the ray side (s)", ["round"] + keys,
                     [[rnd] + [f"{p[k]:.1f}" for k in keys] for rnd, p in parts])
+    for side in ("bare", "ray"):
+        lines = [(a["round"], a["timeline_s"]) for a in runs if a["side"] == side and a.get("timeline_s")]
+        if lines:
+            names = list(dict.fromkeys(k for _, tl in lines for k in tl))
+            print_table(f"Timeline of the {side} side (s from launch)",
+                        ["moment"] + [f"round {rnd}" for rnd, _ in lines],
+                        [[k] + [f"{tl[k]:.1f}" if k in tl else "" for _, tl in lines] for k in names])
+    tear = [(a["round"], a["teardown_parts_s"]) for a in runs if a.get("teardown_parts_s")]
+    if tear:
+        keys = list(tear[0][1])
+        print_table("Teardown of the ray side (s)", ["round"] + keys,
+                    [[rnd] + [f"{p[k]:.1f}" for k in keys] for rnd, p in tear])
     for k, v in summary.items():
         print(f"{k}: {v:.4g}" if isinstance(v, float) else f"{k}: {v}")
     path = write_json("overhead", {"model": model_dir.name, "steps": steps, "eval_steps": eval_steps,
