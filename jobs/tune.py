@@ -9,13 +9,14 @@ from __future__ import annotations
 import csv
 import json
 import math
-import os
+import shutil
 import time
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Dict, List, Optional
 
 from orchestrator.config import RunConfig
+from orchestrator.run_storage import RunStorage, run_storage, upload_run_dir
 
 TRIAL_CPU = 0.01  # a Tune trial only drives its Train workers, which hold the real resources
 
@@ -23,7 +24,7 @@ TRIAL_CPU = 0.01  # a Tune trial only drives its Train workers, which hold the r
 # ---- inside Ray: one trial ---------------------------------------------------------------------
 
 def trial_driver(config: Dict[str, Any], run_config: Dict[str, Any], data: list, storage: str,
-                 wandb_dir: Optional[str]) -> None:
+                 wandb_dir: Optional[str], storage_filesystem: Any = None) -> None:
     """Tune trainable: one Ray Train run with this trial's hyperparameters."""
     import ray.train
     import ray.tune
@@ -54,6 +55,7 @@ def trial_driver(config: Dict[str, Any], run_config: Dict[str, Any], data: list,
         run_config=ray.train.RunConfig(
             name=f"train-{trial_id}",
             storage_path=storage,
+            storage_filesystem=storage_filesystem,  # S3 (pyarrow, keys from the node's env) or None
             failure_config=ray.train.FailureConfig(max_failures=cfg.fault_tolerance.max_failures),
             checkpoint_config=ray.train.CheckpointConfig(
                 num_to_keep=cfg.training.save_total_limit,
@@ -170,29 +172,31 @@ def run_search(cfg: RunConfig, run_dir: Path, *, fixed_params: Optional[Dict[str
     n_train = len(data["train"])
     echo(f"Tokenized {n_train} train / {len(data['eval'])} eval examples in {time.time() - t0:.1f}s")
     data_ref = ray.put({"train": data["train"], "eval": data["eval"]})
-    storage = str((run_dir / "ray").resolve()) if "://" not in cfg.output.dir else _remote_storage(cfg)
+    st = run_storage(cfg, run_dir)
+    if st.remote:
+        echo(f"Checkpoints and search state go to {st.uri}")
     wandb_dir = str(run_dir.resolve()) if cfg.tracking.effective_backend == "wandb" else None
     trainable = tune.with_resources(
-        tune.with_parameters(trial_driver, run_config=cfg.to_json(), data=[data_ref], storage=storage,
-                             wandb_dir=wandb_dir),
+        tune.with_parameters(trial_driver, run_config=cfg.to_json(), data=[data_ref], storage=st.path,
+                             wandb_dir=wandb_dir, storage_filesystem=st.filesystem),
         {"cpu": TRIAL_CPU},
     )
-    tune_path = os.path.join(storage, "tune")
-    if resume and tune.Tuner.can_restore(tune_path):
-        echo(f"Resuming the search in {tune_path}")
+    tune_path = f"{st.path}/tune"
+    if resume and tune.Tuner.can_restore(tune_path, storage_filesystem=st.filesystem):
+        echo(f"Resuming the search in {st.uri}/tune")
         tuner = tune.Tuner.restore(tune_path, trainable=trainable, resume_errored=True,
-                                   param_space=param_space(cfg, fixed_params))
+                                   param_space=param_space(cfg, fixed_params), storage_filesystem=st.filesystem)
         tuner._local_tuner._run_config.callbacks = driver_local(callbacks)  # fresh display, not the pickled one
     else:
         tuner = tune.Tuner(
             trainable,
             param_space=param_space(cfg, fixed_params),
             tune_config=build_tune_config(cfg, n_train, single=fixed_params is not None),
-            run_config=tune.RunConfig(name="tune", storage_path=storage, verbose=0,
-                                      callbacks=driver_local(callbacks)),
+            run_config=tune.RunConfig(name="tune", storage_path=st.path, storage_filesystem=st.filesystem,
+                                      verbose=0, callbacks=driver_local(callbacks)),
         )
     grid = tuner.fit()
-    summary = collect_results(cfg, grid, run_dir, n_train)
+    summary = collect_results(cfg, grid, run_dir, n_train, st)
     summary["started_at"] = started.isoformat()
     best = summary.get("best")
     if best:
@@ -204,11 +208,15 @@ def run_search(cfg: RunConfig, run_dir: Path, *, fixed_params: Optional[Dict[str
             summary["paths"]["merged"] = str((run_dir / "best" / "merged").resolve())
     summary["data_fingerprints"] = data_fingerprints(cfg)
     summary["versions"] = library_versions()
+    summary["paths"]["storage"] = st.uri
+    if st.run_uri:
+        summary["paths"]["remote_run_dir"] = st.run_uri
     summary["finished_at"] = datetime.now(timezone.utc).isoformat()
     (run_dir / "results.json").write_text(json.dumps(summary, indent=2))
     from orchestrator.tracking import after_search
 
     after_search(run_dir, cfg, echo=echo)  # report, W&B best-adapter artifact or MLflow; never raises
+    upload_run_dir(run_dir, st, echo=echo)  # S3 output.dir: results, trials, best/, report next to Ray's state
     if cfg.publish is not None and best:
         from orchestrator.publish import publish_from_config
 
@@ -250,14 +258,12 @@ def driver_local(callbacks: Optional[list]) -> list:
     return out
 
 
-def _remote_storage(cfg: RunConfig) -> str:
-    return f"{cfg.output.dir.rstrip('/')}/{cfg.experiment}/ray"
-
-
-def collect_results(cfg: RunConfig, grid, run_dir: Path, n_train: int) -> Dict[str, Any]:
+def collect_results(cfg: RunConfig, grid, run_dir: Path, n_train: int,
+                    storage: Optional[RunStorage] = None) -> Dict[str, Any]:
     """trials.csv, per-trial histories, the best trial's adapter copied to best/adapter."""
     from jobs.merge import copy_adapter
 
+    st = storage or run_storage(cfg, run_dir)
     metric, mode = cfg.search.metric, cfg.search.resolved_mode
     better = (lambda a, b: a < b) if mode == "min" else (lambda a, b: a > b)
     rows: List[Dict[str, Any]] = []
@@ -280,9 +286,9 @@ def collect_results(cfg: RunConfig, grid, run_dir: Path, n_train: int) -> Dict[s
             (tdir / "result.json").write_text(json.dumps(_jsonable(last), indent=2))
         if scored:
             row[metric] = _best_of(scored, metric, mode)[metric]
-            _save_log_history([h.get("checkpoint_path") for h in reversed(history)], tdir)
+            _save_log_history([h.get("checkpoint_path") for h in reversed(history)], tdir, st)
             # Ray keeps only the best few checkpoints: pick among those still in storage, latest on ties.
-            kept = [h for h in scored if h.get("checkpoint_path") and _checkpoint_exists(h["checkpoint_path"])]
+            kept = [h for h in scored if h.get("checkpoint_path") and st.exists(h["checkpoint_path"])]
             if kept:
                 top = _best_of(kept, metric, mode)
                 if best is None or better(top[metric], best["metrics"][metric]):
@@ -296,8 +302,10 @@ def collect_results(cfg: RunConfig, grid, run_dir: Path, n_train: int) -> Dict[s
     }
     if best is None:
         return summary
-    adapter = copy_adapter(_local_checkpoint(best["checkpoint"], run_dir) / "checkpoint",
-                           run_dir / "best" / "adapter", tokenizer_src=cfg.model.name_or_path)
+    ckpt = st.local_copy(best["checkpoint"], run_dir / "best" / "_checkpoint")
+    adapter = copy_adapter(ckpt / "checkpoint", run_dir / "best" / "adapter", tokenizer_src=cfg.model.name_or_path)
+    if st.remote:
+        shutil.rmtree(ckpt, ignore_errors=True)  # the download; the checkpoint itself stays on S3
     summary["best"] = best
     summary["params"] = {k: best["metrics"].get(k) for k in ("trainable_params", "total_params", "trainable_pct")}
     summary["paths"]["adapter"] = str(adapter.resolve())
@@ -308,15 +316,6 @@ def _best_of(rows: List[Dict[str, Any]], metric: str, mode: str) -> Dict[str, An
     """The best row by metric; among equals the latest step (the newest checkpoint survives pruning)."""
     sign = 1 if mode == "max" else -1
     return max(rows, key=lambda h: (sign * h[metric], h.get("step") or 0))
-
-
-def _checkpoint_exists(path: str) -> bool:
-    if "://" in path:
-        import pyarrow.fs
-
-        fs, p = pyarrow.fs.FileSystem.from_uri(path)
-        return fs.get_file_info(p).type != pyarrow.fs.FileType.NotFound
-    return Path(path).exists()
 
 
 def _history(result) -> List[Dict[str, Any]]:
@@ -340,26 +339,14 @@ def _jsonable(d: Dict[str, Any]) -> Dict[str, Any]:
     return out
 
 
-def _local_checkpoint(path: str, run_dir: Path) -> Path:
-    """A local copy of a (possibly remote) checkpoint folder."""
-    if "://" not in path:
-        return Path(path)
-    import pyarrow.fs
-
-    dst = run_dir / "best" / "_checkpoint"
-    fs, p = pyarrow.fs.FileSystem.from_uri(path)
-    pyarrow.fs.copy_files(p, str(dst), source_filesystem=fs)
-    return dst
-
-
-def _save_log_history(checkpoints: List[Optional[str]], tdir: Path) -> None:
-    """The trial's HF log_history from its newest checkpoint still on disk (older ones get pruned)."""
+def _save_log_history(checkpoints: List[Optional[str]], tdir: Path, st: RunStorage) -> None:
+    """The trial's HF log_history from its newest checkpoint still in storage (older ones get pruned)."""
     for ckpt in checkpoints:
-        if not ckpt or "://" in ckpt:
+        if not ckpt:
             continue
-        state = Path(ckpt) / "checkpoint" / "trainer_state.json"
-        if state.exists():
-            hist = json.loads(state.read_text())["log_history"]
+        text = st.read_text(f"{ckpt}/checkpoint/trainer_state.json")
+        if text is not None:
+            hist = json.loads(text)["log_history"]
             (tdir / "log_history.json").write_text(json.dumps(hist, indent=1))
             return
 

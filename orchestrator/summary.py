@@ -41,6 +41,9 @@ def print_summary(run_dir: Path) -> int:
         if not check["passed"]:
             return 1
     console.print(f"Results: {Path(run_dir) / 'results.json'}, {Path(run_dir) / 'trials.csv'}")
+    if res["paths"].get("remote_run_dir"):
+        console.print(f"On S3:   {res['paths']['remote_run_dir']}/ (run folder), {res['paths']['storage']}/ "
+                      "(checkpoints, search state)")
     return 0
 
 

@@ -63,7 +63,11 @@ def run(config: str, verb: str, overrides: List[str], *, dry_run: bool = False, 
     from orchestrator.preflight import check_local_gpus
 
     check_local_gpus(cfg, gpus)
-    run_dir = Path(output_location(cfg))
+    from jobs.api import run_dir_for
+    from orchestrator.run_storage import check_s3_output
+
+    check_s3_output(cfg, resume)  # credentials, bucket, no earlier run there: before anything starts
+    run_dir = run_dir_for(cfg)  # the run folder, or its local staging copy for an s3:// output.dir
     if run_dir.exists() and not resume and any(run_dir.iterdir()):
         raise UserError(
             f"`output.experiment`: '{run_dir}' already holds a run. Pass --resume to continue it, "

@@ -25,6 +25,7 @@ from click.testing import CliRunner
 
 from orchestrator import submit
 from orchestrator.cli import cli
+from tests.s3_server import s3_bucket, s3_server  # noqa: F401  (pytest fixtures)
 
 pytestmark = pytest.mark.integration
 
@@ -293,16 +294,18 @@ def tiny_t5(tmp_path_factory):
     return out
 
 
-def test_tune_submitted_through_the_cli_lands_results_in_storage(launcher_env, tiny_t5, tmp_path, monkeypatch):
+def test_tune_submitted_through_the_cli_lands_results_in_storage(launcher_env, tiny_t5, tmp_path, monkeypatch,
+                                                                 s3_bucket):
+    """Shared storage is S3 (moto on loopback): both nodes' workers write checkpoints there."""
     cluster = launcher_env
     monkeypatch.setenv("WANDB_API_KEY", "wandb-secret-must-not-show")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "aws-secret-must-not-show")
     monkeypatch.chdir(tmp_path)  # the launcher runs from anywhere; the project travels as working_dir
-    storage = tmp_path / "storage"  # on one machine both nodes see it: a stand-in for shared storage
     r = qlora(
         "tune", str(ROOT / "examples/t5_tiny_summarize_local.yaml"), "--address", cluster.address,
         "--experiment", "e2e",
         "--set", f"model.name_or_path={tiny_t5}",
-        "--set", f"output.dir={storage}",
+        "--set", f"output.dir=s3://{s3_bucket.name}/runs", "--set", f"output.endpoint_url={s3_bucket.endpoint}",
         "--set", "search.num_samples=2", "--set", "search.max_concurrent_trials=2",
         "--set", "search.scheduler=fifo",
         "--set", "training.max_steps=4", "--set", "training.eval_steps=2",
@@ -312,17 +315,25 @@ def test_tune_submitted_through_the_cli_lands_results_in_storage(launcher_env, t
     if os.environ.get("QLORA_DEBUG_OUT"):
         Path(os.environ["QLORA_DEBUG_OUT"]).write_text(out)
     assert r.exit_code == 0, out[-4000:]
-    assert "wandb-secret-must-not-show" not in out
-    assert "Secrets passed to the job by name: WANDB_API_KEY" in out
+    assert "wandb-secret-must-not-show" not in out and "aws-secret-must-not-show" not in out
+    assert "Secrets passed to the job by name: WANDB_API_KEY, AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY" in out
     job_id = next(line.split()[2] for line in out.splitlines() if line.startswith("Submitted job"))
     assert job_id.startswith("qlora-tune-e2e-") and f"Job {job_id} SUCCEEDED." in out
 
-    run_dir = storage / "e2e"
-    results = json.loads((run_dir / "results.json").read_text())
-    assert results["experiment"] == "e2e"
-    trials = (run_dir / "trials.csv").read_text().strip().splitlines()
+    c = s3_bucket.client()
+    keys = {o["Key"] for page in c.get_paginator("list_objects_v2").paginate(Bucket=s3_bucket.name)
+            for o in page.get("Contents", [])}
+    get = lambda k: c.get_object(Bucket=s3_bucket.name, Key=k)["Body"].read()  # noqa: E731
+    results = json.loads(get("runs/e2e/results.json"))
+    assert results["experiment"] == "e2e" and results["best"] is not None
+    assert results["paths"]["storage"] == f"s3://{s3_bucket.name}/runs/e2e/ray"
+    trials = get("runs/e2e/trials.csv").decode().strip().splitlines()
     assert len(trials) == 1 + 2, trials  # header + one row per trial
-    assert (run_dir / "ray").is_dir()
+    assert any(k.startswith("runs/e2e/ray/tune/experiment_state-") for k in keys)
+    trained = {k.split("/")[3] for k in keys if k.endswith("/checkpoint/adapter_model.safetensors")}
+    assert len(trained) == 2, trained  # both trials' checkpoints are on S3
+    assert "runs/e2e/best/merged/model.safetensors" in keys
+    assert not any(b"aws-secret-must-not-show" in get(k) for k in keys)
 
     info = submit.job_status(cluster.address, job_id)
     assert info.metadata["experiment"] == "e2e" and len(info.metadata["config_hash"]) == 12
