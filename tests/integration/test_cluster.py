@@ -294,12 +294,14 @@ def tiny_t5(tmp_path_factory):
     return out
 
 
-def test_tune_submitted_through_the_cli_lands_results_in_storage(launcher_env, tiny_t5, tmp_path, monkeypatch,
-                                                                 s3_bucket):
+def test_tune_submitted_through_the_cli_lands_results_in_storage(s3_bucket, launcher_env, tiny_t5, tmp_path,
+                                                                 monkeypatch):
     """Shared storage is S3 (moto on loopback): both nodes' workers write checkpoints there."""
-    cluster = launcher_env
+    cluster = launcher_env  # (after s3_bucket: it clears the AWS variables that made the bucket)
     monkeypatch.setenv("WANDB_API_KEY", "wandb-secret-must-not-show")
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "AKIAQLORACLUSTERTEST")
     monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "aws-secret-must-not-show")
+    monkeypatch.setenv("AWS_DEFAULT_REGION", "us-east-1")
     monkeypatch.chdir(tmp_path)  # the launcher runs from anywhere; the project travels as working_dir
     r = qlora(
         "tune", str(ROOT / "examples/t5_tiny_summarize_local.yaml"), "--address", cluster.address,
