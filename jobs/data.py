@@ -8,7 +8,7 @@ For causal LM the prompt tokens are masked with -100 too: the loss is on the com
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Dict, Optional
+from typing import Dict, Optional, Tuple
 
 from orchestrator.config import DataConfig, RunConfig
 
@@ -72,13 +72,59 @@ def causal_features(inputs, targets, tokenizer, d: DataConfig) -> Dict[str, list
     return out
 
 
-def build_collator(tokenizer, model=None, pad_to_multiple_of: Optional[int] = None):
-    """Dynamic padding per batch; label padding is -100."""
-    from transformers import DataCollatorForSeq2Seq
+def build_collator(tokenizer, model=None, pad_to_multiple_of: Optional[int] = None, packing: bool = False):
+    """Dynamic padding per batch (label padding -100), or with `packing` one padding-free row per batch.
+
+    Packed: the batch's examples are concatenated into a [1, total_tokens] row with position_ids that
+    restart at 0 for each example and a -100 label at each boundary; transformers' mask builder turns
+    the position restarts into a block-diagonal causal mask, so no token attends across examples and no
+    compute goes to padding. Only for models where `packing_keeps_examples_apart` holds, and with the
+    model's `config.use_cache` off (transformers detects packed rows only when no cache is built).
+    """
+    from transformers import DataCollatorForSeq2Seq, DataCollatorWithFlattening
+
+    if packing:
+        return DataCollatorWithFlattening(return_position_ids=True, separator_id=IGNORE_INDEX, return_tensors="pt")
 
     return DataCollatorForSeq2Seq(
         tokenizer, model=model, label_pad_token_id=IGNORE_INDEX, pad_to_multiple_of=pad_to_multiple_of
     )
+
+
+def packing_keeps_examples_apart(model, examples, ratio: float = 0.1) -> Tuple[bool, float, float]:
+    """Does this model give a packed row the logits its examples have one by one?
+
+    Three forward passes over the first two examples (eval mode, no grad, no cache): one by one; packed
+    with restarting positions (what training will do); and packed as one plain sequence (what a model
+    that ignores the restarts would compute: the second example sees the first). Returns (ok, packed
+    |Δlogit|, leaking |Δlogit|), both the largest absolute difference from one by one. `ok` when the
+    packed difference is under `ratio` of the leaking one: numerical noise (bf16 kernels on a GPU
+    differ a little with the shapes) passes, attention across examples does not.
+    """
+    import torch
+
+    feats = [{"input_ids": list(e["input_ids"]), "labels": list(e["labels"])} for e in list(examples)[:2]]
+    if len(feats) < 2:
+        return False, float("nan"), float("nan")
+    packed = build_collator(None, packing=True)(feats)
+    device = next(p for p in model.parameters()).device
+    ids = packed["input_ids"].to(device)
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.no_grad():
+            # use_cache=False as in training: transformers looks for packed rows only when there is no cache.
+            one_by_one = torch.cat([
+                model(input_ids=torch.tensor([f["input_ids"]], device=device), use_cache=False).logits[0].float()
+                for f in feats
+            ])
+            row = model(input_ids=ids, position_ids=packed["position_ids"].to(device), use_cache=False).logits[0]
+            leak = model(input_ids=ids, use_cache=False).logits[0]
+    finally:
+        model.train(was_training)
+    d_packed = float((row.float() - one_by_one).abs().max())
+    d_leak = float((leak.float() - one_by_one).abs().max())
+    return d_leak > 0 and d_packed <= ratio * d_leak, d_packed, d_leak
 
 
 def prepare_datasets(cfg: RunConfig, tokenizer) -> Dict[str, object]:

@@ -120,17 +120,24 @@ def build_trainer(cfg: RunConfig, model, tokenizer, data: Dict[str, Any], extra:
     from ray.train.huggingface.transformers import prepare_trainer
     from transformers import Seq2SeqTrainer, Trainer
 
-    from jobs.data import build_collator
+    from jobs.data import build_collator, packing_keeps_examples_apart
     from jobs.metrics import rouge_metrics_fn
 
     args = training_arguments(cfg, output_dir, report_to_wandb)
     cls = Seq2SeqTrainer if cfg.model.task == "seq2seq" else Trainer
+    packing = False
+    if cfg.model.task == "causal_lm" and cfg.data.packing:
+        model.config.use_cache = False  # transformers detects packed rows only when it builds no cache
+        packing, diff, leak = packing_keeps_examples_apart(model, data["train"])
+        print(f"Sequence packing {'on' if packing else 'off: the model lets packed examples see each other'} "
+              f"(packed vs one by one: max |Δlogit| {diff:.1e}; {leak:.1e} if examples could see each other)",
+              flush=True)
     trainer = cls(
         model=model,
         args=args,
         train_dataset=data["train"],
         eval_dataset=data["eval"],
-        data_collator=build_collator(tokenizer, model if cfg.model.task == "seq2seq" else None),
+        data_collator=build_collator(tokenizer, model if cfg.model.task == "seq2seq" else None, packing=packing),
         processing_class=tokenizer,
         compute_metrics=rouge_metrics_fn(tokenizer) if cfg.needs_generation else None,
         callbacks=[report_callback_class()(extra=extra)],

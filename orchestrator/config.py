@@ -81,6 +81,10 @@ class DataConfig(_Section):
     prompt_template: str = Field(
         "{input}\n", description="causal_lm only: how the input becomes the prompt; {input} is replaced."
     )
+    packing: bool = Field(
+        True, description="causal_lm only: pack each batch into one padding-free row (positions restart per "
+                          "example), when a check at start shows the model keeps packed examples apart; "
+                          "otherwise batches are padded. seq2seq always pads per batch.")
 
     @field_validator("prompt_template")
     @classmethod

@@ -72,6 +72,44 @@ def test_eval_is_split_off_train_when_absent(tiny_t5, seed_data):
     assert splits["eval"]["article"] == again["eval"]["article"]  # seeded
 
 
+def test_packed_causal_batches_have_no_padding_and_the_same_loss(tiny_llama, seed_data):
+    """Packing: one row per batch, positions restart per example, boundaries unlearned; the 4-bit LoRA
+    model gives every example the logits it has alone, and the batch the loss of the padded batch."""
+    import torch
+
+    from jobs.data import packing_keeps_examples_apart
+    from jobs.modeling import load_tokenizer, load_trainable
+
+    cfg = cfg_for(tiny_llama, seed_data, task="causal_lm")
+    tok = load_tokenizer(cfg)
+    ds = tokenize(load_splits(cfg.data)["train"], tok, cfg)
+    feats = [ds[i] for i in range(4)]
+    lengths = [len(f["input_ids"]) for f in feats]
+    packed = build_collator(tok, packing=True)(feats)
+    assert set(packed) == {"input_ids", "labels", "position_ids"}
+    assert packed["input_ids"].shape == (1, sum(lengths))  # not one padding token
+    starts = [sum(lengths[:i]) for i in range(4)]
+    assert [int(packed["position_ids"][0, s]) for s in starts] == [0, 0, 0, 0]
+    assert all(int(packed["labels"][0, s]) == IGNORE_INDEX for s in starts)  # no loss across a boundary
+
+    model = load_trainable(cfg)
+    model.config.use_cache = False
+    ok, diff, leak = packing_keeps_examples_apart(model, ds)
+    assert ok and diff <= 1e-4 and leak > 1e-2, (diff, leak)
+    padded = build_collator(tok)(feats)
+    model.eval()
+    with torch.no_grad():
+        loss_packed = model(**packed).loss
+        loss_padded = model(**{k: padded[k] for k in ("input_ids", "attention_mask", "labels")}).loss
+    assert torch.isclose(loss_packed, loss_padded, rtol=1e-4), (loss_packed, loss_padded)
+
+    # A model that ignores the position restarts lets examples see each other: the check refuses it.
+    forward = model.forward
+    model.forward = lambda *a, position_ids=None, **k: forward(*a, **k)
+    ok, diff, leak = packing_keeps_examples_apart(model, ds)
+    assert not ok and diff == leak > 1e-2
+
+
 def test_trainable_model_is_really_4bit_nf4_with_lora_on_the_targets(tiny_t5, seed_data):
     import bitsandbytes as bnb
     import torch
