@@ -120,19 +120,20 @@ def test_train_keeps_its_state_on_s3_and_resumes_from_there(s3_bucket, tiny_t5, 
     assert (work / "runs" / "s3run" / "trials" / results["best"]["trial_id"] / "log_history.json").exists()
 
 
-def _invoke(*args: str) -> "tuple[int, str]":
-    r = CliRunner().invoke(cli, list(args))
-    return r.exit_code, r.output
+def _refused(tiny_t5, tmp_path, output_dir: str, endpoint: str) -> str:
+    """`train` with this S3 output: exit 2, no traceback, nothing written here; returns the output."""
+    cfg = write_config(tmp_path / "c.yaml", tiny_t5, Path("unused"), tracking={"wandb": False},
+                       output={"dir": output_dir, "endpoint_url": endpoint})
+    r = CliRunner().invoke(cli, ["train", str(cfg)])
+    assert r.exit_code == 2 and "Traceback" not in r.output, r.output
+    assert not (tmp_path / "runs").exists()
+    return r.output
 
 
 def test_missing_bucket_is_refused_before_anything_starts(s3_server, tiny_t5, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
-    cfg = write_config(tmp_path / "c.yaml", tiny_t5, Path("unused"), tracking={"wandb": False},
-                       output={"dir": "s3://no-such-bucket-qlora/runs", "endpoint_url": s3_server})
-    code, out = _invoke("train", str(cfg))
-    assert code == 2, out
-    assert "S3 bucket 'no-such-bucket-qlora' does not exist" in out and "Traceback" not in out
-    assert not (tmp_path / "runs").exists()
+    out = _refused(tiny_t5, tmp_path, "s3://no-such-bucket-qlora/runs", s3_server)
+    assert "S3 bucket 'no-such-bucket-qlora' does not exist" in out
 
 
 def test_s3_output_without_credentials(tiny_t5, tmp_path, monkeypatch):
@@ -142,19 +143,11 @@ def test_s3_output_without_credentials(tiny_t5, tmp_path, monkeypatch):
     monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", str(tmp_path / "none"))
     monkeypatch.setenv("AWS_CONFIG_FILE", str(tmp_path / "none"))
     monkeypatch.setenv("AWS_EC2_METADATA_DISABLED", "true")
-    cfg = write_config(tmp_path / "c.yaml", tiny_t5, Path("unused"), tracking={"wandb": False},
-                       output={"dir": "s3://some-bucket/runs", "endpoint_url": f"http://127.0.0.1:{free_port()}"})
-    code, out = _invoke("train", str(cfg))
-    assert code == 2, out
-    assert "no AWS credentials were found" in out and "Traceback" not in out
-    assert not (tmp_path / "runs").exists()
+    out = _refused(tiny_t5, tmp_path, "s3://some-bucket/runs", f"http://127.0.0.1:{free_port()}")
+    assert "no AWS credentials were found" in out
 
 
 def test_unreachable_s3_endpoint(s3_server, tiny_t5, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
-    cfg = write_config(tmp_path / "c.yaml", tiny_t5, Path("unused"), tracking={"wandb": False},
-                       output={"dir": "s3://some-bucket/runs", "endpoint_url": f"http://127.0.0.1:{free_port()}"})
-    code, out = _invoke("train", str(cfg))
-    assert code == 2, out
-    assert "S3 endpoint http://127.0.0.1:" in out and "Traceback" not in out
-    assert not (tmp_path / "runs").exists()
+    out = _refused(tiny_t5, tmp_path, "s3://some-bucket/runs", f"http://127.0.0.1:{free_port()}")
+    assert "S3 endpoint http://127.0.0.1:" in out
