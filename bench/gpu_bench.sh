@@ -1,68 +1,29 @@
 #!/usr/bin/env bash
 # Benchmark 5: the speed benchmarks on one GPU, in one short call of the device tool.
 #
-#   Here, once (needs PyPI):   bash bench/gpu_bench.sh prepare
-#   On the GPU machine:        bash bench/gpu_bench.sh            (device tool: carry ["bench/out/gpu_wheels"],
-#                                                                   timeout_s 540; about 4-5 min on an H100)
+#   Here, once (needs PyPI):   bash bench/gpu_bench.sh prepare     (= bash scripts/device_check.sh prepare)
+#   On the GPU machine:        bash scripts/device_check.sh        (device tool: carry [".devbundle"],
+#                                                                   timeout_s 540; runs scripts/gpu_check.sh,
+#                                                                   then this script, all figures into $OUT)
+#   On a GPU box with the project installed:   bash bench/gpu_bench.sh
 #
-# What it runs, on GPU 0, each side measured in the same call:
+# What it runs, on GPU 0, each side measured in the same call, each step bounded by DEADLINE (epoch
+# seconds, optional: a step with less than its minimum left is skipped, a running one is stopped there):
 #   1. bench/bench_seed_recipe.py: the seed's recipe vs ours on the t5-small-shaped model, 4-bit (bf16
 #      compute), the seed's 10 examples x 30 epochs (as on the CPU): wall time per epoch, real tokens/s,
 #      eval loss, peak GPU memory, GPU utilisation.
-#   2. bench/bench_overhead.py and 3. bench/bench_search.py, only where Ray imports. The GPU image has no
-#      Ray, and Ray's wheel (79 MB for cp312) is larger than the 64 MiB a device call can carry, so on that
-#      image they are skipped with a note; on a GPU box or cluster image with the project installed they run.
+#   2. bench/bench_overhead.py (OVERHEAD_ARGS, default one bare+ray round) and 3. bench/bench_search.py
+#      (SEARCH_ARGS, default --quick: FIFO and ASHA, 2 trials x 10 steps at 0.5 GPU each), where Ray imports.
+#      On the GPU image Ray comes from the bundle that scripts/device_check.sh unpacks onto PYTHONPATH.
 # Then it prints one table: tokens/s, peak GPU memory (torch's max_memory_allocated per run, and the
 # largest memory.used nvidia-smi saw) and GPU utilisation (mean and max of NVML samples every 0.5 s during
 # training; nvidia-smi's 1 s log of the whole call is kept too).
 # Output: JSON per benchmark, the nvidia-smi log and the full log, in $OUT (or bench/out/gpu/).
-#
-# `prepare` downloads, into bench/out/gpu_wheels/ (git-ignored), the wheels the GPU image lacks or has in
-# another version than requirements.lock pins: pydantic (+core, annotated-types, typing-inspection),
-# typing_extensions, datasets (+dill, multiprocess), bitsandbytes, transformers, tokenizers, peft. The
-# bitsandbytes wheel (43 MB) is cut down to its CPU and CUDA 13 libraries (the image's torch is cu130) so
-# that everything fits the carry limit.
 set -uo pipefail
 cd "$(dirname "$0")/.."
-WHEELS=bench/out/gpu_wheels
-# huggingface_hub stays the image's (1.33 satisfies transformers' >=1.31; the pinned 2.4 needs httpx2, which
-# the image lacks); so do accelerate (the same 1.15), torch and everything else it has.
-PINNED="pydantic pydantic_core annotated-types typing-inspection typing_extensions datasets dill multiprocess
-        bitsandbytes transformers tokenizers peft"
 
 if [[ "${1:-}" == "prepare" ]]; then
-  set -e
-  PY=${PYTHON:-.venv/bin/python}
-  rm -rf "$WHEELS" && mkdir -p "$WHEELS"
-  specs=()
-  for name in $PINNED; do
-    spec=$(grep -iE "^${name//[-_]/[-_]}==" requirements.lock | head -1)
-    [[ -n "$spec" ]] || { echo "not pinned in requirements.lock: $name" >&2; exit 1; }
-    specs+=("$spec")
-  done
-  "$PY" -m pip download -q --no-deps --only-binary=:all: --python-version 3.12 --implementation cp \
-    --platform manylinux_2_28_x86_64 --platform manylinux_2_24_x86_64 --platform manylinux_2_17_x86_64 \
-    --platform manylinux2014_x86_64 -d "$WHEELS" "${specs[@]}"
-  # Keep bitsandbytes' CPU and CUDA 13.x libraries only, with a RECORD that matches.
-  "$PY" - "$WHEELS" <<'EOF'
-import re, sys, zipfile
-from pathlib import Path
-for whl in Path(sys.argv[1]).glob("bitsandbytes-*.whl"):
-    keep = lambda n: not re.search(r"libbitsandbytes_(cuda1[0-2]\d|rocm|xpu)", n)
-    tmp = whl.with_suffix(".tmp")
-    with zipfile.ZipFile(whl) as src, zipfile.ZipFile(tmp, "w", zipfile.ZIP_DEFLATED) as dst:
-        for info in src.infolist():
-            if not keep(info.filename):
-                continue
-            data = src.read(info)
-            if info.filename.endswith(".dist-info/RECORD"):
-                data = "".join(ln for ln in data.decode().splitlines(True) if keep(ln.split(",")[0])).encode()
-            dst.writestr(info, data)
-    tmp.replace(whl)
-EOF
-  du -sh "$WHEELS"; ls -1 "$WHEELS"
-  echo "Now, with the device tool: bash bench/gpu_bench.sh   (carry: [\"$WHEELS\"])"
-  exit 0
+  exec bash scripts/device_check.sh prepare
 fi
 
 OUT=${OUT:-bench/out/gpu}
@@ -70,15 +31,25 @@ mkdir -p "$OUT"
 exec > >(tee "$OUT/gpu_bench.log") 2>&1
 PY=${PYTHON:-python3}
 export PYTHONUNBUFFERED=1 TOKENIZERS_PARALLELISM=false HF_HUB_OFFLINE=1 TRANSFORMERS_VERBOSITY=error \
-       PYTHONWARNINGS=ignore
+       PYTHONWARNINGS=ignore RAY_USAGE_STATS_ENABLED=0
+export PYTHONPATH=${PYTHONPATH:+$PYTHONPATH:}$PWD
+DEADLINE=${DEADLINE:-$(( $(date +%s) + 36000 ))}
+# bounded NAME MIN_SECONDS CMD...: run CMD until DEADLINE; skip it when less than MIN_SECONDS are left.
+bounded() {
+  local name=$1 min=$2 left rc=0; shift 2
+  left=$(( DEADLINE - $(date +%s) ))
+  if (( left < min )); then echo "$name skipped: ${left} s left of the budget, it needs ~${min} s"; return 0; fi
+  timeout -k 15 "$left" "$@" || rc=$?
+  if (( rc == 124 || rc == 137 )); then echo "$name stopped at the deadline (${left} s); partial output above"
+  elif (( rc )); then echo "$name failed (exit $rc)"; fi
+  return 0
+}
+# Only inside scripts/device_check.sh (a machine of its own): `ray stop --force` ends every Ray on the machine.
+ray_stop() {
+  [[ -n "${QLORA_DEVICE_CHECK:-}" ]] || return 0
+  "$PY" -c "from ray.scripts.scripts import main; main()" stop --force >/dev/null 2>&1 || true
+}
 nvidia-smi -L || { echo "no NVIDIA GPU here"; exit 1; }
-if [[ -d "$WHEELS" ]] && ls "$WHEELS"/*.whl >/dev/null 2>&1; then
-  "$PY" -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site \
-    "$WHEELS"/*.whl || exit 1
-  export PYTHONPATH=/tmp/site:$PWD
-else
-  export PYTHONPATH=$PWD
-fi
 "$PY" - <<'EOF' || exit 1
 import importlib
 for m in ("torch", "transformers", "peft", "bitsandbytes", "datasets", "pydantic", "yaml", "ray"):
@@ -98,18 +69,22 @@ SMI=$!
 trap 'kill $SMI 2>/dev/null' EXIT
 T0=$(date +%s)
 
-echo "== 1. seed recipe vs ours"
-"$PY" bench/bench_seed_recipe.py --threads 0 --order ours,seed,ours,ours_no_ckpt \
-  --json-out "$OUT/seed_recipe.json" || echo "bench_seed_recipe failed (exit $?)"
+echo "== 1. seed recipe vs ours ($(( DEADLINE - $(date +%s) )) s left)"
+bounded bench_seed_recipe 60 "$PY" bench/bench_seed_recipe.py --threads 0 --order ours,seed,ours,ours_no_ckpt \
+  --json-out "$OUT/seed_recipe.json"
 
 if "$PY" -c "import ray" 2>/dev/null; then
-  echo "== 2. orchestration overhead"
-  "$PY" bench/bench_overhead.py --rounds 1 --threads 4 \
-    --json-out "$OUT/overhead.json" || echo "bench_overhead failed (exit $?)"
-  echo "== 3. search efficiency"
-  "$PY" bench/bench_search.py --json-out "$OUT/search.json" || echo "bench_search failed (exit $?)"
+  echo "== 2. orchestration overhead ($(( DEADLINE - $(date +%s) )) s left)"
+  # shellcheck disable=SC2086
+  bounded bench_overhead 60 "$PY" bench/bench_overhead.py ${OVERHEAD_ARGS:---rounds 1 --threads 4} \
+    --json-out "$OUT/overhead.json"
+  ray_stop  # a run stopped at the deadline leaves Ray's processes (and their GPU memory) behind
+  echo "== 3. search efficiency ($(( DEADLINE - $(date +%s) )) s left)"
+  # shellcheck disable=SC2086
+  bounded bench_search 45 "$PY" bench/bench_search.py ${SEARCH_ARGS:---quick} --json-out "$OUT/search.json"
+  ray_stop
 else
-  echo "== 2, 3 skipped: Ray is not installed here (its 79 MB wheel does not fit a 64 MiB device call)"
+  echo "== 2, 3 skipped: Ray does not import here (on the GPU image, run scripts/device_check.sh)"
 fi
 kill $SMI 2>/dev/null
 echo "== whole call: $(( $(date +%s) - T0 )) s of benchmarks"

@@ -9,6 +9,7 @@
 # tokenizer trained on the seed data; nothing is downloaded. Environment knobs:
 #   PYTHON (default .venv/bin/python if present, else python3), HIDDEN (model width, default 1024),
 #   MAX_STEPS (default 30), OUT (work folder, default a new temp dir; kept for inspection).
+# The figures are printed and written to $OUT/gpu_check.json.
 set -euo pipefail
 
 cd "$(dirname "$0")/.."
@@ -110,6 +111,7 @@ if len(trial_files) != 2:
     sys.exit(f"expected 2 trials under {run / 'ray' / 'tune'}, found {len(trial_files)}")
 print(f"== results ({mode}), wall time of the tune: {wall} s")
 step_times = []
+figures = {"mode": mode, "tune_wall_s": wall, "trials": []}
 for f in trial_files:
     rows = [json.loads(line) for line in f.read_text().splitlines() if line.strip()]
     rows = [r for r in rows if "step" in r]
@@ -120,18 +122,31 @@ for f in trial_files:
     step_s = (last["time_total_s"] - first["time_total_s"]) / steps if steps > 0 else float("nan")
     step_times.append(step_s)
     peak = max((r.get("peak_gpu_mem_mb") or 0) for r in rows)
+    figures["trials"].append({"trial": f.parent.name, "steps": last["step"], "step_s": step_s,
+                              "steps_timed": [first["step"], last["step"]], "peak_gpu_mem_mb": peak,
+                              "peak_rss_mb": max((r.get("peak_rss_mb") or 0) for r in rows),
+                              "eval_loss": last.get("eval_loss"), "time_total_s": last.get("time_total_s")})
     print(f"trial {f.parent.name[:40]}: {last['step']} steps, step time {step_s * 1000:.0f} ms "
           f"(steps {first['step']}->{last['step']}), peak GPU memory (torch max_memory_allocated) {peak:.0f} MiB, "
           f"eval_loss {last.get('eval_loss')}")
 samples = out / "nvidia_smi_samples.txt"
-if samples.exists() and samples.read_text().strip():
-    rows = [tuple(int(x) for x in line.split()) for line in samples.read_text().splitlines() if len(line.split()) == 2]
+rows = []
+if samples.exists():
+    rows = [tuple(int(x) for x in line.split()) for line in samples.read_text().splitlines()
+            if len(line.split()) == 2 and all(x.isdigit() for x in line.split())]
+if rows:
     print(f"device peak memory.used (nvidia-smi, both trials + CUDA contexts): {max(r[0] for r in rows)} MiB; "
           f"most processes on the GPU at once: {max(r[1] for r in rows)}")
+    figures.update(device_peak_mem_used_mib=max(r[0] for r in rows), max_gpu_processes=max(r[1] for r in rows),
+                   nvidia_smi_samples=len(rows))
     if max(r[1] for r in rows) < 2:
         print("WARNING: the two trials never held the GPU at the same time")
 summary = json.loads((run / "results.json").read_text())
 print(f"trials: {[(t['trial_id'], t['status'], t['steps']) for t in summary['trials']]}")
 print(f"mean step time: {sum(step_times) / len(step_times) * 1000:.0f} ms")
+figures.update(mean_step_s=sum(step_times) / len(step_times),
+               results=[{k: t.get(k) for k in ("trial_id", "status", "steps", "eval_loss", "time_s")}
+                        for t in summary["trials"]])
+(out / "gpu_check.json").write_text(json.dumps(figures, indent=2))
 EOF
 echo "== done; config, logs and results in $OUT"
