@@ -180,7 +180,7 @@ GPU_CHECK_MAX=${GPU_CHECK_MAX:-240} # at most this much of it for scripts/gpu_ch
 DEADLINE=$(( T0 + BUDGET ))
 RES=${OUT:-bench/out/device_check} # what comes back: files directly in here
 WORK=${WORK:-/tmp/qlora-device}    # scratch
-SITE=/tmp/site
+SITE=${SITE:-/tmp/site}
 mkdir -p "$RES" "$WORK"
 exec > >(tee "$RES/device_check.log") 2>&1
 TEE=$!
@@ -189,21 +189,21 @@ stamp() { echo "== [$(( $(date +%s) - T0 )) s] $*"; }
 
 stamp "unpacking the bundle into $SITE"
 unpack .devbundle/site-cp312.tar.xz "$SITE" || { echo "no bundle: run 'bash scripts/device_check.sh prepare' here first"; exit 1; }
-export PYTHONPATH=$SITE:$REPO PYTHONUNBUFFERED=1 RAY_USAGE_STATS_ENABLED=0 HF_HUB_OFFLINE=1 \
+export SITE PYTHONPATH=$SITE:$REPO PYTHONUNBUFFERED=1 RAY_USAGE_STATS_ENABLED=0 HF_HUB_OFFLINE=1 \
        TRANSFORMERS_OFFLINE=1 TOKENIZERS_PARALLELISM=false TRANSFORMERS_VERBOSITY=error PYTHONWARNINGS=ignore
 # Compile once, on all cores, rather than in every Ray worker at once.
 timeout 90 python3 -m compileall -q -j 0 "$SITE" >/dev/null 2>&1 || true
 stamp "bundle ready ($(du -sm "$SITE" | cut -f1) MB)"
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader || true
 python3 - <<'EOF' || true
-import importlib, sys
+import importlib, os, sys
 print("python", sys.version.split()[0], sys.executable)
 for m in ("torch", "ray", "transformers", "peft", "bitsandbytes", "datasets", "tokenizers", "accelerate",
           "huggingface_hub", "pydantic", "numpy", "pandas", "pyarrow", "aiohttp", "grpc", "google.protobuf",
           "yaml", "click", "rich", "fsspec", "opentelemetry.sdk", "opencensus", "jsonschema"):
     try:
         mod = importlib.import_module(m)
-        where = "bundle" if "/tmp/site/" in (getattr(mod, "__file__", "") or "") else "image"
+        where = "bundle" if os.environ["SITE"] in (getattr(mod, "__file__", "") or "") else "image"
         print(f"  {m:18s} {str(getattr(mod, '__version__', '?')):14s} {where}")
     except Exception as e:  # noqa: BLE001
         print(f"  {m:18s} FAILED: {type(e).__name__}: {e}")
@@ -234,8 +234,11 @@ else
 fi
 cp "$WORK/gpu_check/tune.log" "$RES/gpu_check_tune.log" 2>/dev/null || true
 cp "$WORK/gpu_check/gpu_check.json" "$RES/gpu_check.json" 2>/dev/null || true
-# A tune stopped part-way leaves Ray's processes, and their GPU memory, behind.
-python3 -c "from ray.scripts.scripts import main; main()" stop --force >/dev/null 2>&1 || true
+# A tune stopped part-way leaves Ray's processes, and their GPU memory, behind (a GPU machine of our own only:
+# this ends every Ray on the machine).
+if command -v nvidia-smi >/dev/null; then
+  python3 -c "from ray.scripts.scripts import main; main()" stop --force >/dev/null 2>&1 || true
+fi
 
 # 2. The benchmarks, each bounded by what is left of BUDGET (bench/gpu_bench.sh reads DEADLINE).
 stamp "2. bench/gpu_bench.sh ($(left) s left)"
@@ -257,8 +260,11 @@ stamp "3. packing extras"
   done
   # Ray's own logs where a step failed (errors, not the full session).
   if [[ ! -f "$RES/gpu_check.json" || ! -f "$RES/search.json" ]]; then
-    list+=" $(find /tmp/ray/session_*/logs -maxdepth 1 -type f \( -name '*.err' -o -name 'dashboard*.log' \
-               -o -name 'gcs_server.out' -o -name 'raylet.out' -o -name 'python-core-driver*.log' \) -size -4M 2>/dev/null | head -200)"
+    for sess in $(ls -dt /tmp/ray/session_2* 2>/dev/null | head -4); do
+      list+=" $(find "$sess/logs" -maxdepth 1 -type f \( -name '*.err' -o -name 'dashboard*.log' \
+                 -o -name 'gcs_server.out' -o -name 'raylet.out' -o -name 'python-core-driver*.log' \) -size -1M \
+                 2>/dev/null | head -100)"
+    done
   fi
   # shellcheck disable=SC2086
   tar -czf "$RES/extras.tar.gz" --ignore-failed-read $list 2>/dev/null || true
