@@ -51,6 +51,8 @@ def load_base(cfg: RunConfig, quantized: bool, dtype: Optional[str] = None, devi
     import torch
 
     kwargs = dict(revision=cfg.model.revision, trust_remote_code=cfg.model.trust_remote_code)
+    if cfg.model.attn_implementation:
+        kwargs["attn_implementation"] = cfg.model.attn_implementation
     if quantized and cfg.quantization.mode != "none":
         kwargs["quantization_config"] = bnb_config(cfg)
         if device_map is not None:

@@ -114,6 +114,15 @@ def training_arguments(cfg: RunConfig, output_dir: str, report_to_wandb: bool):
     return TrainingArguments(**kwargs)
 
 
+def wants_packing(cfg: RunConfig, model) -> bool:
+    """data.packing for this model: true/false as set; auto only with flash-attention kernels."""
+    if cfg.model.task != "causal_lm" or cfg.data.packing is False:
+        return False
+    if cfg.data.packing is True:
+        return True
+    return str(getattr(model.config, "_attn_implementation", "")).startswith("flash_attention")
+
+
 def build_trainer(cfg: RunConfig, model, tokenizer, data: Dict[str, Any], extra: Dict[str, Any],
                   output_dir: str, report_to_wandb: bool = False):
     """The HF Trainer (Seq2SeqTrainer when generations are scored) wired to Ray Train."""
@@ -125,8 +134,8 @@ def build_trainer(cfg: RunConfig, model, tokenizer, data: Dict[str, Any], extra:
 
     args = training_arguments(cfg, output_dir, report_to_wandb)
     cls = Seq2SeqTrainer if cfg.model.task == "seq2seq" else Trainer
-    packing = False
-    if cfg.model.task == "causal_lm" and cfg.data.packing:
+    packing = wants_packing(cfg, model)
+    if packing:
         model.config.use_cache = False  # transformers detects packed rows only when it builds no cache
         packing, diff, leak = packing_keeps_examples_apart(model, data["train"])
         print(f"Sequence packing {'on' if packing else 'off: the model lets packed examples see each other'} "

@@ -34,6 +34,9 @@ class ModelConfig(_Section):
         "seq2seq", description="seq2seq (T5/BART: input -> target) or causal_lm (prompt + completion)."
     )
     trust_remote_code: bool = Field(False, description="Allow model code from the hub repo to run.")
+    attn_implementation: Optional[Literal["eager", "sdpa", "flash_attention_2", "flash_attention_3"]] = Field(
+        None, description="Attention kernels (default: transformers' choice, sdpa); flash_attention_* needs the "
+                          "flash-attn package and a GPU.")
 
 
 class QuantizationConfig(_Section):
@@ -81,10 +84,12 @@ class DataConfig(_Section):
     prompt_template: str = Field(
         "{input}\n", description="causal_lm only: how the input becomes the prompt; {input} is replaced."
     )
-    packing: bool = Field(
-        True, description="causal_lm only: pack each batch into one padding-free row (positions restart per "
-                          "example), when a check at start shows the model keeps packed examples apart; "
-                          "otherwise batches are padded. seq2seq always pads per batch.")
+    packing: Union[bool, Literal["auto"]] = Field(
+        "auto", description="causal_lm only: pack each batch into one padding-free row (positions restart per "
+                            "example) when a check at start shows the model keeps packed examples apart. auto: "
+                            "only with flash-attention kernels, which skip the masked blocks; true: also with "
+                            "sdpa/eager, which compute attention over the whole packed row (a gain for short "
+                            "examples, a loss for long ones: docs/benchmarks.md); false: pad each batch.")
 
     @field_validator("prompt_template")
     @classmethod

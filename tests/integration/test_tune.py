@@ -95,11 +95,12 @@ def test_t5_search_logged_each_trial_to_wandb_offline_once(tuned_t5_run):
 
 
 def test_causal_lm_search_through_the_cli(tmp_path, tiny_llama, ray_local_2cpu):
+    """Causal LM with packed batches (data.packing: true): the search still picks and ships a better model."""
     cfg_path = write_config(
         tmp_path / "llama.yaml", tiny_llama, tmp_path / "runs",
         model={"task": "causal_lm"},
         lora={"target_modules": "all-linear", "r": 8},
-        data={"prompt_template": "Summarize: {input}\nSummary: ", "test": None},
+        data={"prompt_template": "Summarize: {input}\nSummary: ", "test": None, "packing": True},
         training={"epochs": 4, "learning_rate": 3e-3},
         search={"metric": "eval_loss", "num_samples": 2, "scheduler": "fifo", "grace_period": 1,
                 "space": {"lora.r": {"type": "choice", "values": [4, 8]},

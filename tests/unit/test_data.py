@@ -138,3 +138,19 @@ def test_rouge_scores_generations():
     assert same["rouge1"] == pytest.approx(1.0) and same["rougeL"] == pytest.approx(1.0)
     none = rouge(["alpha beta"], ["gamma delta"])
     assert none["rouge1"] == 0.0
+
+
+@pytest.mark.parametrize("task,packing,attn,expected", [
+    ("causal_lm", "auto", "sdpa", False),  # sdpa computes attention over the whole packed row
+    ("causal_lm", "auto", "flash_attention_2", True),
+    ("causal_lm", True, "sdpa", True),
+    ("causal_lm", False, "flash_attention_2", False),
+    ("seq2seq", True, "sdpa", False),  # encoder-decoder batches are always padded
+])
+def test_when_packing_is_wanted(tiny_t5, seed_data, task, packing, attn, expected):
+    from types import SimpleNamespace
+
+    from jobs.train_worker import wants_packing
+
+    cfg = cfg_for(tiny_t5, seed_data, task=task, packing=packing)
+    assert wants_packing(cfg, SimpleNamespace(config=SimpleNamespace(_attn_implementation=attn))) is expected
