@@ -15,14 +15,23 @@ QUIET_ENV = {
     "PYTHONWARNINGS": "ignore",
     # Worker start-up on a busy laptop can take longer than Ray Train's 60 s default.
     "RAY_TRAIN_WORKER_GROUP_START_TIMEOUT_S": "600",
-    # Train's controller collects worker reports when it polls (2 s by default): short steps waited on it
-    # (bench/bench_overhead.py: 4.4x -> 1.05x step time at 0.2 s).
-    "RAY_TRAIN_HEALTH_CHECK_INTERVAL_S": "0.2",
 }
 
+# Train's controller collects worker reports when it polls (every 2 s by default): short steps waited on it
+# (bench/bench_overhead.py: 4.4x -> 1.05x step time at 0.2 s). Only for one-trial runs (`train`): when Tune
+# stops a trial (ASHA, or ASHA's max_t), it kills the trial's actor and with it the Train controller and
+# worker; a controller that polls every 0.2 s often sees its dying worker first, retries (max_failures),
+# and creates a new placement group that nothing removes. In a 12-trial ASHA search (bench/bench_search.py)
+# two such groups held both CPUs and the next trials waited out the 600 s worker-group start timeout.
+FAST_POLL_ENV = {"RAY_TRAIN_HEALTH_CHECK_INTERVAL_S": "0.2"}
 
-def ensure_ray(cpus: Optional[int] = None, gpus: Optional[float] = None) -> bool:
-    """Start Ray in-process unless it is already up. Returns True when this call started it."""
+
+def ensure_ray(cpus: Optional[int] = None, gpus: Optional[float] = None, fast_poll: bool = False) -> bool:
+    """Start Ray in-process unless it is already up. Returns True when this call started it.
+
+    fast_poll: Train's controller polls its workers every 0.2 s instead of 2 s (see FAST_POLL_ENV); for
+    runs in which Tune stops no trial.
+    """
     import ray
 
     if ray.is_initialized():
@@ -34,6 +43,9 @@ def ensure_ray(cpus: Optional[int] = None, gpus: Optional[float] = None) -> bool
     # instances".
     port = _free_port()
     env = {k: os.environ[k] for k in QUIET_ENV}
+    # A value the user set wins; the fast poll goes to Ray's workers only (not into this process's env,
+    # where a later `tune` in the same process would inherit it).
+    env.update({k: os.environ.get(k, v) for k, v in FAST_POLL_ENV.items() if fast_poll or k in os.environ})
     env["RAY_ADDRESS"] = f"{ray.util.get_node_ip_address()}:{port}"
     os.environ["RAY_GCS_SERVER_PORT"] = str(port)
     try:
@@ -41,7 +53,11 @@ def ensure_ray(cpus: Optional[int] = None, gpus: Optional[float] = None) -> bool
             address="local",
             num_cpus=cpus,
             num_gpus=gpus,
-            include_dashboard=True,  # Ray Train cleans up placement groups through the state API
+            # Ray Train's placement-group cleaner asks the state API (the dashboard) whether the controller
+            # is alive. Without our dashboard that query goes to 127.0.0.1:8265, which on a shared machine
+            # can be another Ray's dashboard: it answers "no such actor" and the cleaner removes the
+            # placement group of a live run. So `train` keeps it too.
+            include_dashboard=True,
             logging_level="ERROR",
             log_to_driver=True,
             runtime_env={"env_vars": env},
@@ -85,7 +101,7 @@ def run_local(cfg: RunConfig, verb: str, *, cpus: Optional[int] = None, gpus: Op
     """Run `tune` or `train` in local mode and return the run folder."""
     import ray
 
-    started = ensure_ray(cpus, gpus)
+    started = ensure_ray(cpus, gpus, fast_poll=(verb == "train"))  # `train`: one trial, never stopped by Tune
     try:
         cfg = fit_to_machine(cfg, float(ray.cluster_resources().get("CPU", 1)), echo)
         from jobs.api import run_train, run_tune
