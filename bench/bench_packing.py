@@ -2,6 +2,7 @@
 
     python bench/bench_packing.py            # Llama-shaped (hidden 256), seed data x4, 3 rounds per side
     python bench/bench_packing.py --vary-lengths   # the same with each article cut to a random length
+    python bench/bench_packing.py --article-copies 4 --steps 10   # long examples (~4x the tokens)
     python bench/bench_packing.py --quick    # a smoke run: hidden 64, 1 round, a few steps
 
 Both sides are the HF Trainer on the same 4-bit NF4 base with the same LoRA (all linear layers, r 8),
@@ -13,7 +14,8 @@ padded/packed so that drift in the machine's load hits both alike:
   packed          jobs.data.build_collator(packing=True): one row per batch, positions restart per
                   example (qlora-launch's default for causal LM when the start-up check passes)
 
-Per side: wall time of trainer.train() (model load excluded), real tokens/s (non-padding tokens through
+Per side: wall and process CPU time of trainer.train() (model load excluded; on a shared machine the CPU
+time is the steadier figure), real tokens/s (non-padding tokens through
 the forward pass), the share of padding in the tokens computed, and the final training loss (mean of
 the last 5 logged steps). The data is the seed's article -> summary pairs with the prompt template, so
 lengths vary as in the seed.
@@ -46,14 +48,16 @@ def build_model(size: int, pretrain_steps: int) -> Path:
                            size=size, pretrain_steps=pretrain_steps)
 
 
-def repeated_train(n: int, vary: bool) -> Path:
+def repeated_train(n: int, vary: bool, copies: int = 1) -> Path:
     """The seed's train set n times; with `vary`, each copy's article cut to a random 5-100 % of its
-    characters (seeded), for the wide spread of lengths that instruction data has."""
+    characters (seeded), for the wide spread of lengths that instruction data has; `copies` > 1 makes
+    each article that many articles long (long examples)."""
     import random
 
-    out = OUT_DIR / "packing" / f"train_x{n}{'_varied' if vary else ''}.jsonl"
+    out = OUT_DIR / "packing" / f"train_x{n}{'_varied' if vary else ''}_c{copies}.jsonl"
     out.parent.mkdir(parents=True, exist_ok=True)
     rows = [json.loads(x) for x in (SEED / "train.jsonl").read_text().splitlines() if x.strip()] * n
+    rows = [{**r, "article": " ".join([r["article"]] * copies)} for r in rows]
     rng = random.Random(0)
     if vary:
         rows = [{**r, "article": r["article"][: max(20, int(len(r["article"]) * rng.uniform(0.05, 1.0)))]}
@@ -62,7 +66,8 @@ def repeated_train(n: int, vary: bool) -> Path:
     return out
 
 
-def run_side(variant: str, model_dir: Path, train: Path, steps: int, batch: int, dtype: str) -> Dict[str, Any]:
+def run_side(variant: str, model_dir: Path, train: Path, steps: int, batch: int, dtype: str,
+             max_input: int = 512) -> Dict[str, Any]:
     import torch
     from transformers import Trainer, TrainerCallback, TrainingArguments
     from transformers.trainer_callback import PrinterCallback
@@ -74,7 +79,7 @@ def run_side(variant: str, model_dir: Path, train: Path, steps: int, batch: int,
     cfg = validate_dict({
         "model": {"name_or_path": str(model_dir), "task": "causal_lm"},
         "data": {"train": str(train), "eval": str(SEED / "eval.jsonl"), "input_column": "article",
-                 "target_column": "summary", "max_input_length": 512, "max_target_length": 128,
+                 "target_column": "summary", "max_input_length": max_input, "max_target_length": 128,
                  "prompt_template": "Article: {input}\nSummary: "},
         "quantization": {"compute_dtype": dtype},
         "lora": {"r": 8, "alpha": 16, "dropout": 0.0, "target_modules": "all-linear"},
@@ -118,13 +123,13 @@ def run_side(variant: str, model_dir: Path, train: Path, steps: int, batch: int,
     trainer.remove_callback(PrinterCallback)
     if cuda:
         torch.cuda.synchronize()
-    t0 = time.perf_counter()
+    t0, c0 = time.perf_counter(), time.process_time()
     trainer.train()
     if cuda:
         torch.cuda.synchronize()
-    wall = time.perf_counter() - t0
+    wall, cpu = time.perf_counter() - t0, time.process_time() - c0
     return {
-        "variant": variant, "wall_s": wall, "steps": steps, "real_tokens": counted["real"],
+        "variant": variant, "wall_s": wall, "cpu_s": cpu, "steps": steps, "real_tokens": counted["real"],
         "computed_tokens": counted["computed"], "real_tokens_per_s": counted["real"] / wall,
         "padding_share": 1 - counted["real"] / counted["computed"],
         "final_loss": statistics.mean(losses[-5:]) if losses else None, "losses": losses,
@@ -142,6 +147,8 @@ def main(argv=None) -> int:
     ap.add_argument("--repeat", type=int, default=4, help="copies of the 10 seed examples")
     ap.add_argument("--vary-lengths", action="store_true",
                     help="cut each copy's article to a random 5-100 %% of its length (seeded)")
+    ap.add_argument("--article-copies", type=int, default=1,
+                    help="make each article N articles long (long examples; max input length N x 512)")
     ap.add_argument("--compute-dtype", default=None, choices=["float32", "bfloat16"],
                     help="default: bfloat16 on a GPU, float32 on CPU")
     ap.add_argument("--json-out", type=Path, default=None)
@@ -153,31 +160,37 @@ def main(argv=None) -> int:
     torch.manual_seed(0)
     dtype = args.compute_dtype or ("bfloat16" if torch.cuda.is_available() else "float32")
     model_dir = build_model(args.size, 20 if args.quick else 100)
-    train = repeated_train(args.repeat, args.vary_lengths)
+    train = repeated_train(args.repeat, args.vary_lengths, args.article_copies)
     runs = []
     for r in range(args.rounds):
         for v in (VARIANTS if r % 2 == 0 else tuple(reversed(VARIANTS))):
-            res = run_side(v, model_dir, train, args.steps, args.batch, dtype)
+            res = run_side(v, model_dir, train, args.steps, args.batch, dtype, 512 * args.article_copies)
             res["round"] = r
             runs.append(res)
-            print(f"round {r} {v}: {res['wall_s']:.2f} s, {res['real_tokens_per_s']:.0f} real tok/s, "
+            print(f"round {r} {v}: {res['wall_s']:.2f} s ({res['cpu_s']:.2f} CPU s), "
+                  f"{res['real_tokens_per_s']:.0f} real tok/s, "
                   f"padding {res['padding_share']:.1%}, loss {res['final_loss']:.4f}", flush=True)
     summary: Dict[str, Any] = {}
     for v in VARIANTS:
         mine = [x for x in runs if x["variant"] == v]
         summary[v] = {"median_wall_s": statistics.median(x["wall_s"] for x in mine),
+                      "median_cpu_s": statistics.median(x["cpu_s"] for x in mine),
                       "median_real_tokens_per_s": statistics.median(x["real_tokens_per_s"] for x in mine),
                       "padding_share": mine[0]["padding_share"], "final_loss": mine[0]["final_loss"]}
-    base = summary["padded_random"]["median_wall_s"]
+    base = summary["padded_random"]
     for v in VARIANTS:
-        summary[v]["wall_vs_padded_random"] = summary[v]["median_wall_s"] / base
+        summary[v]["wall_vs_padded_random"] = summary[v]["median_wall_s"] / base["median_wall_s"]
+        summary[v]["cpu_vs_padded_random"] = summary[v]["median_cpu_s"] / base["median_cpu_s"]
     rows = [[v, f"{s['median_wall_s']:.2f}", f"{s['wall_vs_padded_random']:.2f}x",
+             f"{s['median_cpu_s']:.2f}", f"{s['cpu_vs_padded_random']:.2f}x",
              f"{s['median_real_tokens_per_s']:.0f}", f"{s['padding_share']:.1%}", f"{s['final_loss']:.4f}"]
             for v, s in summary.items()]
     print_table(f"Packing: {args.steps} steps x batch {args.batch}, hidden {args.size}, {dtype}, "
-                f"seed data x{args.repeat}{' (varied lengths)' if args.vary_lengths else ''}, "
+                f"seed data x{args.repeat}{' (varied lengths)' if args.vary_lengths else ''}"
+                f"{f', articles x{args.article_copies}' if args.article_copies > 1 else ''}, "
                 f"median of {args.rounds}",
-                ["variant", "wall s", "vs padded_random", "real tok/s", "padding", "final loss"], rows)
+                ["variant", "wall s", "vs padded_random", "CPU s", "vs padded_random", "real tok/s", "padding",
+                 "final loss"], rows)
     write_json("packing", {"machine": machine(), "args": {k: str(v) if isinstance(v, Path) else v
                                                             for k, v in vars(args).items()},
                            "runs": runs, "summary": summary}, args.json_out)
