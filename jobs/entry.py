@@ -26,6 +26,15 @@ def main(argv=None) -> int:
     # Paths inside the project travel relative to it; Train workers change directory, so anchor them here.
     cfg = resolve_paths(cfg, Path.cwd())
 
+    from orchestrator.errors import UserError
+    from orchestrator.run_storage import check_s3_output
+
+    try:  # an s3:// output: the bucket as the cluster sees it, and no earlier run there unless --resume
+        check_s3_output(cfg, args.resume)
+    except UserError as e:
+        print(f"Error: {e}", file=sys.stderr, flush=True)
+        return 2
+
     import ray
 
     ray.init()  # inside a Ray Job this connects to the job's cluster

@@ -342,6 +342,15 @@ def test_tune_submitted_through_the_cli_lands_results_in_storage(s3_bucket, laun
     ray_list = cluster.ray_cli("job", "list")
     assert ray_list.returncode == 0 and job_id in ray_list.stdout, ray_list.stderr
 
+    # The same experiment again, without --resume: the job refuses to touch the run already on S3.
+    again = qlora("train", str(ROOT / "examples/t5_tiny_summarize_local.yaml"), "--address", cluster.address,
+                  "--experiment", "e2e", "--set", f"model.name_or_path={tiny_t5}",
+                  "--set", f"output.dir=s3://{s3_bucket.name}/runs",
+                  "--set", f"output.endpoint_url={s3_bucket.endpoint}", "--set", "tracking.wandb=false")
+    assert again.exit_code == 1 and "already holds a run" in again.output, again.output[-3000:]
+    assert {o["Key"] for page in c.get_paginator("list_objects_v2").paginate(Bucket=s3_bucket.name)
+            for o in page.get("Contents", [])} == keys  # nothing written
+
 
 def test_tune_with_s3_output_and_no_credentials(launcher_env, tiny_t5):
     r = qlora("tune", str(ROOT / "examples/t5_tiny_summarize_local.yaml"), "--address", launcher_env.address,
