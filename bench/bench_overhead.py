@@ -52,7 +52,7 @@ from pathlib import Path  # noqa: E402
 from typing import Any, Dict, List, Optional  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import OUT_DIR, REPO, GpuSampler, print_table, write_json  # noqa: E402
+from common import OUT_DIR, REPO, GpuSampler, cuda_available, print_table, write_json  # noqa: E402
 
 SEED_DATA = REPO / "examples" / "data" / "seed"
 WORK = OUT_DIR / "overhead"
@@ -383,7 +383,7 @@ def main(argv=None) -> int:
     rounds = args.rounds or (1 if args.quick else 2)
     steps = args.steps or (20 if args.quick else 40)
     eval_steps = args.eval_steps
-    gpus = args.gpus if args.gpus is not None else (1.0 if _cuda() else 0.0)
+    gpus = args.gpus if args.gpus is not None else (1.0 if cuda_available() else 0.0)
     t0 = time.time()
     model_dir = ensure_model(args.quick)
     if (WORK / "runs").exists():
@@ -452,15 +452,6 @@ def main(argv=None) -> int:
                                    "bench_wall_s": time.time() - t0}, args.json_out)
     print(f"wrote {path}")
     return 0
-
-
-def _cuda() -> bool:
-    try:
-        import torch
-
-        return torch.cuda.is_available()
-    except ImportError:
-        return False
 
 
 if __name__ == "__main__":

@@ -40,7 +40,7 @@ from pathlib import Path
 from typing import Any, Dict, List
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import OUT_DIR, REPO, GpuSampler, print_table, write_json  # noqa: E402
+from common import OUT_DIR, REPO, GpuSampler, cuda_available, print_table, write_json  # noqa: E402
 
 SEED_DATA = REPO / "examples" / "data" / "seed"
 WORK = OUT_DIR / "search"
@@ -173,7 +173,7 @@ def main(argv=None) -> int:
     args.samples = args.samples or (2 if args.quick else 12)
     args.epochs = args.epochs or (2 if args.quick else 8)
     if args.gpus is None:
-        args.gpus = 0.5 if _cuda() else 0.0
+        args.gpus = 0.5 if cuda_available() else 0.0
     names = (args.searches or ("fifo,asha" if args.quick else ",".join(SEARCHES))).split(",")
     if names[0] != "fifo":
         ap.error("--searches must start with fifo (the reference)")
@@ -232,15 +232,6 @@ def main(argv=None) -> int:
                                  "searches": results, "bench_wall_s": time.time() - t0}, args.json_out)
     print(f"wrote {path}")
     return 0
-
-
-def _cuda() -> bool:
-    try:
-        import torch
-
-        return torch.cuda.is_available()
-    except ImportError:
-        return False
 
 
 if __name__ == "__main__":

@@ -190,7 +190,7 @@ def worker(variant: str, model_dir: Path, train: Path, epochs: float, compute_dt
     from jobs.data import build_collator, load_source, tokenize
     from jobs.modeling import load_base, load_tokenizer, load_trainable, lora_config, param_counts
 
-    training_arguments = _training_arguments()
+    from jobs.train_worker import training_arguments  # imports no Ray
 
     sys.path.insert(0, str(Path(__file__).resolve().parent))
     from common import GpuSampler
@@ -269,28 +269,6 @@ def worker(variant: str, model_dir: Path, train: Path, epochs: float, compute_dt
         "torch_threads": torch.get_num_threads(), **param_counts(model),
         "peak_gpu_mem_bytes": torch.cuda.max_memory_allocated() if cuda else None, **gpu,
     }
-
-
-def _training_arguments():
-    """jobs.train_worker.training_arguments, also where Ray is not installed.
-
-    That module subclasses Ray's RayTrainReportCallback when it is imported, but training_arguments uses
-    no Ray. The GPU image of the device tool has no Ray (its wheel is larger than a call can carry), so
-    there a plain TrainerCallback stands in for that one class.
-    """
-    try:
-        import ray.train.huggingface.transformers  # noqa: F401
-    except ImportError:
-        import types
-
-        from transformers import TrainerCallback
-
-        for name in ("ray", "ray.train", "ray.train.huggingface", "ray.train.huggingface.transformers"):
-            sys.modules.setdefault(name, types.ModuleType(name))
-        sys.modules["ray.train.huggingface.transformers"].RayTrainReportCallback = TrainerCallback
-    from jobs.train_worker import training_arguments
-
-    return training_arguments
 
 
 # ---- the driver --------------------------------------------------------------------------------

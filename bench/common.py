@@ -49,6 +49,16 @@ def machine() -> Dict[str, Any]:
     return info
 
 
+def cuda_available() -> bool:
+    """Whether torch sees a GPU (False where torch is not installed)."""
+    try:
+        import torch
+
+        return torch.cuda.is_available()
+    except ImportError:
+        return False
+
+
 def format_table(headers: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
     """A plain, aligned text table (numbers right-aligned)."""
     cells = [[str(h) for h in headers]] + [["" if c is None else str(c) for c in row] for row in rows]

@@ -21,6 +21,8 @@ from dataclasses import dataclass, field
 from typing import Any, Callable, Dict, List, Optional
 
 from orchestrator.config import RunConfig
+from orchestrator.formatting import fmt_duration, fmt_number
+from orchestrator.formatting import is_number as _num
 
 # Trial states, named as in trials.csv where they overlap.
 PENDING, RUNNING, COMPLETED, STOPPED, ERROR = "PENDING", "RUNNING", "COMPLETED", "STOPPED_EARLY", "ERROR"
@@ -446,35 +448,8 @@ def _params(trial) -> Dict[str, Any]:
     return params if isinstance(params, dict) else {}
 
 
-def _num(x) -> bool:
-    return isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x)
-
-
 def fmt_value(v) -> str:
-    if v is None:
-        return ""
-    if isinstance(v, bool):
-        return str(v)
-    if isinstance(v, float):
-        if v == 0:
-            return "0"
-        if abs(v) < 1e-3 or abs(v) >= 1e5:
-            return f"{v:.2e}"
-        return f"{v:.4g}"
-    return str(v)
-
-
-def fmt_duration(s: Optional[float]) -> str:
-    if s is None or not math.isfinite(s):
-        return "?"
-    s = int(round(max(s, 0)))
-    h, rem = divmod(s, 3600)
-    m, sec = divmod(rem, 60)
-    if h:
-        return f"{h}h{m:02d}m"
-    if m:
-        return f"{m}m{sec:02d}s"
-    return f"{sec}s"
+    return fmt_number(v)
 
 
 def _short_names(keys: List[str]) -> Dict[str, str]:

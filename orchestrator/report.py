@@ -19,6 +19,9 @@ from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 from orchestrator.errors import UserError
+from orchestrator.formatting import fmt_duration as _fmt_duration
+from orchestrator.formatting import fmt_number
+from orchestrator.formatting import is_number as _num
 
 REPORT_DIR = "report"
 PNG_SIZE = (1200, 750)  # pixels of every PNG: 8 x 5 inches at 150 dpi
@@ -187,33 +190,12 @@ def rouge_l(prediction: str, reference: str) -> float:
     return 2 * p * r / (p + r)
 
 
-def _num(x) -> bool:
-    return isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x)
-
-
 def fmt(v, digits: int = 4) -> str:
-    if v is None:
-        return ""
-    if isinstance(v, bool):
-        return str(v)
-    if isinstance(v, float):
-        if v == 0:
-            return "0"
-        if abs(v) < 1e-3 or abs(v) >= 1e6:
-            return f"{v:.3e}"
-        return f"{v:.{digits}g}"
-    if isinstance(v, int):
-        return f"{v:,}" if abs(v) >= 10000 else str(v)
-    return str(v)
+    return fmt_number(v, digits, sci_from=1e6, sci_digits=3, group_ints=True)
 
 
 def fmt_duration(s: Optional[float]) -> str:
-    if not _num(s):
-        return ""
-    s = int(round(s))
-    h, rem = divmod(s, 3600)
-    m, sec = divmod(rem, 60)
-    return f"{h}h {m:02d}m" if h else (f"{m}m {sec:02d}s" if m else f"{sec}s")
+    return _fmt_duration(s, sep=" ", missing="")
 
 
 def search_seconds(results: Dict[str, Any]) -> Optional[float]:

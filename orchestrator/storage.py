@@ -173,16 +173,9 @@ class S3Storage(Storage):
     @property
     def client(self):
         if self._client is None:
-            import boto3
-            from botocore.config import Config
+            from orchestrator.s3 import make_client
 
-            self._client = boto3.client(
-                "s3",
-                endpoint_url=self.endpoint_url,
-                config=Config(
-                    retries={"max_attempts": 5, "mode": "standard"}, connect_timeout=5, read_timeout=60
-                ),
-            )
+            self._client = make_client(self.endpoint_url)
         return self._client
 
     def _key(self, key: str) -> str:
@@ -192,42 +185,18 @@ class S3Storage(Storage):
         return full[len(self.prefix) + 1:] if self.prefix else full
 
     def _call(self, what: str, fn, *args, **kwargs):
-        from botocore.exceptions import (
-            BotoCoreError,
-            ClientError,
-            EndpointConnectionError,
-            NoCredentialsError,
-            PartialCredentialsError,
-        )
+        """fn(*args, **kwargs); a missing key raises NotFound, any other S3 error a UserError (s3_errors)."""
+        from botocore.exceptions import ClientError
 
-        try:
-            return fn(*args, **kwargs)
-        except ClientError as e:
-            code = e.response.get("Error", {}).get("Code", "")
-            status = e.response.get("ResponseMetadata", {}).get("HTTPStatusCode")
-            if code in ("NoSuchKey", "404", "NotFound"):
-                raise NotFound(what) from None
-            if code == "NoSuchBucket":
-                raise UserError(
-                    f"S3 bucket '{self.bucket}' does not exist ({what}); create it or fix the s3:// URI."
-                ) from None
-            if code in ("AccessDenied", "403", "Forbidden", "InvalidAccessKeyId", "SignatureDoesNotMatch") or status == 403:
-                raise UserError(
-                    f"access denied to {what} ({code}); check the AWS credentials and the bucket policy."
-                ) from None
-            raise UserError(f"S3 error on {what}: {code or status}: {e}") from None
-        except (NoCredentialsError, PartialCredentialsError):
-            raise UserError(
-                f"no AWS credentials for {what}: set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, "
-                "AWS_PROFILE, or an instance role."
-            ) from None
-        except EndpointConnectionError:
-            raise UserError(
-                f"cannot reach the S3 endpoint {self.endpoint_url or '(AWS default)'} for {what}; "
-                "check endpoint_url and the network."
-            ) from None
-        except BotoCoreError as e:
-            raise UserError(f"S3 error on {what}: {e}") from None
+        from orchestrator.s3 import s3_errors
+
+        with s3_errors(what, self.bucket, self.endpoint_url):
+            try:
+                return fn(*args, **kwargs)
+            except ClientError as e:
+                if e.response.get("Error", {}).get("Code", "") in ("NoSuchKey", "404", "NotFound"):
+                    raise NotFound(what) from None
+                raise
 
     def read_bytes(self, key: str) -> bytes:
         resp = self._call(self.url(key), self.client.get_object, Bucket=self.bucket, Key=self._key(key))
