@@ -9,11 +9,12 @@ from pathlib import Path
 from typing import Any, Dict, Optional
 
 from orchestrator.config import RunConfig
+from orchestrator.storage import is_s3
 
 
 def run_dir_for(cfg: RunConfig) -> Path:
     """Where a run's files go: output.dir/experiment, or ./runs/experiment when output.dir is remote."""
-    root = Path("runs") if "://" in cfg.output.dir else Path(cfg.output.dir)
+    root = Path("runs") if is_s3(cfg.output.dir) else Path(cfg.output.dir)
     return (root / cfg.experiment).resolve()
 
 

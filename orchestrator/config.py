@@ -255,6 +255,13 @@ class OutputConfig(_Section):
     experiment: Optional[str] = Field(None, description="Experiment name (default: the config file's stem).")
     endpoint_url: Optional[str] = Field(None, description="S3-compatible endpoint for an s3:// output.dir.")
 
+    @field_validator("dir")
+    @classmethod
+    def _local_or_s3(cls, v):
+        if "://" in v and not v.startswith("s3://"):
+            raise ValueError("must be a local folder or s3://bucket/prefix (no other storage scheme)")
+        return v
+
     @field_validator("experiment")
     @classmethod
     def _safe_name(cls, v):

@@ -168,3 +168,9 @@ def test_param_space_builds_tune_distributions():
     assert param_space(cfg, fixed={"lora.r": 8}) == {"params": {"lora.r": 8}}
     # 10 examples, batch 2, 3 epochs -> 15 steps, reports every 10 steps + the final one
     assert planned_reports(cfg.with_params({"training.batch_size": 2}), 10, {}) == {"steps": 15, "reports": 2}
+
+
+def test_output_dir_is_a_local_folder_or_s3():
+    (msg,) = problems(minimal(output={"dir": "gs://bucket/runs"}))
+    assert "output.dir" in msg and "s3://bucket/prefix" in msg
+    assert validate_dict(minimal(output={"dir": "s3://bucket/runs"})).output.dir == "s3://bucket/runs"
