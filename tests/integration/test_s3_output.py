@@ -58,12 +58,12 @@ def _objects(bucket) -> Dict[str, bytes]:
     return out
 
 
-def _config(tmp_path: Path, tiny_t5: Path, bucket, **output) -> Path:
+def _config(tmp_path: Path, tiny_t5: Path, bucket, experiment: str = "s3run", max_steps: int = 4,
+            eval_steps: int = 2) -> Path:
     return write_config(
-        tmp_path / "s3run.yaml", tiny_t5, Path("unused"),
-        output={"dir": f"s3://{bucket.name}/runs", "endpoint_url": bucket.endpoint, "experiment": "s3run",
-                **output},
-        training={"max_steps": 4, "eval_steps": 2}, tracking={"wandb": False},
+        tmp_path / f"{experiment}.yaml", tiny_t5, Path("unused"),
+        output={"dir": f"s3://{bucket.name}/runs", "endpoint_url": bucket.endpoint, "experiment": experiment},
+        training={"max_steps": max_steps, "eval_steps": eval_steps}, tracking={"wandb": False},
     )
 
 
@@ -125,9 +125,7 @@ def test_train_keeps_its_state_on_s3_and_resumes_from_there(s3_bucket, tiny_t5, 
 
 def test_killed_worker_resumes_from_its_checkpoint_on_s3(s3_bucket, tiny_t5, tmp_path):
     """A lost worker (a spot node) costs a restart from the last checkpoint, read back from S3."""
-    cfg = _config(tmp_path, tiny_t5, s3_bucket, experiment="s3kill")
-    cfg.write_text(cfg.read_text().replace("max_steps: 4", "max_steps: 100").replace("eval_steps: 2",
-                                                                                   "eval_steps: 10"))
+    cfg = _config(tmp_path, tiny_t5, s3_bucket, experiment="s3kill", max_steps=100, eval_steps=10)
     env = _env()
     proc = subprocess.Popen([sys.executable, "-m", "orchestrator.cli", "train", str(cfg), "--cpus", "2",
                              "--set", "search.metric=eval_loss", "--set", "fault_tolerance.max_failures=2"],
