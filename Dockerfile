@@ -27,4 +27,4 @@ COPY --chown=1000:100 pyproject.toml README.md ./
 COPY --chown=1000:100 orchestrator ./orchestrator
 COPY --chown=1000:100 jobs ./jobs
 RUN pip install --no-cache-dir --no-deps . \
-    && python -c "import orchestrator.cli, jobs.entry, ray; assert ray.__version__ == '2.60.0', ray.__version__"
+    && python -c "import orchestrator.cli, orchestrator.launch.entry, ray; assert ray.__version__ == '2.60.0', ray.__version__"

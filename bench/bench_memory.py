@@ -90,7 +90,7 @@ def model_config(spec: Dict[str, Any]):
     from transformers import AutoConfig
 
     if isinstance(spec["config"], str):
-        from orchestrator.estimate import load_model_config
+        from orchestrator.estimate.shapes import load_model_config
 
         return load_model_config(spec["config"])[0]
     d = dict(spec["config"])
@@ -211,10 +211,11 @@ def _sub(args: List[str], timeout: int) -> subprocess.CompletedProcess:
 
 
 def estimates(model_dir: Path, spec: Dict[str, Any]) -> Dict[str, int]:
-    from orchestrator import estimate as est
+    from orchestrator.estimate import memory as est
+    from orchestrator.estimate.shapes import inspect_model, load_model_config
 
-    mc, src = est.load_model_config(str(model_dir))
-    shape = est.inspect_model(mc, spec["task"], model_dir.name, src)
+    mc, src = load_model_config(str(model_dir))
+    shape = inspect_model(mc, spec["task"], model_dir.name, src)
     return {"qlora_4bit": est.weight_bytes(shape, "nf4", 2, True), "lora_16bit": est.weight_bytes(shape, "16bit"),
             "full_16bit": est.weight_bytes(shape, "16bit"), "full_fp32": est.weight_bytes(shape, "fp32"),
             "total_params": shape.total_params}

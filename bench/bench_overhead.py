@@ -4,12 +4,12 @@
     python bench/bench_overhead.py --quick    # tiny T5, 20 steps, 1 round: a smoke run (~1 min)
 
 Both sides run the same config (written to bench/out/overhead/config.yaml): the same model, data,
-tokenization, 4-bit loading, LoRA, TrainingArguments (jobs.train_worker.training_arguments), collator,
+tokenization, 4-bit loading, LoRA, TrainingArguments (jobs.train_loop.training_arguments), collator,
 eval + adapter checkpoint every `eval_steps`; metric eval_loss (no generation), tracking and merge off.
 
   bare  one Python process: load_config -> load_tokenizer -> prepare_datasets -> load_trainable ->
         Seq2SeqTrainer(training_arguments(...)) -> train(). No Ray.
-  ray   `orchestrator.commands.run.run(config, "train", ...)`, the Python API behind `qlora-launch
+  ray   `orchestrator.launch.pipeline.run(config, "train", ...)`, the Python API behind `qlora-launch
         train`: validation and preflight, local Ray started in-process, tokenization on the driver,
         one Tune trial driving one Ray Train worker (RayTrainReportCallback + prepare_trainer, each
         checkpoint copied into Ray storage and reported), results collected, Ray shut down.
@@ -106,8 +106,8 @@ def side_bare(config: Path) -> Dict[str, Any]:
 
     from jobs.data import build_collator, prepare_datasets
     from jobs.modeling import load_tokenizer, load_trainable
-    from jobs.train_worker import training_arguments
-    from orchestrator.config import load_config
+    from jobs.train_loop import training_arguments
+    from orchestrator.core.config_load import load_config
 
     marks = {"imports_done": time.time()}
     cfg = load_config(str(config))
@@ -153,9 +153,9 @@ def side_bare(config: Path) -> Dict[str, Any]:
 def side_ray(config: Path, experiment: str) -> Dict[str, Any]:
     import ray
 
-    import orchestrator.local as local
-    import orchestrator.progress as progress
-    from orchestrator.commands.run import run
+    import orchestrator.launch.local as local
+    import orchestrator.observe.progress as progress
+    from orchestrator.launch.pipeline import run
 
     events: List[Dict[str, Any]] = []
     marks: Dict[str, float] = {}
@@ -219,7 +219,7 @@ def side_ray(config: Path, experiment: str) -> Dict[str, Any]:
         if str(msg).startswith("Tokenized"):
             marks.setdefault("tokenized", time.time())
 
-    # All three are looked up at call time by orchestrator.local / run_local: only timing is added.
+    # All three are looked up at call time by the pipeline and orchestrator.launch.local: only timing is added.
     progress.progress_callbacks = with_recorder
     local.ensure_ray = timed_ensure_ray
     ray.shutdown = timed_shutdown

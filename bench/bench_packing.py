@@ -74,7 +74,7 @@ def run_side(variant: str, model_dir: Path, train: Path, steps: int, batch: int,
 
     from jobs.data import build_collator, load_splits, packing_keeps_examples_apart, tokenize
     from jobs.modeling import load_tokenizer, load_trainable
-    from orchestrator.config import validate_dict
+    from orchestrator.core.config_load import validate_dict
 
     cfg = validate_dict({
         "model": {"name_or_path": str(model_dir), "task": "causal_lm"},

@@ -9,7 +9,7 @@ from round to round) and the object is deleted afterwards so the in-memory serve
 
   boto3_default   `client.upload_file(path, bucket, key)`: boto3's default TransferConfig (8 MiB parts,
                   10 threads) and default checksum (CRC32 when supported)
-  ours_transfer   orchestrator.s3's transfer alone: 16 MiB parts, 8 parts in flight, SHA-256 checksums
+  ours_transfer   orchestrator.storage.s3's transfer alone: 16 MiB parts, 8 parts in flight, SHA-256 checksums
                   per part, adaptive retries
   ours_publish    what `publish` does per file: list the version prefix for an object to skip, the
                   transfer above, then a HeadObject comparing the server's SHA-256 checksum with the
@@ -63,7 +63,7 @@ def main() -> int:
     os.environ.update({"AWS_ACCESS_KEY_ID": "bench", "AWS_SECRET_ACCESS_KEY": "bench", "AWS_DEFAULT_REGION": "us-east-1"})
     import boto3
 
-    from orchestrator.s3 import CONCURRENCY, PART_SIZE, Bucket, Upload, file_checksums
+    from orchestrator.storage.s3 import CONCURRENCY, PART_SIZE, Bucket, Upload, file_checksums
     from tests.s3_server import start_s3_server, stop_s3_server
 
     size = args.mb * 10**6

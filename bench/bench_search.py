@@ -3,7 +3,7 @@
     python bench/bench_search.py            # tiny T5, 12 trials x 40 steps, 3 searches (~16 min here)
     python bench/bench_search.py --quick    # 2 trials x 10 steps, FIFO and ASHA: a smoke run
 
-Every search is `orchestrator.commands.run.run(config, "tune", ...)`, the API behind `qlora-launch
+Every search is `orchestrator.launch.pipeline.run(config, "tune", ...)`, the API behind `qlora-launch
 tune`, in one local Ray instance started once for all of them (config: bench/out/search/config.yaml):
 the tiny T5 of the tests (d_model 64, 150 steps of copy pre-training; by default its BPE tokenizer and
 pre-training see the texts of all three splits, so that eval_loss follows what the fine-tune learns),
@@ -113,7 +113,7 @@ def parse_search(name: str) -> Dict[str, Any]:
 
 
 def one_search(name: str, config: Path, args) -> Dict[str, Any]:
-    from orchestrator.commands.run import run
+    from orchestrator.launch.pipeline import run
 
     spec = parse_search(name)
     scheduler, algorithm = SEARCHES[spec["base"]]
@@ -193,7 +193,7 @@ def main(argv=None) -> int:
 
     import ray
 
-    from orchestrator.local import ensure_ray
+    from orchestrator.launch.local import ensure_ray
 
     started = ensure_ray()  # one Ray for every search, so each pays the same (warm) start
     results: List[Dict[str, Any]] = []

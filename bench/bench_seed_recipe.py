@@ -13,12 +13,12 @@ Trainer in one plain process (no Ray: this measures the recipe). They differ onl
          logging every 20 steps; `get_peft_model` on the 4-bit base (no gradient checkpointing).
   ours   the product's path: `jobs.modeling.load_trainable` (prepare_model_for_kbit_training, gradient
          checkpointing on: our default), `jobs.data.tokenize` (no padding) + `build_collator` (each
-         batch padded to its own longest example, label padding -100), `jobs.train_worker.
+         batch padded to its own longest example, label padding -100), `jobs.train_loop.
          training_arguments` with our defaults (batch 8, lr 2e-4, eval + adapter checkpoint every 10
          steps, length-grouped batches).
   ours_no_ckpt  ours with training.gradient_checkpointing=false (not in the headline ratio).
 
-The model is the real t5-small config (orchestrator/arch_configs/t5-small.json: d_model 512, d_ff 2048,
+The model is the real t5-small config (orchestrator/estimate/arch_configs/t5-small.json: d_model 512, d_ff 2048,
 d_kv 64, 6+6 layers, 8 heads, relu, vocab 32128, tied embeddings) with random weights, given a short
 full-weight copy-task pre-training (100 steps, as jobs/tiny_models.py does) so that the fine-tune's loss
 means something. The tokenizer is a byte-level BPE trained on the same texts (asked for 32128 entries, it
@@ -97,7 +97,7 @@ def build_model(out: Path, quick: bool, pretrain_steps: int, base_texts: str = "
         tok = build_tokenizer(texts, vocab_size=512)
         model = build_t5(tok, d_model=64, layers=2, heads=4)
     else:
-        from orchestrator.estimate import load_model_config
+        from orchestrator.estimate.shapes import load_model_config
 
         tok = build_tokenizer(texts, vocab_size=32128)
         mc, _ = load_model_config("t5-small")
@@ -124,7 +124,7 @@ def repeated_train(n: int, out: Path) -> Path:
 
 def run_config(model_dir: Path, train: Path, epochs: float, compute_dtype: str, overrides: Dict[str, Any]):
     """Our config: defaults everywhere except the shared model, data, epochs, LoRA and quantization."""
-    from orchestrator.config import RunConfig
+    from orchestrator.core.config import RunConfig
 
     cfg = RunConfig.model_validate({
         "model": {"name_or_path": str(model_dir), "task": "seq2seq"},
@@ -190,7 +190,7 @@ def worker(variant: str, model_dir: Path, train: Path, epochs: float, compute_dt
     from jobs.data import build_collator, load_source, tokenize
     from jobs.modeling import load_base, load_tokenizer, load_trainable, lora_config, param_counts
 
-    from jobs.train_worker import training_arguments  # imports no Ray
+    from jobs.train_loop import training_arguments  # imports no Ray
 
     sys.path.insert(0, str(Path(__file__).resolve().parent))
     from common import GpuSampler

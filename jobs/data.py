@@ -8,9 +8,10 @@ For causal LM the prompt tokens are masked with -100 too: the loss is on the com
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Dict, Optional, Tuple
+from typing import Any, Dict, Optional, Tuple
 
-from orchestrator.config import DataConfig, RunConfig
+from orchestrator.core.config import RunConfig
+from orchestrator.core.config_sections import DataConfig
 
 IGNORE_INDEX = -100
 
@@ -61,7 +62,7 @@ def tokenize(ds, tokenizer, cfg: RunConfig):
 
 def causal_features(inputs, targets, tokenizer, d: DataConfig) -> Dict[str, list]:
     """Prompt + completion + EOS; labels are -100 on the prompt so only the completion is learned."""
-    out = {"input_ids": [], "attention_mask": [], "labels": []}
+    out: Dict[str, list] = {"input_ids": [], "attention_mask": [], "labels": []}
     for inp, tgt in zip(inputs, targets):
         prompt = tokenizer(d.prompt_template.format(input=inp), max_length=d.max_input_length, truncation=True)
         comp = tokenizer(str(tgt), add_special_tokens=False, max_length=d.max_target_length - 1, truncation=True)
@@ -127,7 +128,7 @@ def packing_keeps_examples_apart(model, examples, ratio: float = 0.1) -> Tuple[b
     return d_leak > 0 and d_packed <= ratio * d_leak, d_packed, d_leak
 
 
-def prepare_datasets(cfg: RunConfig, tokenizer) -> Dict[str, object]:
+def prepare_datasets(cfg: RunConfig, tokenizer) -> Dict[str, Any]:
     """Raw and tokenized splits: {'train','eval'} tokenized, plus 'eval_raw' (for samples) and 'test_raw'."""
     raw = load_splits(cfg.data)
     out = {name: tokenize(ds, tokenizer, cfg) for name, ds in raw.items() if name in ("train", "eval")}

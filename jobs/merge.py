@@ -6,12 +6,12 @@ The base is loaded in 16/32-bit for the merge, never 4-bit: folding LoRA deltas 
 
 from __future__ import annotations
 
-import json
 import shutil
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence
 
-from orchestrator.config import RunConfig
+from orchestrator.core.config import RunConfig
+from orchestrator.core.rundir import RunDir
 
 ADAPTER_FILES = ("adapter_config.json", "adapter_model.safetensors", "adapter_model.bin")
 
@@ -132,15 +132,13 @@ def generate_samples(cfg: RunConfig, model_dir: Path, inputs: Sequence[str], ref
     return [{"input": i, "reference": r, "prediction": p.strip()} for i, r, p in zip(inputs, references, preds)]
 
 
-def merge_and_verify(cfg: RunConfig, best_dir: Path, eval_raw) -> Dict[str, Any]:
+def merge_and_verify(cfg: RunConfig, run: RunDir, eval_raw) -> Dict[str, Any]:
     """Merge best/adapter into best/merged, verify it, write merge_check.json and samples.json."""
-    adapter_dir, merged_dir = best_dir / "adapter", best_dir / "merged"
-    merge_adapter(cfg, adapter_dir, merged_dir)
+    merge_adapter(cfg, run.adapter_dir, run.merged_dir)
     n = min(cfg.merge.verify_samples, len(eval_raw))
     inputs = [str(x) for x in eval_raw[cfg.data.input_column][:n]]
     targets = [str(x) for x in eval_raw[cfg.data.target_column][:n]]
-    check = verify_merge(cfg, adapter_dir, merged_dir, inputs, targets)
-    (best_dir / "merge_check.json").write_text(json.dumps(check, indent=2))
-    samples = generate_samples(cfg, merged_dir, inputs, targets)
-    (best_dir / "samples.json").write_text(json.dumps(samples, indent=2, ensure_ascii=False))
+    check = verify_merge(cfg, run.adapter_dir, run.merged_dir, inputs, targets)
+    run.write_merge_check(check)
+    run.write_samples(generate_samples(cfg, run.merged_dir, inputs, targets))
     return check

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Dict, Optional
 
-from orchestrator.config import RunConfig
+from orchestrator.core.config import RunConfig
 
 TASK_TYPES = {"seq2seq": "SEQ_2_SEQ_LM", "causal_lm": "CAUSAL_LM"}
 

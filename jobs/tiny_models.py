@@ -19,7 +19,7 @@ SPECIAL = {"pad": "<pad>", "eos": "</s>", "unk": "<unk>", "bos": "<s>"}
 
 
 def _texts(paths: Iterable[str]) -> List[str]:
-    out = []
+    out: List[str] = []
     for p in paths:
         for line in Path(p).read_text(encoding="utf-8").splitlines():
             if line.strip():
@@ -63,7 +63,7 @@ def build_t5(tokenizer, d_model: int = 64, layers: int = 2, heads: int = 4, seed
     from transformers import T5Config, T5ForConditionalGeneration
 
     torch.manual_seed(seed)
-    cfg = T5Config(
+    cfg = T5Config(  # type: ignore[call-arg]  # generic PretrainedConfig kwargs, absent from T5Config's signature
         vocab_size=len(tokenizer), d_model=d_model, d_kv=d_model // heads, d_ff=d_model * 2,
         num_layers=layers, num_decoder_layers=layers, num_heads=heads,
         pad_token_id=tokenizer.pad_token_id, eos_token_id=tokenizer.eos_token_id,

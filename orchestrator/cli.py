@@ -9,7 +9,7 @@ import sys
 import click
 
 from orchestrator import __version__
-from orchestrator.errors import UserError
+from orchestrator.core.errors import UserError
 
 # One module per group of verbs; each exposes `register(group)`.
 COMMAND_MODULES = ("run", "publish", "cluster", "retrain", "observe", "estimate")

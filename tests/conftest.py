@@ -70,7 +70,7 @@ def ray_local_2cpu():
     """Ray started in-process with 2 CPUs for the session (the way `qlora-launch tune` starts it)."""
     import ray
 
-    from orchestrator.local import ensure_ray
+    from orchestrator.launch.local import ensure_ray
 
     started = ensure_ray(cpus=2)
     yield
@@ -85,7 +85,7 @@ def tuned_t5_run(tmp_path_factory, tiny_t5, ray_local_2cpu) -> Path:
     Tests of results, merge, publishing, reports and tracking read this run folder; none may modify it
     (copy it first).
     """
-    from orchestrator.commands.run import run
+    from orchestrator.launch.pipeline import run
 
     root = tmp_path_factory.mktemp("tuned")
     space = {"training.learning_rate": {"type": "loguniform", "low": 3e-4, "high": 3e-3},

@@ -1,6 +1,6 @@
 """`jobs`, `status`, `logs`, `stop`: follow runs submitted to a Ray cluster (`tune|train --address`).
 
-Each command is a thin layer over orchestrator.submit; errors there are UserErrors (exit 2).
+Each command is a thin layer over orchestrator.launch.ray_jobs; errors there are UserErrors (exit 2).
 """
 
 from __future__ import annotations
@@ -21,9 +21,9 @@ def jobs_command(address):
     Example:
       qlora-launch jobs --address http://127.0.0.1:8265
     """
-    from orchestrator import submit
+    from orchestrator.launch import ray_jobs
 
-    for line in submit.format_jobs_table(submit.list_jobs(address)):
+    for line in ray_jobs.format_jobs_table(ray_jobs.list_jobs(address)):
         click.echo(line)
 
 
@@ -32,9 +32,9 @@ def jobs_command(address):
 @address_option
 def status_command(job_id, address):
     """Show the status of job JOB (its id as printed at submission or by `qlora-launch jobs`)."""
-    from orchestrator import submit
+    from orchestrator.launch import ray_jobs
 
-    for line in submit.format_job_details(submit.job_status(address, job_id)):
+    for line in ray_jobs.format_job_details(ray_jobs.job_status(address, job_id)):
         click.echo(line)
 
 
@@ -45,9 +45,9 @@ def status_command(job_id, address):
 @click.pass_context
 def logs_command(ctx, job_id, address, follow):
     """Print the logs of job JOB (with --follow, until it ends)."""
-    from orchestrator import submit
+    from orchestrator.launch import ray_jobs
 
-    ctx.exit(submit.job_logs(address, job_id, follow=follow, echo=click.echo))
+    ctx.exit(ray_jobs.job_logs(address, job_id, follow=follow, echo=click.echo))
 
 
 @click.command("stop")
@@ -55,9 +55,9 @@ def logs_command(ctx, job_id, address, follow):
 @address_option
 def stop_command(job_id, address):
     """Stop job JOB (its trials end; finished trials and checkpoints stay in the storage)."""
-    from orchestrator import submit
+    from orchestrator.launch import ray_jobs
 
-    if submit.stop_job(address, job_id):
+    if ray_jobs.stop_job(address, job_id):
         click.echo(f"Stop requested for job {job_id}; `qlora-launch status {job_id}` shows when it has stopped.")
     else:
         click.echo(f"Job {job_id} was not running; nothing to stop.")

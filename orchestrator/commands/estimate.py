@@ -30,7 +30,7 @@ def _console():
 def render_estimate(est) -> None:
     from rich.table import Table
 
-    from orchestrator.estimate import GIB
+    from orchestrator.estimate.memory import GIB
 
     con = _console()
     s = est.shape
@@ -40,7 +40,7 @@ def render_estimate(est) -> None:
     con.print(f"  from the {s.source}; built on the meta device (no weights)")
     tm = est.target_modules
     if tm == "all-linear":
-        from orchestrator.estimate import match_targets
+        from orchestrator.estimate.shapes import match_targets
 
         names = sorted({m.name.rsplit(".", 1)[-1] for m in match_targets(s, tm)})
         tm_text = f"all-linear ({', '.join(names)}; not the output head {s.output_head})"
@@ -89,7 +89,8 @@ def render_estimate(est) -> None:
 def render_share_table(tbl) -> None:
     from rich.table import Table
 
-    from orchestrator.estimate import SEED_TABLE, SHIPPED_ARCHS, TABLE_ARCHS, seed_formula_share
+    from orchestrator.estimate.seed_table import SEED_TABLE, TABLE_ARCHS, seed_formula_share
+    from orchestrator.estimate.shapes import SHIPPED_ARCHS
 
     con = _console()
     t = Table(title="Share of LoRA trainable parameters (trainable / all, as peft prints it)", title_justify="left")
@@ -147,12 +148,13 @@ def register(group) -> None:
           qlora-launch estimate --model llama-2-7b --set lora.target_modules=[q_proj,v_proj] --rank 8
           qlora-launch estimate --table
         """
-        from orchestrator import estimate as api
+        from orchestrator.estimate import seed_table
+        from orchestrator.estimate.run import run_estimate
 
-        tbl = api.share_table() if share_table else None
+        tbl = seed_table.share_table() if share_table else None
         est = None
         if not share_table or config is not None or model is not None:
-            est = api.run_estimate(config, overrides, model, list(ranks) or None, gpu_mem_gb)
+            est = run_estimate(config, overrides, model, list(ranks) or None, gpu_mem_gb)
         if as_json:
             if tbl and est:
                 data = {"table": tbl.to_json(), "estimate": est.to_json()}

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import click
 
-from orchestrator.errors import UserError
+from orchestrator.core.errors import UserError
 
 dir_option = click.option(
     "--dir", "root", default=None, metavar="DIR",
@@ -17,7 +17,7 @@ dir_option = click.option(
 
 def report(run_dir: str, open_browser: bool = False, pngs: bool = True, echo=click.echo) -> Path:
     """Write RUN_DIR/report/index.html (+ PNGs); optionally open it in a browser. Returns the HTML path."""
-    from orchestrator.report import write_report
+    from orchestrator.observe.report.html import write_report
 
     path = write_report(Path(run_dir), pngs=pngs)
     echo(f"Report: {path}")
@@ -70,7 +70,7 @@ def register(group) -> None:
         ctx.obj["runs_root"] = root
         if ctx.invoked_subcommand is not None:
             return
-        from orchestrator.runs import list_runs, print_runs, public
+        from orchestrator.observe.runs import list_runs, print_runs, public
 
         root = _root(root)
         runs = list_runs(root)
@@ -86,7 +86,7 @@ def register(group) -> None:
     @click.pass_context
     def runs_show(ctx, exp, root, as_json):
         """Print the trial table of EXP (an experiment name in DIR, or a run folder), best first."""
-        from orchestrator.runs import find_run, print_trials, trial_table
+        from orchestrator.observe.runs import find_run, print_trials, trial_table
 
         root = _root(root or (ctx.obj or {}).get("runs_root"))
         info = trial_table(find_run(exp, root))

@@ -1,23 +1,18 @@
-"""`publish` and `pull`: thin over orchestrator.publish.publish_run and orchestrator.publish.pull."""
+"""`publish` and `pull`: thin over orchestrator.publish.push.publish_run and orchestrator.publish.pull.pull."""
 
 from __future__ import annotations
 
-import json
-from pathlib import Path
 from typing import Optional
 
 import click
 
-from orchestrator.errors import UserError
+from orchestrator.core.errors import UserError
+from orchestrator.core.rundir import RunDir
 
 
 def _run_publish_section(run_dir: str):
     """The publish: section of the run's config.json, or None (defaults for the options)."""
-    path = Path(run_dir) / "config.json"
-    try:
-        return (json.loads(path.read_text()).get("publish") or None) if path.is_file() else None
-    except (OSError, ValueError):
-        return None
+    return (RunDir(run_dir).config() or {}).get("publish") or None
 
 
 @click.command("publish")
@@ -44,7 +39,7 @@ def publish_cmd(run_dir: str, to: Optional[str], what: Optional[str], endpoint_u
       qlora-launch publish runs/t5 --to s3://models/summarizer --dry-run
       qlora-launch publish runs/t5 --to hf://my-org/t5-summarizer --what adapter
     """
-    from orchestrator.publish import publish_run
+    from orchestrator.publish.push import publish_run
 
     section = _run_publish_section(run_dir) or {}
     to = to or section.get("to")
@@ -76,7 +71,7 @@ def pull_cmd(location: str, dest: str, version: Optional[str], endpoint_url: Opt
     LOCATION is s3://bucket/prefix (its latest.json), s3://bucket/prefix/VERSION, or hf://org/name.
     A mismatch is refused and DEST is left untouched.
     """
-    from orchestrator.publish import pull
+    from orchestrator.publish.pull import pull
 
     pull(location, dest, endpoint_url=endpoint_url, version=version, echo=click.echo)
 

@@ -1,5 +1,5 @@
-"""`retrain`, `history`, `champion`, `rollback` and the `schedule` group: thin over
-orchestrator.retrain, orchestrator.registry and orchestrator.schedule."""
+"""`retrain`, `history`, `champion`, `rollback` and the `schedule` group: thin over orchestrator.retrain
+(gate, registry, listing, schedule, daemon, schedule_export)."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from typing import Optional, Tuple
 import click
 
 from orchestrator.commands.options import address_option, config_argument, set_option
-from orchestrator.errors import UserError
+from orchestrator.core.errors import UserError
 
 registry_option = click.option(
     "--registry",
@@ -27,31 +27,28 @@ from_config_option = click.option(
     type=click.Path(dir_okay=False),
     help="Take the registry, endpoint and model name from this config's retrain: section.",
 )
+
+
+def registry_source_options(f):
+    """--registry, --endpoint-url and --config: where the registry (and the model name) come from."""
+    return registry_option(endpoint_option(from_config_option(f)))
+
+
+def _registry_and_name(verb: str, registry, endpoint_url, config_path, name):
+    """The registry and the model name a `champion`/`rollback` command works on (a name is required)."""
+    from orchestrator.retrain.registry import open_registry
+
+    reg, name = open_registry(registry, endpoint_url, config_path, name)
+    if not name:
+        raise UserError(f"name the model: qlora-launch {verb} NAME (or --config CONFIG).")
+    return reg, name
+
+
 store_option = click.option(
     "--store",
     default=None,
     help="SQLite file of the schedules (default $QLORA_LAUNCH_HOME/schedules.sqlite, ~/.qlora-launch/).",
 )
-
-
-def _open_registry(registry: Optional[str], endpoint_url: Optional[str], config_path: Optional[str], name: Optional[str]):
-    """(Registry, name) from --registry/--endpoint-url, or from a config's retrain section."""
-    from orchestrator.registry import Registry, endpoint_for, registry_uri_for
-
-    if config_path:
-        from orchestrator.config import load_config
-
-        cfg = load_config(config_path)
-        if cfg.retrain is None:
-            raise UserError(f"{config_path}: no retrain: section to take the registry from; pass --registry.")
-        return Registry.open(registry or registry_uri_for(cfg), endpoint_url or endpoint_for(cfg)), name or cfg.retrain.name
-    if not registry:
-        raise UserError("say where the registry is: --registry PATH_OR_S3 (or --config CONFIG with a retrain: section).")
-    return Registry.open(registry, endpoint_url), name
-
-
-def _fmt_score(v) -> str:
-    return "-" if v is None else f"{v:.6g}"
 
 
 @click.command("retrain")
@@ -69,12 +66,12 @@ def retrain_cmd(config: str, address: Optional[str], force: bool, overrides: Tup
     retrain. Needs a retrain: section, a held-out set (retrain.eval_data or data.test) and a
     publish: section.
     """
-    from orchestrator.config import load_config
-    from orchestrator.retrain import retrain
+    from orchestrator.core.config_load import load_config
+    from orchestrator.retrain.gate import retrain
 
     cfg = load_config(config, list(overrides))
     if dry_run:
-        from orchestrator.retrain import plan_retrain
+        from orchestrator.retrain.gate import plan_retrain
 
         for line in plan_retrain(cfg, force=force):
             click.echo(line)
@@ -86,22 +83,17 @@ def retrain_cmd(config: str, address: Optional[str], force: bool, overrides: Tup
 
 @click.command("history")
 @click.argument("name", required=False)
-@registry_option
-@endpoint_option
-@from_config_option
+@registry_source_options
 @click.option("--json", "as_json", is_flag=True, help="Print the records as JSON lines.")
 def history_cmd(name, registry, endpoint_url, config_path, as_json) -> None:
     """Past retrains, promotions and rollbacks of NAME (all names when omitted)."""
-    reg, name = _open_registry(registry, endpoint_url, config_path, name)
-    names = [name] if name else reg.names()
-    if name and not reg.history(name) and reg.get_champion(name, verify=False) is None:
-        from orchestrator.errors import did_you_mean
+    from orchestrator.retrain.listing import history_table
+    from orchestrator.retrain.registry import open_registry
 
-        known = reg.names()
-        raise UserError(
-            f"no model named '{name}' in the registry {reg.uri}.{did_you_mean(name, known)} "
-            f"Known: {', '.join(known) or 'none'}."
-        )
+    reg, name = open_registry(registry, endpoint_url, config_path, name)
+    names = [name] if name else reg.names()
+    if name:
+        reg.check_known(name)
     rows = [r for n in names for r in reg.history(n)]
     if as_json:
         for r in rows:
@@ -110,62 +102,37 @@ def history_cmd(name, registry, endpoint_url, config_path, as_json) -> None:
     if not rows:
         click.echo(f"no history in {reg.uri}")
         return
-    header = ("time", "name", "decision", "version", "challenger", "champion", "data", "job", "reason")
-    table = [header]
-    for r in rows:
-        ch, cp = r.get("challenger") or {}, r.get("champion") or {}
-        table.append((
-            r.get("time", "")[:19],
-            r.get("name", ""),
-            r.get("decision", ""),
-            r.get("version") or "-",
-            _fmt_score(ch.get("score")),
-            _fmt_score(cp.get("score")),
-            (r.get("data_fingerprint") or "-")[:12],
-            r.get("job_id") or "-",
-            r.get("reason", ""),
-        ))
-    widths = [max(len(str(row[i])) for row in table) for i in range(len(header) - 1)]
-    for row in table:
-        click.echo("  ".join(str(c).ljust(w) for c, w in zip(row, widths)) + "  " + str(row[-1]))
+    for line in history_table(rows):
+        click.echo(line)
 
 
 @click.command("champion")
 @click.argument("name", required=False)
-@registry_option
-@endpoint_option
-@from_config_option
+@registry_source_options
 @click.option("--json", "as_json", is_flag=True, help="Print the pointer as JSON.")
 def champion_cmd(name, registry, endpoint_url, config_path, as_json) -> None:
     """What version of NAME is in production now, and since when."""
-    reg, name = _open_registry(registry, endpoint_url, config_path, name)
-    if not name:
-        raise UserError("name the model: qlora-launch champion NAME (or --config CONFIG).")
+    from orchestrator.retrain.listing import champion_lines
+
+    reg, name = _registry_and_name("champion", registry, endpoint_url, config_path, name)
     champ = reg.get_champion(name)
     if champ is None:
         raise UserError(f"'{name}' has no champion in {reg.uri} yet; run `qlora-launch retrain CONFIG` first.")
     if as_json:
         click.echo(json.dumps(champ, indent=2, sort_keys=True))
         return
-    click.echo(f"{name}: version {champ['version']} since {champ.get('since')}")
-    click.echo(f"  location: {champ['location']}")
-    click.echo(f"  {champ.get('metric')}: {_fmt_score(champ.get('score'))}")
-    if champ.get("hparams"):
-        click.echo(f"  hparams: {json.dumps(champ['hparams'], sort_keys=True)}")
+    for line in champion_lines(name, champ):
+        click.echo(line)
 
 
 @click.command("rollback")
 @click.argument("name", required=False)
 @click.option("--to", "to_version", default=None, help="Version to go back to (default: the previous champion).")
 @click.option("--reason", default=None, help="Why; recorded in the history.")
-@registry_option
-@endpoint_option
-@from_config_option
+@registry_source_options
 def rollback_cmd(name, to_version, reason, registry, endpoint_url, config_path) -> None:
     """Move the champion pointer of NAME back, and record it in the history."""
-    reg, name = _open_registry(registry, endpoint_url, config_path, name)
-    if not name:
-        raise UserError("name the model: qlora-launch rollback NAME (or --config CONFIG).")
+    reg, name = _registry_and_name("rollback", registry, endpoint_url, config_path, name)
     rec = reg.rollback(name, to_version, reason)
     click.echo(f"{name}: champion is now version {rec['version']} (was {rec.get('from_version') or 'none'})")
 
@@ -191,7 +158,7 @@ def schedule_group() -> None:
 @store_option
 def schedule_add(name, cron, every_s, config, address, tz, misfire_grace_s, store) -> None:
     """Add schedule NAME: run `qlora-launch retrain CONFIG` on --cron."""
-    from orchestrator.schedule import add_schedule
+    from orchestrator.retrain.schedule import add_schedule
 
     spec = add_schedule(name, config, cron=cron, every_s=every_s, address=address, tz=tz,
                         misfire_grace_s=misfire_grace_s, store=store)
@@ -204,7 +171,9 @@ def schedule_add(name, cron, every_s, config, address, tz, misfire_grace_s, stor
 @click.option("--json", "as_json", is_flag=True, help="Print the schedules as JSON.")
 def schedule_list(store, as_json) -> None:
     """The schedules, their next run and their last run."""
-    from orchestrator.schedule import list_schedules, store_path
+    from orchestrator.retrain.listing import schedule_lines
+    from orchestrator.retrain.schedule import list_schedules
+    from orchestrator.retrain.schedule_paths import store_path
 
     items = list_schedules(store)
     if as_json:
@@ -214,11 +183,8 @@ def schedule_list(store, as_json) -> None:
         click.echo(f"no schedules in {store_path(store)}")
         return
     for s in items:
-        when = s["cron"] or f"every {s['every_s']:g}s"
-        last = s["last_run"]
-        last_s = f"{last['slot']} {last['status']}" + (f" (exit {last['rc']})" if last and last.get("rc") is not None else "") if last else "never"
-        click.echo(f"{s['name']}: {when} {s['timezone']}  next {s['next_run'] or '-'}  last {last_s}")
-        click.echo(f"  qlora-launch retrain {s['config']}" + (f" --address {s['address']}" if s.get("address") else ""))
+        for line in schedule_lines(s):
+            click.echo(line)
 
 
 @schedule_group.command("remove")
@@ -226,7 +192,7 @@ def schedule_list(store, as_json) -> None:
 @store_option
 def schedule_remove(name, store) -> None:
     """Remove schedule NAME (a running retrain is not stopped)."""
-    from orchestrator.schedule import remove_schedule
+    from orchestrator.retrain.schedule import remove_schedule
 
     remove_schedule(name, store)
     click.echo(f"removed schedule '{name}'")
@@ -240,7 +206,7 @@ def schedule_run(store, poll_s, max_workers) -> None:
     """The scheduler: runs each schedule's retrain on time until stopped (restart-safe)."""
     import logging
 
-    from orchestrator.schedule import run_scheduler
+    from orchestrator.retrain.daemon import run_scheduler
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     run_scheduler(store, poll_s=poll_s, max_workers=max_workers, echo=click.echo)
@@ -253,7 +219,7 @@ def schedule_run(store, poll_s, max_workers) -> None:
 @store_option
 def schedule_export(name, fmt, image, store) -> None:
     """Print schedule NAME as a crontab line or a Kubernetes CronJob (concurrencyPolicy Forbid)."""
-    from orchestrator.schedule import export_schedule
+    from orchestrator.retrain.schedule_export import export_schedule
 
     click.echo(export_schedule(name, fmt, store, image), nl=False)
 

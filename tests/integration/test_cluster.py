@@ -23,7 +23,8 @@ from typing import Dict, List
 import pytest
 from click.testing import CliRunner
 
-from orchestrator import submit
+from orchestrator.launch import cluster as submit
+from orchestrator.launch import ray_jobs
 from orchestrator.cli import cli
 from tests.s3_server import s3_bucket, s3_server  # noqa: F401  (pytest fixtures)
 
@@ -192,7 +193,7 @@ def _wait_status(cluster, job_id: str, wanted: set, timeout: float = 60) -> str:
     deadline = time.monotonic() + timeout
     status = ""
     while time.monotonic() < deadline:
-        status = str(submit.job_status(cluster.address, job_id).status)
+        status = str(ray_jobs.job_status(cluster.address, job_id).status)
         if status in wanted:
             return status
         time.sleep(0.5)
@@ -337,7 +338,7 @@ def test_tune_submitted_through_the_cli_lands_results_in_storage(s3_bucket, laun
     assert "runs/e2e/best/merged/model.safetensors" in keys
     assert not any(b"aws-secret-must-not-show" in get(k) for k in keys)
 
-    info = submit.job_status(cluster.address, job_id)
+    info = ray_jobs.job_status(cluster.address, job_id)
     assert info.metadata["experiment"] == "e2e" and len(info.metadata["config_hash"]) == 12
     ray_list = cluster.ray_cli("job", "list")
     assert ray_list.returncode == 0 and job_id in ray_list.stdout, ray_list.stderr

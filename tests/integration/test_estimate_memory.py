@@ -10,7 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from orchestrator import estimate as est
+from orchestrator.estimate import memory as est
+from orchestrator.estimate import shapes
 
 pytestmark = pytest.mark.integration
 REPO = Path(__file__).resolve().parents[2]
@@ -34,7 +35,7 @@ def _save_t5_small(path: Path) -> Path:
     from transformers import T5ForConditionalGeneration
 
     torch.manual_seed(0)
-    mc, _ = est.load_model_config("t5-small")
+    mc, _ = shapes.load_model_config("t5-small")
     T5ForConditionalGeneration(mc).save_pretrained(path)
     return path
 
@@ -76,8 +77,8 @@ def _quant_state_bytes(model) -> int:
 
 
 def test_4bit_weight_estimate_matches_measured_memory(saved_model):
-    mc, src = est.load_model_config(str(saved_model))
-    shape = est.inspect_model(mc, None, saved_model.name, src)
+    mc, src = shapes.load_model_config(str(saved_model))
+    shape = shapes.inspect_model(mc, None, saved_model.name, src)
     model = _load(saved_model, "4bit")
     import bitsandbytes as bnb
 
@@ -95,8 +96,8 @@ def test_4bit_weight_estimate_matches_measured_memory(saved_model):
 def test_8bit_and_16bit_weight_estimates_match(saved_model):
     import bitsandbytes as bnb
 
-    mc, src = est.load_model_config(str(saved_model))
-    shape = est.inspect_model(mc, None, saved_model.name, src)
+    mc, src = shapes.load_model_config(str(saved_model))
+    shape = shapes.inspect_model(mc, None, saved_model.name, src)
     m16 = _load(saved_model, "16bit")
     assert est.weight_bytes(shape, "16bit") == m16.get_memory_footprint()
     m8 = _load(saved_model, "8bit")

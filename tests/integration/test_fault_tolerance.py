@@ -39,7 +39,7 @@ def wait_for(cond, timeout, what):
 
 
 def test_killed_worker_resumes_from_its_checkpoint(tmp_path, tiny_t5, ray_local_2cpu):
-    from orchestrator.commands.run import run
+    from orchestrator.launch.pipeline import run
 
     cfg = write_config(tmp_path / "ft.yaml", tiny_t5, tmp_path / "runs",
                        training={"epochs": 30, "eval_steps": 10}, tracking={"wandb": False},

@@ -13,24 +13,21 @@ from __future__ import annotations
 import base64
 import hashlib
 import json
-import socket
-import struct
-import threading
 import uuid
 from pathlib import Path
 from typing import Dict, List
-from urllib.parse import urlparse
 
 import pytest
 from click.testing import CliRunner
 
 from orchestrator.cli import cli
-from orchestrator.errors import UserError
-from orchestrator.publish import publish_from_config, publish_run, pull
-from orchestrator.s3 import make_client
+from orchestrator.core.errors import UserError
+from orchestrator.publish.pull import pull
+from orchestrator.publish.push import publish_from_config, publish_run
+from orchestrator.storage.s3 import make_client
 from tests.conftest import copy_run
-from tests.s3_server import free_port, s3_bucket, s3_server, start_s3_server, stop_s3_server  # noqa: F401
-from tests.unit.test_publish import FakeHfApi
+from tests.helpers.fakes import FakeHfApi, TcpProxy
+from tests.s3_server import s3_bucket, s3_server, start_s3_server, stop_s3_server  # noqa: F401
 
 pytestmark = pytest.mark.integration
 SECRET = "hf_SeCrEt0123456789abcdef"
@@ -178,145 +175,6 @@ def test_a_tampered_file_is_refused_on_pull_and_dest_is_not_written(published, t
 
 # ---- the fault test: the server goes away mid-publication -------------------------------------------------
 
-class TcpProxy:
-    """A loopback TCP proxy in front of an S3 server.
-
-    `stop()` resets every open connection and closes the port (what boto3 sees when the server dies);
-    `start()` listens again on the same port. `drop(n)` resets the next n connections after their first
-    bytes (a connection dropped mid-request); `throttle(n)` answers the first request of the next n
-    connections with S3's `503 SlowDown`. botocore must retry both.
-    """
-
-    SLOW_DOWN = (b"HTTP/1.1 503 Slow Down\r\nContent-Type: application/xml\r\nConnection: close\r\n"
-                 b"Content-Length: 120\r\n\r\n"
-                 + b"<Error><Code>SlowDown</Code><Message>Please reduce your request rate.</Message></Error>".ljust(120))
-
-    def __init__(self, upstream: str):
-        u = urlparse(upstream)
-        self.upstream = (u.hostname, u.port)
-        self.port = free_port()
-        self.endpoint = f"http://127.0.0.1:{self.port}"
-        self._lock = threading.Lock()
-        self._conns: List[socket.socket] = []
-        self._to_drop = self._to_throttle = 0
-        self.dropped = self.throttled = 0
-        self._listener = None
-
-    def start(self) -> "TcpProxy":
-        s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        s.bind(("127.0.0.1", self.port))
-        s.listen(64)
-        s.settimeout(0.1)
-        self._listener = s
-        threading.Thread(target=self._serve, args=(s,), daemon=True).start()
-        return self
-
-    def drop(self, n: int) -> None:
-        with self._lock:
-            self._to_drop = n
-
-    def throttle(self, n: int) -> None:
-        with self._lock:
-            self._to_throttle = n
-
-    def _serve(self, listener: socket.socket) -> None:
-        while True:
-            try:
-                conn, _ = listener.accept()
-            except socket.timeout:
-                continue
-            except OSError:
-                return  # stopped
-            conn.settimeout(None)
-            with self._lock:
-                action = "drop" if self._to_drop else "throttle" if self._to_throttle else None
-                if action == "drop":
-                    self._to_drop -= 1
-                    self.dropped += 1
-                elif action == "throttle":
-                    self._to_throttle -= 1
-                    self.throttled += 1
-            if action:
-                target = self._drop_after_first_bytes if action == "drop" else self._slow_down
-                threading.Thread(target=target, args=(conn,), daemon=True).start()
-                continue
-            try:
-                up = socket.create_connection(self.upstream)
-            except OSError:
-                self._reset(conn)
-                continue
-            with self._lock:
-                self._conns += [conn, up]
-            for a, b in ((conn, up), (up, conn)):
-                threading.Thread(target=self._pump, args=(a, b), daemon=True).start()
-
-    def _drop_after_first_bytes(self, conn: socket.socket) -> None:
-        try:
-            conn.recv(1024)
-        finally:
-            self._reset(conn)
-
-    def _slow_down(self, conn: socket.socket) -> None:
-        """Read one request (headers, and the body unless the client waits for 100-continue), answer 503."""
-        try:
-            data = b""
-            while b"\r\n\r\n" not in data:
-                chunk = conn.recv(65536)
-                if not chunk:
-                    return
-                data += chunk
-            head, body = data.split(b"\r\n\r\n", 1)
-            headers = {k.strip().lower(): v.strip() for k, _, v in
-                       (ln.decode("latin-1").partition(":") for ln in head.split(b"\r\n")[1:])}
-            if headers.get("expect", "").lower() != "100-continue":
-                left = int(headers.get("content-length", 0)) - len(body)
-                while left > 0:
-                    chunk = conn.recv(min(left, 65536))
-                    if not chunk:
-                        return
-                    left -= len(chunk)
-            conn.sendall(self.SLOW_DOWN)
-        except OSError:
-            pass
-        finally:
-            conn.close()
-
-    @staticmethod
-    def _pump(a: socket.socket, b: socket.socket) -> None:
-        try:
-            while True:
-                data = a.recv(65536)
-                if not data:
-                    break
-                b.sendall(data)
-        except OSError:
-            pass
-        finally:
-            for s in (a, b):
-                try:
-                    s.shutdown(socket.SHUT_RDWR)
-                except OSError:
-                    pass
-
-    @staticmethod
-    def _reset(s: socket.socket) -> None:
-        try:
-            s.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
-            s.close()
-        except OSError:
-            pass
-
-    def stop(self) -> None:
-        if self._listener is not None:
-            self._listener.close()
-            self._listener = None
-        with self._lock:
-            conns, self._conns = self._conns, []
-        for s in conns:
-            self._reset(s)
-
-
 @pytest.fixture
 def flaky_s3(s3_server):
     """A private moto server (the shared one stays untouched) behind a TcpProxy; yields (proxy, real endpoint)."""
@@ -341,7 +199,7 @@ def counting_client(endpoint: str, counts: Dict[str, int]):
 
 
 def test_server_lost_mid_upload_keeps_latest_and_a_rerun_resumes(tuned_t5_run, flaky_s3, monkeypatch):
-    from orchestrator.config import RunConfig
+    from orchestrator.core.config import RunConfig
 
     proxy, real = flaky_s3
     bucket = new_bucket(real)

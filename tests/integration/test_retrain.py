@@ -25,12 +25,18 @@ from click.testing import CliRunner
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))  # `tests.s3_server` under plain `pytest` too
 
 from orchestrator.cli import cli  # noqa: E402
-from orchestrator.config import load_config  # noqa: E402
-from orchestrator.errors import UserError  # noqa: E402
-from orchestrator.registry import Registry  # noqa: E402
-from orchestrator.retrain import Published, TrainResult, fingerprint_data, retrain, submit_retrain  # noqa: E402
-from orchestrator.schedule import Ledger, list_schedules, store_path  # noqa: E402
-from orchestrator.storage import join, open_storage  # noqa: E402
+from orchestrator.core.config_load import load_config  # noqa: E402
+from orchestrator.core.errors import UserError  # noqa: E402
+from orchestrator.core.s3_uri import join  # noqa: E402
+from orchestrator.retrain.cluster_job import submit_retrain  # noqa: E402
+from orchestrator.retrain.data_fingerprint import fingerprint_data  # noqa: E402
+from orchestrator.retrain.gate import retrain  # noqa: E402
+from orchestrator.retrain.ledger import Ledger  # noqa: E402
+from orchestrator.retrain.parts import Published, TrainResult  # noqa: E402
+from orchestrator.retrain.registry import Registry  # noqa: E402
+from orchestrator.retrain.schedule import list_schedules  # noqa: E402
+from orchestrator.retrain.schedule_paths import store_path  # noqa: E402
+from orchestrator.storage.kv import open_storage  # noqa: E402
 from tests.s3_server import s3_bucket, s3_server  # noqa: E402,F401
 
 pytestmark = pytest.mark.integration
@@ -283,11 +289,11 @@ def test_address_submits_the_retrain_as_a_ray_job(world):
     seen = {}
 
     def fake_submit(address, entrypoint, *, runtime_env, metadata, submission_id, wait, echo):
-        # what the cluster would run: python -m orchestrator.retrain --config-b64 ... --job-id ID
+        # what the cluster would run: python -m orchestrator.launch.entry retrain --config-b64 ... --job-id ID
         argv = shlex.split(entrypoint)
-        assert argv[:3] == ["python", "-m", "orchestrator.retrain"] and argv[argv.index("--job-id") + 1] == submission_id
+        assert argv[:4] == ["python", "-m", "orchestrator.launch.entry", "retrain"] and argv[argv.index("--job-id") + 1] == submission_id
         seen.update(address=address, metadata=metadata, runtime_env=runtime_env)
-        from orchestrator.config import RunConfig
+        from orchestrator.core.config import RunConfig
 
         cfg = RunConfig.model_validate(json.loads(base64.b64decode(argv[argv.index("--config-b64") + 1])))
         retrain(cfg, job_id=submission_id, trainer=world.trainer, evaluator=world.evaluator,
@@ -386,7 +392,7 @@ SEED = Path(__file__).resolve().parents[2] / "examples" / "data" / "seed"
 
 
 def _s3_publisher(run_dir: str, cfg) -> Published:
-    """Stands in for orchestrator.publish: best/adapter and best/merged under <publish.to>/<version>/."""
+    """Stands in for orchestrator.publish.push: best/adapter and best/merged under <publish.to>/<version>/."""
     version = f"v-{Path(run_dir).name}"
     dst = open_storage(join(cfg.publish.to, version), cfg.publish.endpoint_url)
     for sub in ("adapter", "merged"):
@@ -407,7 +413,7 @@ def test_real_training_beats_the_published_champion_and_is_promoted(tmp_path, s3
                     "--out", str(model)], check=True, capture_output=True)
     prefix = f"s3://{s3_bucket.name}/models/{NAME}"
     v0 = open_storage(f"{prefix}/v0", s3_bucket.endpoint)
-    from orchestrator.manifest import FORMAT, FileEntry, manifest_bytes
+    from orchestrator.publish.manifest import FORMAT, FileEntry, manifest_bytes
 
     entries = []
     for f in model.iterdir():

@@ -118,8 +118,8 @@ def test_causal_lm_search_through_the_cli(tmp_path, tiny_llama, ray_local_2cpu):
     evals, losses = eval_losses(run_dir, res["best"]["trial_id"])
     assert min(losses[-3:]) < losses[0]
     # the shipped model is better than the base it started from, on the eval set
-    from jobs.api import evaluate
-    from orchestrator.config import load_config
+    from jobs.evaluate import evaluate
+    from orchestrator.core.config_load import load_config
 
     cfg = load_config(cfg_path)
     base = evaluate(str(tiny_llama), cfg, cfg.data.eval)["eval_loss"]

@@ -7,8 +7,9 @@ from pathlib import Path
 import pytest
 import yaml
 
-from orchestrator.config import RunConfig, load_config, parse_overrides, validate_dict
-from orchestrator.errors import UserError
+from orchestrator.core.config import RunConfig
+from orchestrator.core.config_load import load_config, parse_overrides, validate_dict
+from orchestrator.core.errors import UserError
 
 REPO = Path(__file__).resolve().parents[2]
 EXAMPLES = sorted((REPO / "examples").glob("*.yaml"))
@@ -153,7 +154,7 @@ def test_config_round_trips_as_json_for_the_workers():
 def test_param_space_builds_tune_distributions():
     from ray.tune.search.sample import Categorical, Float, Integer
 
-    from jobs.tune import param_space, planned_reports
+    from jobs.search import param_space, planned_reports
 
     cfg = validate_dict(minimal(search={"space": {
         "training.learning_rate": {"type": "loguniform", "low": 1e-5, "high": 1e-3},

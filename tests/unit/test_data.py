@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from jobs.data import IGNORE_INDEX, build_collator, load_splits, tokenize
-from orchestrator.config import validate_dict
+from orchestrator.core.config_load import validate_dict
 
 
 def cfg_for(model, seed_data, task="seq2seq", **data):
@@ -150,7 +150,7 @@ def test_rouge_scores_generations():
 def test_when_packing_is_wanted(tiny_t5, seed_data, task, packing, attn, expected):
     from types import SimpleNamespace
 
-    from jobs.train_worker import wants_packing
+    from jobs.train_loop import wants_packing
 
     cfg = cfg_for(tiny_t5, seed_data, task=task, packing=packing)
     assert wants_packing(cfg, SimpleNamespace(config=SimpleNamespace(_attn_implementation=attn))) is expected

@@ -10,8 +10,9 @@ from types import SimpleNamespace
 import pytest
 from rich.console import Console
 
-from orchestrator.progress import (COMPLETED, ERROR, RUNNING, STOPPED, ProgressCallback, SearchProgress,
-                                   fmt_duration, search_progress)
+from orchestrator.core.formatting import fmt_duration
+from orchestrator.observe.progress import ProgressCallback
+from orchestrator.observe.search_state import COMPLETED, ERROR, RUNNING, STOPPED, SearchProgress, search_progress
 
 ANSI = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]")
 
@@ -151,7 +152,7 @@ def test_time_left_estimate():
 
 
 def test_search_progress_reads_the_config():
-    from orchestrator.config import RunConfig
+    from orchestrator.core.config import RunConfig
 
     cfg = RunConfig.model_validate({
         "model": {"name_or_path": "x", "task": "seq2seq"}, "data": {"train": "t.jsonl"},
@@ -172,7 +173,7 @@ def test_callback_pickles_for_tune_state(tmp_path):
     """Tune pickles callbacks with the experiment state (RunConfig.callbacks): no Console or Live inside."""
     import pickle
 
-    from orchestrator.config import RunConfig
+    from orchestrator.core.config import RunConfig
 
     cfg = RunConfig.model_validate({"model": {"name_or_path": "x", "task": "seq2seq"}, "data": {"train": "t.jsonl"},
                                     "training": {"epochs": 2}})

@@ -12,9 +12,6 @@ import hashlib
 import json
 import random
 import shutil
-import subprocess
-import sys
-import types
 from pathlib import Path
 from typing import Any, Dict, List, Optional
 
@@ -22,10 +19,13 @@ import pytest
 from click.testing import CliRunner
 
 from orchestrator.cli import cli
-from orchestrator.config import RunConfig
-from orchestrator.errors import UserError
-from orchestrator.manifest import FORMAT, check_manifest, content_version, load_run, collect_files, scrub
-from orchestrator.publish import parse_destination, publish_from_config, publish_run, pull
+from orchestrator.core.config import RunConfig
+from orchestrator.core.errors import UserError
+from orchestrator.publish.destination import parse_destination
+from orchestrator.publish.manifest import FORMAT, RunRecord, check_manifest, collect_files, content_version, scrub
+from orchestrator.publish.pull import pull
+from orchestrator.publish.push import publish_from_config, publish_run
+from tests.helpers.fakes import FakeHfApi
 
 SECRET = "hf_SeCrEt0123456789abcdef"
 PASSED = {"passed": True, "max_abs_logit_diff": 1e-6, "tolerance": 1e-3, "dtype": "float32", "num_inputs": 2}
@@ -77,80 +77,6 @@ def make_run(root: Path, publish: Optional[Dict[str, Any]] = None, **cfg_extra: 
     return run
 
 
-class FakeHfApi:
-    """The part of `huggingface_hub.HfApi` publishing uses, recording every call; commits are kept in
-    memory so `snapshot_download` can hand them back."""
-
-    def __init__(self, *, fail: Optional[Exception] = None):
-        self.fail = fail
-        self.calls: List[tuple] = []
-        self.commits: List[Dict[str, Any]] = []  # {"oid", "message", "description", "revision", "ops", "files"}
-        self.tags: Dict[str, str] = {}
-        self.repos: Dict[str, Dict[str, Any]] = {}
-
-    def _check(self):
-        if self.fail:
-            raise self.fail
-
-    def create_repo(self, repo_id, *, private=None, exist_ok=False, repo_type=None, **kw):
-        self._check()
-        self.calls.append(("create_repo", repo_id, {"private": private, "exist_ok": exist_ok}))
-        self.repos.setdefault(repo_id, {"private": private})
-        return f"https://huggingface.co/{repo_id}"
-
-    def create_branch(self, repo_id, *, branch, exist_ok=False, **kw):
-        self.calls.append(("create_branch", repo_id, {"branch": branch, "exist_ok": exist_ok}))
-
-    def _files_at(self, revision=None) -> Dict[str, bytes]:
-        if not self.commits:
-            return {}
-        if revision in (None, "main"):
-            return dict(self.commits[-1]["files"])
-        oid = self.tags.get(revision, revision)
-        for c in self.commits:
-            if c["oid"] == oid or c["revision"] == revision:
-                return dict(c["files"])
-        from huggingface_hub.errors import RevisionNotFoundError
-
-        raise RevisionNotFoundError(f"no revision {revision}", response=None)
-
-    def list_repo_files(self, repo_id, *, revision=None, repo_type=None, **kw):
-        return sorted(self._files_at(revision))
-
-    def create_commit(self, repo_id, operations, *, commit_message, commit_description=None, revision=None, **kw):
-        from huggingface_hub import CommitOperationAdd, CommitOperationDelete
-
-        self._check()
-        files = self._files_at(revision) if self.commits else {}
-        ops = list(operations)
-        for op in ops:
-            if isinstance(op, CommitOperationAdd):
-                with op.as_file() as f:
-                    files[op.path_in_repo] = f.read()
-            elif isinstance(op, CommitOperationDelete):
-                files.pop(op.path_in_repo, None)
-        oid = hashlib.sha1(json.dumps(sorted((k, hashlib.sha256(v).hexdigest()) for k, v in files.items())).encode()
-                           + str(len(self.commits)).encode()).hexdigest()
-        self.commits.append({"oid": oid, "message": commit_message, "description": commit_description,
-                             "revision": revision, "ops": ops, "files": files})
-        self.calls.append(("create_commit", repo_id, {"revision": revision}))
-        return types.SimpleNamespace(oid=oid, commit_url=f"https://huggingface.co/{repo_id}/commit/{oid}")
-
-    def create_tag(self, repo_id, *, tag, revision=None, exist_ok=False, **kw):
-        self.calls.append(("create_tag", repo_id, {"tag": tag, "revision": revision}))
-        self.tags[tag] = revision
-
-    def snapshot_download(self, repo_id, *, revision=None, local_dir=None, **kw):
-        self._check()
-        root = Path(local_dir)
-        for path, data in self._files_at(revision).items():
-            (root / path).parent.mkdir(parents=True, exist_ok=True)
-            (root / path).write_bytes(data)
-        (root / ".cache" / "huggingface").mkdir(parents=True, exist_ok=True)  # as the real one leaves
-        (root / ".cache" / "huggingface" / "x.lock").write_text("")
-        return str(root)
-
-
 @pytest.fixture
 def fake_hub(monkeypatch) -> FakeHfApi:
     """huggingface_hub.HfApi replaced by one FakeHfApi for the test (every HfApi() returns it)."""
@@ -164,7 +90,7 @@ def fake_hub(monkeypatch) -> FakeHfApi:
 @pytest.fixture(autouse=True)
 def _stub_merge_check(monkeypatch):
     """Unit tests have no models: the merge check passes unless a test says otherwise."""
-    import orchestrator.publish as pub
+    import orchestrator.publish.push as pub
 
     monkeypatch.setattr(pub, "verify_run_merge", passed)
 
@@ -199,13 +125,13 @@ def test_run_folder_without_a_best_adapter_is_refused_with_every_problem(tmp_pat
     shutil.rmtree(run / "best" / "adapter")
     (run / "best" / "merged" / "model.safetensors").unlink()
     with pytest.raises(UserError) as e:
-        load_run(run, "both")
+        RunRecord.load(run, "both")
     msg = str(e.value)
     assert "no adapter" in msg and "no merged model" in msg and "2 problems" in msg
-    assert load_run(make_run(tmp_path / "b"), "adapter").best["trial_id"] == "t0"
+    assert RunRecord.load(make_run(tmp_path / "b"), "adapter").best["trial_id"] == "t0"
     (tmp_path / "empty").mkdir()
     with pytest.raises(UserError, match="not a finished tune run folder"):
-        load_run(tmp_path / "empty")
+        RunRecord.load(tmp_path / "empty")
 
 
 def test_the_manifest_lists_every_file_and_the_provenance(tmp_path, fake_hub):
@@ -235,7 +161,7 @@ def test_the_manifest_lists_every_file_and_the_provenance(tmp_path, fake_hub):
 
 
 def test_what_selects_the_parts(tmp_path):
-    run = load_run(make_run(tmp_path), "both")
+    run = RunRecord.load(make_run(tmp_path), "both")
     assert {f.path.split("/")[0] for f in collect_files(run, "adapter")} == {"adapter"}
     assert {f.path.split("/")[0] for f in collect_files(run, "merged")} == {"merged"}
     both = collect_files(run, "both")
@@ -344,7 +270,7 @@ def test_hub_errors_are_user_errors_without_a_traceback(tmp_path, monkeypatch):
 
 
 def test_a_failed_merge_check_uploads_nothing(tmp_path, fake_hub, monkeypatch):
-    import orchestrator.publish as pub
+    import orchestrator.publish.push as pub
 
     monkeypatch.setattr(pub, "verify_run_merge", lambda run: (_ for _ in ()).throw(
         UserError("merge verification failed: the merged model differs from base + adapter by 0.7")))
@@ -370,7 +296,7 @@ def test_the_cli_takes_to_from_the_runs_publish_section(tmp_path, fake_hub):
 # ---- checksums and manifests read back ---------------------------------------------------------------
 
 def test_the_s3_checksum_we_expect_is_sha256_or_the_composite_of_the_parts(tmp_path):
-    from orchestrator.s3 import s3_checksum
+    from orchestrator.storage.s3 import s3_checksum
 
     data = random.Random(1).randbytes(5 * 1024 * 1024 + 17)
     p = tmp_path / "f"
@@ -409,25 +335,8 @@ def test_publish_and_pull_are_commands():
         assert opt in res.output
 
 
-def test_the_driver_side_imports_no_torch_transformers_or_boto3():
-    code = (
-        "import sys\n"
-        "class Block:\n"
-        "    def find_spec(self, name, path=None, target=None):\n"
-        "        if name.split('.')[0] in ('torch', 'transformers', 'peft'):\n"
-        "            raise ImportError('blocked: ' + name)\n"
-        "sys.meta_path.insert(0, Block())\n"
-        "import orchestrator.publish, orchestrator.manifest, orchestrator.s3, orchestrator.hub\n"
-        "import orchestrator.commands.publish\n"
-        "bad = [m for m in ('torch', 'transformers', 'peft', 'boto3', 'huggingface_hub') if m in sys.modules]\n"
-        "assert not bad, bad\n"
-    )
-    res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=Path(__file__).parents[2])
-    assert res.returncode == 0, res.stderr
-
-
 def test_the_s3_client_retries_adaptively_with_backoff(monkeypatch):
-    from orchestrator.s3 import MAX_ATTEMPTS, make_client, transfer_config
+    from orchestrator.storage.s3 import MAX_ATTEMPTS, make_client, transfer_config
 
     monkeypatch.delenv("AWS_MAX_ATTEMPTS", raising=False)
     monkeypatch.delenv("AWS_RETRY_MODE", raising=False)

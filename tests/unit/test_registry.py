@@ -11,10 +11,11 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))  # `tests.s3_server` under plain `pytest` too
 
-from orchestrator.errors import UserError  # noqa: E402
-from orchestrator.registry import Registry  # noqa: E402
-from orchestrator.retrain import compare  # noqa: E402
-from orchestrator.storage import LocalStorage, NotFound, open_storage, parse_s3  # noqa: E402
+from orchestrator.core.errors import UserError  # noqa: E402
+from orchestrator.core.s3_uri import parse_s3  # noqa: E402
+from orchestrator.retrain.gate import compare  # noqa: E402
+from orchestrator.retrain.registry import Registry  # noqa: E402
+from orchestrator.storage.kv import LocalStorage, NotFound, open_storage  # noqa: E402
 from tests.s3_server import s3_bucket, s3_server  # noqa: E402,F401
 
 

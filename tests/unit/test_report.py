@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-from orchestrator.errors import UserError
+from orchestrator.core.errors import UserError
 
 METRIC = "eval_rougeL"
 
@@ -92,7 +92,8 @@ def png_size(path: Path):
 # ---- the report ----------------------------------------------------------------------------------
 
 def test_report_writes_a_self_contained_page_and_pngs_of_the_expected_size(tmp_path):
-    from orchestrator.report import PNG_NAMES, PNG_SIZE, write_report
+    from orchestrator.observe.report.html import write_report
+    from orchestrator.observe.report.pngs import PNG_NAMES, PNG_SIZE
 
     run = make_run(tmp_path)
     index = write_report(run)
@@ -116,10 +117,11 @@ def test_report_writes_a_self_contained_page_and_pngs_of_the_expected_size(tmp_p
 
 
 def test_report_marks_the_early_stopped_trial_in_the_curves(tmp_path):
-    from orchestrator.report import _curve_figure, load_run
+    from orchestrator.observe.report.data import load_report_data
+    from orchestrator.observe.report.figures import curve_figure
 
-    data = load_run(make_run(tmp_path))
-    fig = _curve_figure(data, METRIC, "", METRIC)
+    data = load_report_data(make_run(tmp_path))
+    fig = curve_figure(data, METRIC, "", METRIC)
     stops = [t for t in fig.data if t.mode == "markers+text"]
     assert len(stops) == 1 and list(stops[0].x) == [10] and "stopped @10" in stops[0].text[0]
     stopped = [t for t in fig.data if t.name and "abc12_00001" in t.name]
@@ -128,10 +130,11 @@ def test_report_marks_the_early_stopped_trial_in_the_curves(tmp_path):
 
 
 def test_report_without_results_json_uses_trials_csv(tmp_path):
-    from orchestrator.report import load_run, write_report
+    from orchestrator.observe.report.data import load_report_data
+    from orchestrator.observe.report.html import write_report
 
     run = make_run(tmp_path, with_results=False)
-    data = load_run(run)
+    data = load_report_data(run)
     assert data["experiment"] == "exp1" and data["metric"] == METRIC and data["mode"] == "max"
     assert data["trials"][0]["lora.r"] == 8 and isinstance(data["trials"][0]["training.learning_rate"], float)
     assert data["param_keys"] == ["training.learning_rate", "lora.r"]
@@ -141,10 +144,10 @@ def test_report_without_results_json_uses_trials_csv(tmp_path):
 
 def test_report_of_a_folder_that_is_not_a_run_is_a_user_error(tmp_path):
     from orchestrator.cli import cli
-    from orchestrator.report import load_run
+    from orchestrator.observe.report.data import load_report_data
 
     with pytest.raises(UserError, match="no results.json or trials.csv"):
-        load_run(tmp_path)
+        load_report_data(tmp_path)
     r = CliRunner().invoke(cli, ["report", str(tmp_path / "missing")])
     assert r.exit_code == 2 and "does not exist" in r.output
 
@@ -163,7 +166,7 @@ def test_report_command_writes_and_prints_the_path(tmp_path, monkeypatch):
 
 
 def test_helpers():
-    from orchestrator.report import log_ticks, pick_pair, rouge_l, series, short_id, smooth
+    from orchestrator.observe.report.data import log_ticks, pick_pair, rouge_l, series, short_id, smooth
 
     assert pick_pair(["lora.r", "training.learning_rate", "lora.alpha"], []) == ("training.learning_rate", "lora.r")
     assert pick_pair(["lora.alpha"], []) == ("lora.alpha", None)
@@ -180,7 +183,7 @@ def test_helpers():
 # ---- runs ----------------------------------------------------------------------------------------
 
 def test_runs_lists_finished_and_unfinished_runs_newest_first(tmp_path):
-    from orchestrator.runs import list_runs
+    from orchestrator.observe.runs import list_runs
 
     make_run(tmp_path, "done")
     make_run(tmp_path, "half", with_results=False)
@@ -240,7 +243,8 @@ def _leveldb_log(records, block=32 * 1024) -> bytes:
 
 def test_wandb_reader_parses_runs_history_and_artifacts_across_blocks(tmp_path):
     pb = pytest.importorskip("wandb.proto.wandb_internal_pb2")
-    from orchestrator.tracking import read_wandb_offline_runs, wandb_sync_command
+    from orchestrator.observe.tracking import wandb_sync_command
+    from tests.helpers.wandb_files import read_wandb_offline_runs
 
     recs = []
     r = pb.Record()

@@ -18,20 +18,13 @@ from click.testing import CliRunner
 from croniter import croniter
 
 from orchestrator.cli import cli
-from orchestrator.errors import UserError
-from orchestrator.schedule import (
-    CrontabTrigger,
-    Ledger,
-    _Admin,
-    add_schedule,
-    check_cron,
-    fire,
-    get_schedule,
-    list_schedules,
-    run_scheduler,
-    slot_key,
-    store_path,
-)
+from orchestrator.core.errors import UserError
+from orchestrator.retrain.cron import CrontabTrigger, check_cron
+from orchestrator.retrain.daemon import run_scheduler
+from orchestrator.retrain.firing import fire
+from orchestrator.retrain.ledger import Ledger, slot_key
+from orchestrator.retrain.schedule import _Admin, add_schedule, get_schedule, list_schedules
+from orchestrator.retrain.schedule_paths import store_path
 
 UTC = timezone.utc
 

@@ -15,10 +15,11 @@ from types import SimpleNamespace
 import pytest
 from click.testing import CliRunner
 
-from orchestrator import submit
+from orchestrator.launch import cluster as submit
+from orchestrator.launch import ray_jobs
 from orchestrator.cli import cli
-from orchestrator.config import RunConfig
-from orchestrator.errors import UserError
+from orchestrator.core.config import RunConfig
+from orchestrator.core.errors import UserError
 
 SECRETS = {
     "WANDB_API_KEY": "wandb-secret-value-123",
@@ -59,7 +60,7 @@ def clean_env(monkeypatch, tmp_path):
 def test_entrypoint_carries_the_config_as_base64_json():
     cfg = make_cfg()
     argv = shlex.split(submit.build_entrypoint(cfg, "tune"))
-    assert argv[:4] == ["python", "-m", "jobs.entry", "tune"]
+    assert argv[:4] == ["python", "-m", "orchestrator.launch.entry", "tune"]
     assert argv[4] == "--config-b64" and "--resume" not in argv
     assert json.loads(base64.b64decode(argv[5])) == cfg.to_json()
     assert RunConfig.model_validate(json.loads(base64.b64decode(argv[5]))) == cfg
@@ -71,8 +72,8 @@ def test_entrypoint_resume_and_train():
 
 
 def test_entrypoint_is_accepted_by_the_job_side(monkeypatch):
-    """jobs.entry parses the argv and validates the config; we stop it where it would start Ray."""
-    entry = pytest.importorskip("jobs.entry")
+    """orchestrator.launch.entry parses the argv and validates the config; we stop it where it would start Ray."""
+    entry = pytest.importorskip("orchestrator.launch.entry")
     import ray
 
     class Reached(Exception):
@@ -150,7 +151,7 @@ class FakeClient:
 @pytest.fixture
 def fake_cluster(monkeypatch):
     client = FakeClient()
-    monkeypatch.setattr(submit, "connect", lambda address: submit.Cluster(client, "http://head:8265", None))
+    monkeypatch.setattr(submit, "connect", lambda address: ray_jobs.Cluster(client, "http://head:8265", None))
     return client
 
 
@@ -185,7 +186,7 @@ def test_submit_run_metadata_and_id(clean_env, fake_cluster, monkeypatch):
 
 def test_submit_run_returns_1_when_job_fails(clean_env, monkeypatch):
     client = FakeClient(final_status="FAILED")
-    monkeypatch.setattr(submit, "connect", lambda address: submit.Cluster(client, "http://head:8265", None))
+    monkeypatch.setattr(submit, "connect", lambda address: ray_jobs.Cluster(client, "http://head:8265", None))
     lines = []
     assert submit.submit_run(make_cfg(), "tune", "http://head:8265", echo=lines.append) == 1
     assert any("FAILED: boom" in line for line in lines)
@@ -203,7 +204,7 @@ def test_no_wait_returns_after_submission(clean_env, fake_cluster):
 def test_token_from_env_first(tmp_path):
     (tmp_path / ".ray").mkdir()
     (tmp_path / ".ray" / "auth_token").write_text("from-file")
-    tok = submit.find_auth_token({"RAY_AUTH_TOKEN": " from-env \n"}, home=tmp_path)
+    tok = ray_jobs.find_auth_token({"RAY_AUTH_TOKEN": " from-env \n"}, home=tmp_path)
     assert tok.value == "from-env" and tok.source == "RAY_AUTH_TOKEN"
     assert "from-env" not in repr(tok)
 
@@ -211,35 +212,35 @@ def test_token_from_env_first(tmp_path):
 def test_token_from_path_var_then_default_file(tmp_path):
     f = tmp_path / "tok"
     f.write_text("path-token\n")
-    tok = submit.find_auth_token({"RAY_AUTH_TOKEN_PATH": str(f)}, home=tmp_path)
+    tok = ray_jobs.find_auth_token({"RAY_AUTH_TOKEN_PATH": str(f)}, home=tmp_path)
     assert tok.value == "path-token" and str(f) in tok.source
-    assert submit.find_auth_token({}, home=tmp_path) is None
+    assert ray_jobs.find_auth_token({}, home=tmp_path) is None
     (tmp_path / ".ray").mkdir()
     (tmp_path / ".ray" / "auth_token").write_text("default-token")
-    assert submit.find_auth_token({}, home=tmp_path).value == "default-token"
+    assert ray_jobs.find_auth_token({}, home=tmp_path).value == "default-token"
 
 
 def test_token_path_var_pointing_nowhere_is_a_user_error(tmp_path):
     with pytest.raises(UserError, match="RAY_AUTH_TOKEN_PATH"):
-        submit.find_auth_token({"RAY_AUTH_TOKEN_PATH": str(tmp_path / "missing")}, home=tmp_path)
+        ray_jobs.find_auth_token({"RAY_AUTH_TOKEN_PATH": str(tmp_path / "missing")}, home=tmp_path)
 
 
 def test_auth_errors_become_user_errors():
     from ray.exceptions import AuthenticationError
 
-    tok = submit.AuthToken("secret-tok", "RAY_AUTH_TOKEN")
+    tok = ray_jobs.AuthToken("secret-tok", "RAY_AUTH_TOKEN")
     with pytest.raises(UserError, match="rejected the auth token from RAY_AUTH_TOKEN") as e:
-        with submit._ray_errors("http://h:8265", tok):
+        with ray_jobs._ray_errors("http://h:8265", tok):
             raise AuthenticationError("Authentication failed: Forbidden")
     assert "secret-tok" not in str(e.value)
     with pytest.raises(UserError, match="requires an auth token and none was found"):
-        with submit._ray_errors("http://h:8265", None):
+        with ray_jobs._ray_errors("http://h:8265", None):
             raise AuthenticationError("Authentication required: Unauthorized")
 
 
 def test_unknown_job_is_a_user_error():
     with pytest.raises(UserError, match="no job 'nope'"):
-        with submit._ray_errors("http://h:8265", None, job_id="nope"):
+        with ray_jobs._ray_errors("http://h:8265", None, job_id="nope"):
             raise RuntimeError("Request failed with status code 404: Job nope does not exist.")
 
 
@@ -251,13 +252,13 @@ def test_unknown_job_is_a_user_error():
     ("https://ray.example.com/", "https://ray.example.com"),
 ])
 def test_normalize_address(given, expected):
-    assert submit.normalize_address(given) == expected
+    assert ray_jobs.normalize_address(given) == expected
 
 
 @pytest.mark.parametrize("bad", [None, "", "ray://head:10001", "auto"])
 def test_bad_addresses(bad):
     with pytest.raises(UserError, match="address"):
-        submit.normalize_address(bad)
+        ray_jobs.normalize_address(bad)
 
 
 def test_unreachable_address_is_exit_2_without_traceback(clean_env):
@@ -336,11 +337,11 @@ def test_jobs_table_never_shows_runtime_env():
                           metadata={"experiment": "exp1", "verb": "tune", "user": "alice"},
                           start_time=1_700_000_000_000, end_time=None,
                           runtime_env={"env_vars": {"HF_TOKEN": SECRETS["HF_TOKEN"]}})
-    table = "\n".join(submit.format_jobs_table([job]))
+    table = "\n".join(ray_jobs.format_jobs_table([job]))
     assert "qlora-tune-exp1-abc" in table and "RUNNING" in table and "exp1" in table
     assert SECRETS["HF_TOKEN"] not in table
     job.message = "Job is running."
-    details = "\n".join(submit.format_job_details(job))
+    details = "\n".join(ray_jobs.format_job_details(job))
     assert "RUNNING" in details and SECRETS["HF_TOKEN"] not in details
 
 
@@ -348,5 +349,5 @@ def test_describe_submission_for_dry_run(clean_env, monkeypatch):
     monkeypatch.setenv("HF_TOKEN", SECRETS["HF_TOKEN"])
     lines = submit.describe_submission(make_cfg(), "tune", "head:8265", resume=True)
     text = "\n".join(lines)
-    assert "http://head:8265" in text and "jobs.entry tune" in text and "--resume" in text
+    assert "http://head:8265" in text and "orchestrator.launch.entry tune" in text and "--resume" in text
     assert "HF_TOKEN" in text and SECRETS["HF_TOKEN"] not in text

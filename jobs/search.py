@@ -1,0 +1,327 @@
+"""The search: a Ray Tune `Tuner` over a driver function; each trial is a Ray Train `TorchTrainer`.
+
+Ray Train V2 pattern (Ray 2.60 rejects a Trainer passed into a Tuner): the trial function builds its
+own TorchTrainer and forwards the workers' reports to Tune with `TuneReportCallback`.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import shutil
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Dict, List, Optional, Union
+
+from orchestrator.core.config import RunConfig
+from orchestrator.core.ray_storage import RunStorage
+from orchestrator.core.rundir import RunDir
+
+TRIAL_CPU = 0.01  # a Tune trial only drives its Train workers, which hold the real resources
+
+
+# ---- inside Ray: one trial ---------------------------------------------------------------------
+
+def trial_driver(config: Dict[str, Any], run_config: Dict[str, Any], data: list, storage: str,
+                 wandb_dir: Optional[str], storage_filesystem: Any = None) -> None:
+    """Tune trainable: one Ray Train run with this trial's hyperparameters."""
+    import ray.train
+    import ray.tune
+    from ray.train.torch import TorchTrainer
+    from ray.tune.integration.ray_train import TuneReportCallback
+
+    from jobs.train_loop import train_fn_per_worker
+
+    cfg = RunConfig.model_validate(run_config)
+    trial_id = ray.tune.get_context().get_trial_id()
+    r = cfg.resources
+    per_worker = {"CPU": r.cpus_per_worker}
+    if r.gpus_per_worker:
+        per_worker["GPU"] = r.gpus_per_worker
+    trainer = TorchTrainer(
+        train_fn_per_worker,
+        train_loop_config={
+            "run_config": run_config,
+            "params": config["params"],
+            "data": data,
+            "trial_id": trial_id,
+            "wandb_dir": wandb_dir,
+            "wandb_run_id": f"{cfg.experiment}-{trial_id}",
+        },
+        scaling_config=ray.train.ScalingConfig(
+            num_workers=r.num_workers, use_gpu=r.gpus_per_worker > 0, resources_per_worker=per_worker
+        ),
+        run_config=ray.train.RunConfig(
+            name=f"train-{trial_id}",
+            storage_path=storage,
+            storage_filesystem=storage_filesystem,  # S3 (pyarrow, keys from the node's env) or None
+            failure_config=ray.train.FailureConfig(max_failures=cfg.fault_tolerance.max_failures),
+            checkpoint_config=ray.train.CheckpointConfig(
+                num_to_keep=cfg.training.save_total_limit,
+                checkpoint_score_attribute=cfg.search.metric,
+                checkpoint_score_order=cfg.search.resolved_mode,
+            ),
+            callbacks=[TuneReportCallback()],  # type: ignore[list-item]  # a Train callback; Ray annotates Tune's
+        ),
+    )
+    trainer.fit()
+
+
+# ---- on the driver: the search -----------------------------------------------------------------
+
+def param_space(cfg: RunConfig, fixed: Optional[Dict[str, Any]] = None) -> Dict[str, Any]:
+    """Tune's param space: {'params': {dotted key: distribution}} (or fixed values for `train`)."""
+    from ray import tune
+
+    if fixed is not None:
+        return {"params": dict(fixed)}
+    space: Dict[str, Any] = {}
+    for key, d in cfg.search.space.items():
+        bounds = d.bounds()  # [low, high], or the choices
+        if d.type == "loguniform":
+            space[key] = tune.loguniform(*bounds)
+        elif d.type == "uniform":
+            space[key] = tune.uniform(*bounds)
+        elif d.type == "randint":
+            space[key] = tune.randint(int(bounds[0]), int(bounds[1]) + 1)  # inclusive high, as users write it
+        else:
+            space[key] = tune.choice(bounds)
+    return {"params": space}
+
+
+def planned_reports(cfg: RunConfig, n_train: int, params: Dict[str, Any]) -> Dict[str, int]:
+    """Optimizer steps and Tune reports a trial makes if it runs to the end."""
+    c = cfg.with_params(params)
+    t = c.training
+    if t.max_steps:
+        steps = t.max_steps
+    else:
+        per_epoch = max(1, math.ceil(math.ceil(n_train / (t.batch_size * c.resources.num_workers))
+                                     / t.gradient_accumulation_steps))
+        steps = math.ceil(per_epoch * t.epochs)
+    save = t.save_steps or t.eval_steps
+    return {"steps": steps, "reports": steps // save + (1 if steps % save else 0)}
+
+
+def _max_reports(cfg: RunConfig, n_train: int) -> int:
+    """The longest trial in the space (smallest batch) bounds ASHA's max_t."""
+    sizes = {}
+    for key in ("training.batch_size", "training.gradient_accumulation_steps"):
+        d = cfg.search.space.get(key)
+        if d is not None:
+            sizes[key] = min(d.bounds()) if d.type == "choice" else int(d.bounds()[0])
+    return planned_reports(cfg, n_train, sizes)["reports"]
+
+
+def build_tune_config(cfg: RunConfig, n_train: int, single: bool):
+    from ray import tune
+    from ray.tune.schedulers import ASHAScheduler, FIFOScheduler, TrialScheduler
+    from ray.tune.search import SearchAlgorithm, Searcher
+
+    scheduler: TrialScheduler
+    search_alg: Union[Searcher, SearchAlgorithm]
+    s = cfg.search
+    if s.scheduler == "asha" and not single:
+        scheduler = ASHAScheduler(
+            time_attr="training_iteration",
+            max_t=max(_max_reports(cfg, n_train), s.grace_period),
+            grace_period=s.grace_period,
+            reduction_factor=s.reduction_factor,
+        )
+    else:
+        scheduler = FIFOScheduler()
+    # The search algorithm enforces the concurrency limit (Tune ignores max_concurrent_trials when a
+    # search algorithm is given).
+    conc = s.max_concurrent_trials
+    if s.algorithm == "optuna" and not single:
+        from ray.tune.search import ConcurrencyLimiter
+        from ray.tune.search.optuna import OptunaSearch
+
+        search_alg = ConcurrencyLimiter(OptunaSearch(seed=s.seed), max_concurrent=conc)
+    else:
+        from ray.tune.search.basic_variant import BasicVariantGenerator
+
+        search_alg = BasicVariantGenerator(random_state=s.seed, max_concurrent=conc)
+    return tune.TuneConfig(
+        metric=s.metric,
+        mode=s.resolved_mode,
+        num_samples=1 if single else s.num_samples,
+        scheduler=scheduler,
+        search_alg=search_alg,
+        # A finished trial's driver must give its CPU sliver back at once: a reused, idle driver
+        # actor would keep the next trial's workers from fitting on a small machine.
+        reuse_actors=False,
+    )
+
+
+@dataclass
+class SearchResult:
+    """What a search leaves: the summary for results.json (trials, best, params, paths) and the raw
+    eval examples (the merge check runs on them)."""
+
+    summary: Dict[str, Any]
+    eval_raw: Any
+
+
+def run_search(cfg: RunConfig, run: RunDir, st: RunStorage, *, fixed_params: Optional[Dict[str, Any]] = None,
+               resume: bool = False, callbacks: Optional[list] = None, echo=print) -> SearchResult:
+    """Run the search (or, with `fixed_params`, one trial); record the trials and copy the best adapter out."""
+    import ray
+    from ray import tune
+
+    from jobs.data import prepare_datasets
+    from jobs.modeling import load_tokenizer
+
+    tokenizer = load_tokenizer(cfg)
+    t0 = time.time()
+    data = prepare_datasets(cfg, tokenizer)  # tokenized once per search, shared by every trial
+    n_train = len(data["train"])
+    echo(f"Tokenized {n_train} train / {len(data['eval'])} eval examples in {time.time() - t0:.1f}s")
+    data_ref = ray.put({"train": data["train"], "eval": data["eval"]})
+    wandb_dir = str(run.path.resolve()) if cfg.tracking.effective_backend == "wandb" else None
+    trainable = tune.with_resources(
+        tune.with_parameters(trial_driver, run_config=cfg.to_json(), data=[data_ref], storage=st.path,
+                             wandb_dir=wandb_dir, storage_filesystem=st.filesystem),
+        {"cpu": TRIAL_CPU},
+    )
+    tune_path = f"{st.path}/tune"
+    if resume and tune.Tuner.can_restore(tune_path, storage_filesystem=st.filesystem):
+        echo(f"Resuming the search in {st.uri}/tune")
+        tuner = tune.Tuner.restore(tune_path, trainable=trainable, resume_errored=True,
+                                   param_space=param_space(cfg, fixed_params), storage_filesystem=st.filesystem)
+        # a fresh display, not the pickled one (Tuner has no public setter)
+        tuner._local_tuner._run_config.callbacks = driver_local(callbacks)  # type: ignore[union-attr]
+    else:
+        tuner = tune.Tuner(
+            trainable,
+            param_space=param_space(cfg, fixed_params),
+            tune_config=build_tune_config(cfg, n_train, single=fixed_params is not None),
+            run_config=tune.RunConfig(name="tune", storage_path=st.path, storage_filesystem=st.filesystem,
+                                      verbose=0, callbacks=driver_local(callbacks)),
+        )
+    grid = tuner.fit()
+    return SearchResult(collect_results(cfg, grid, run, n_train, st), data["eval_raw"])
+
+
+_DRIVER_CALLBACKS: Dict[int, Any] = {}
+_HOOKS = ("setup", "on_step_begin", "on_step_end", "on_trial_start", "on_trial_restore", "on_trial_save",
+          "on_trial_result", "on_trial_complete", "on_trial_recover", "on_trial_error", "on_checkpoint",
+          "on_experiment_end")
+
+
+def driver_local(callbacks: Optional[list]) -> list:
+    """Tune callbacks that live on the driver only.
+
+    Tune pickles its run config into the experiment state (for `Tuner.restore`); a progress display
+    holds a terminal and locks that cannot be pickled. The proxies pickle as a key and forward each hook
+    to the real callback in this process.
+    """
+    from ray.tune import Callback
+
+    def forward(name):
+        def hook(self, *args, **kwargs):
+            fn = getattr(_DRIVER_CALLBACKS.get(self.key), name, None)
+            return fn(*args, **kwargs) if fn else None
+        return hook
+
+    proxy_cls = type("DriverLocalCallback", (Callback,), {
+        "__init__": lambda self, key: setattr(self, "key", key),
+        "__getstate__": lambda self: {"key": self.key},
+        "__setstate__": lambda self, state: setattr(self, "key", state["key"]),
+        **{name: forward(name) for name in _HOOKS},
+    })
+    out = []
+    for cb in callbacks or []:
+        _DRIVER_CALLBACKS[id(cb)] = cb
+        out.append(proxy_cls(id(cb)))
+    return out
+
+
+def collect_results(cfg: RunConfig, grid, run: RunDir, n_train: int, st: RunStorage) -> Dict[str, Any]:
+    """trials.csv, per-trial histories, the best trial's adapter copied to best/adapter."""
+    from jobs.merge import copy_adapter
+
+    metric, mode = cfg.search.metric, cfg.search.resolved_mode
+    better = (lambda a, b: a < b) if mode == "min" else (lambda a, b: a > b)
+    rows: List[Dict[str, Any]] = []
+    best: Optional[Dict[str, Any]] = None
+    for result in grid:
+        params = (result.config or {}).get("params", {})
+        history = _history(result)
+        trial_id = (result.metrics or {}).get("trial_id") or Path(result.path).name
+        scored = [h for h in history if _finite(h.get(metric))]
+        plan = planned_reports(cfg, n_train, params)
+        last = history[-1] if history else {}
+        steps = int(last.get("step", 0) or 0)
+        status = "ERROR" if result.error else ("COMPLETED" if steps >= plan["steps"] else "STOPPED_EARLY")
+        row = {"trial_id": trial_id, **params,
+               metric: None, "steps": steps, "planned_steps": plan["steps"], "status": status,
+               "time_s": round(float(last.get("time_total_s", 0) or 0), 1)}
+        run.trial_dir(trial_id).mkdir(parents=True, exist_ok=True)
+        if last:
+            run.write_trial_result(trial_id, _jsonable(last))
+        if scored:
+            row[metric] = _best_of(scored, metric, mode)[metric]
+            _save_log_history([h.get("checkpoint_path") for h in reversed(history)], run, trial_id, st)
+            # Ray keeps only the best few checkpoints: pick among those still in storage, latest on ties.
+            kept = [h for h in scored if h.get("checkpoint_path") and st.exists(h["checkpoint_path"])]
+            if kept:
+                top = _best_of(kept, metric, mode)
+                if best is None or better(top[metric], best["metrics"][metric]):
+                    best = {"trial_id": trial_id, "params": params, "metrics": _jsonable(top),
+                            "checkpoint": top["checkpoint_path"], "step": int(top.get("step", 0) or 0)}
+        rows.append(row)
+    run.write_trials_csv(rows)
+    summary: Dict[str, Any] = {
+        "experiment": cfg.experiment, "metric": metric, "mode": mode, "num_trials": len(rows),
+        "trials": rows, "best": None, "params": {}, "paths": {"run_dir": str(run.path.resolve())},
+    }
+    if best is None:
+        return summary
+    ckpt = st.local_copy(best["checkpoint"], run.best_dir / "_checkpoint")
+    adapter = copy_adapter(ckpt / "checkpoint", run.adapter_dir, tokenizer_src=cfg.model.name_or_path)
+    if st.remote:
+        shutil.rmtree(ckpt, ignore_errors=True)  # the download; the checkpoint itself stays on S3
+    summary["best"] = best
+    summary["params"] = {k: best["metrics"].get(k) for k in ("trainable_params", "total_params", "trainable_pct")}
+    summary["paths"]["adapter"] = str(adapter.resolve())
+    return summary
+
+
+def _best_of(rows: List[Dict[str, Any]], metric: str, mode: str) -> Dict[str, Any]:
+    """The best row by metric; among equals the latest step (the newest checkpoint survives pruning)."""
+    sign = 1 if mode == "max" else -1
+    return max(rows, key=lambda h: (sign * h[metric], h.get("step") or 0))
+
+
+def _history(result) -> List[Dict[str, Any]]:
+    df = result.metrics_dataframe
+    if df is None or df.empty:
+        return [result.metrics] if result.metrics else []
+    return df.to_dict("records")
+
+
+def _finite(x) -> bool:
+    return isinstance(x, (int, float)) and math.isfinite(x)
+
+
+def _jsonable(d: Dict[str, Any]) -> Dict[str, Any]:
+    out = {}
+    for k, v in d.items():
+        if isinstance(v, (str, int, float, bool)) or v is None:
+            out[k] = None if isinstance(v, float) and not math.isfinite(v) else v
+        elif hasattr(v, "item"):
+            out[k] = v.item()
+    return out
+
+
+def _save_log_history(checkpoints: List[Optional[str]], run: RunDir, trial_id: str, st: RunStorage) -> None:
+    """The trial's HF log_history from its newest checkpoint still in storage (older ones get pruned)."""
+    for ckpt in checkpoints:
+        if not ckpt:
+            continue
+        text = st.read_text(f"{ckpt}/checkpoint/trainer_state.json")
+        if text is not None:
+            run.write_trial_history(trial_id, json.loads(text)["log_history"])
+            return

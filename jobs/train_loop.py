@@ -1,0 +1,277 @@
+"""What each Ray Train worker runs: quantized base + LoRA, the HF Trainer, reports to Ray.
+
+    construct (config in) -> setup (model, data, trainer) -> train (resuming from Ray's checkpoint) -> cleanup
+"""
+
+from __future__ import annotations
+
+import os
+import resource
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Any, Dict, Optional, Tuple
+
+from orchestrator.core.config import RunConfig
+
+CHECKPOINT_DIR = "checkpoint"  # where RayTrainReportCallback puts the HF checkpoint inside a Ray checkpoint
+
+
+def train_fn_per_worker(config: Dict[str, Any]) -> None:
+    """Ray Train entry point: `config` holds the run config JSON, the trial's params and a data ref."""
+    import ray.train
+
+    cfg = RunConfig.model_validate(config["run_config"]).with_params(config.get("params", {}))
+    data = resolve_data(config["data"])
+    tracker = start_tracking(cfg, config)
+    from jobs.modeling import load_tokenizer, load_trainable, param_counts
+
+    tokenizer = load_tokenizer(cfg)
+    model = load_trainable(cfg, device_map=_device_map(cfg))
+    counts = param_counts(model)
+    if ray.train.get_context().get_world_rank() == 0:
+        print(f"trainable params: {counts['trainable_params']:,} || all params: {counts['total_params']:,} "
+              f"|| trainable%: {counts['trainable_pct']:.4f}", flush=True)
+    if tracker is not None:
+        tracker.config.update({**counts}, allow_val_change=True)
+    output_dir = tempfile.mkdtemp(prefix="qlora-trial-")
+    resume, step = restore_checkpoint(output_dir)
+    extra = {**counts, "resumed_from_step": step}
+    trainer = build_trainer(cfg, model, tokenizer, data, extra, output_dir, report_to_wandb=tracker is not None)
+    try:
+        trainer.train(resume_from_checkpoint=resume)
+    finally:
+        if tracker is not None:
+            tracker.finish()
+        shutil.rmtree(trainer.args.output_dir, ignore_errors=True)
+
+
+def resolve_data(data: Any) -> Dict[str, Any]:
+    """The tokenized splits: passed as [ObjectRef] (tokenized once per search) or already materialized."""
+    import ray
+
+    if isinstance(data, list) and data and isinstance(data[0], ray.ObjectRef):
+        return ray.get(data[0])
+    return data
+
+
+def _device_map(cfg: RunConfig):
+    import torch
+
+    if cfg.quantization.mode != "none" and torch.cuda.is_available():
+        import ray.train.torch
+
+        return {"": ray.train.torch.get_device()}
+    return None
+
+
+def training_arguments(cfg: RunConfig, output_dir: str, report_to_wandb: bool):
+    import torch
+    from transformers import Seq2SeqTrainingArguments, TrainingArguments
+
+    t = cfg.training
+    cuda = torch.cuda.is_available()
+    bf16 = t.mixed_precision == "bf16" or (t.mixed_precision == "auto" and cuda and torch.cuda.is_bf16_supported())
+    fp16 = t.mixed_precision == "fp16" or (t.mixed_precision == "auto" and cuda and not bf16)
+    kwargs: Dict[str, Any] = dict(
+        output_dir=output_dir,
+        num_train_epochs=t.epochs,
+        max_steps=t.max_steps or -1,
+        learning_rate=t.learning_rate,
+        per_device_train_batch_size=t.batch_size,
+        per_device_eval_batch_size=t.eval_batch_size or t.batch_size,
+        gradient_accumulation_steps=t.gradient_accumulation_steps,
+        warmup_steps=t.warmup_ratio,  # a float in [0, 1) is a ratio of total steps
+        weight_decay=t.weight_decay,
+        lr_scheduler_type=t.lr_scheduler,
+        eval_strategy="steps",
+        eval_steps=t.eval_steps,
+        save_strategy="steps",
+        save_steps=t.save_steps or t.eval_steps,
+        save_total_limit=t.save_total_limit,
+        logging_strategy="steps",
+        logging_steps=t.logging_steps,
+        seed=t.seed,
+        data_seed=t.seed,
+        train_sampling_strategy="group_by_length" if t.group_by_length else "random",
+        dataloader_num_workers=t.dataloader_num_workers,
+        bf16=bf16,
+        fp16=fp16,
+        use_cpu=not cuda,
+        report_to=["wandb"] if report_to_wandb else "none",
+        disable_tqdm=True,
+        ddp_find_unused_parameters=False,
+        label_names=["labels"],
+        remove_unused_columns=False,
+    )
+    if cfg.model.task == "seq2seq":
+        return Seq2SeqTrainingArguments(
+            predict_with_generate=cfg.needs_generation,
+            generation_max_length=t.generation_max_length,
+            generation_num_beams=t.generation_num_beams,
+            **kwargs,
+        )
+    return TrainingArguments(**kwargs)
+
+
+def wants_packing(cfg: RunConfig, model) -> bool:
+    """data.packing for this model: true/false as set; auto only with flash-attention kernels."""
+    if cfg.model.task != "causal_lm" or cfg.data.packing is False:
+        return False
+    if cfg.data.packing is True:
+        return True
+    return str(getattr(model.config, "_attn_implementation", "")).startswith("flash_attention")
+
+
+def build_trainer(cfg: RunConfig, model, tokenizer, data: Dict[str, Any], extra: Dict[str, Any],
+                  output_dir: str, report_to_wandb: bool = False):
+    """The HF Trainer (Seq2SeqTrainer when generations are scored) wired to Ray Train."""
+    from ray.train.huggingface.transformers import prepare_trainer
+    from transformers import Seq2SeqTrainer, Trainer
+
+    from jobs.data import build_collator, packing_keeps_examples_apart
+    from jobs.metrics import rouge_metrics_fn
+
+    args = training_arguments(cfg, output_dir, report_to_wandb)
+    cls = Seq2SeqTrainer if cfg.model.task == "seq2seq" else Trainer
+    packing = wants_packing(cfg, model)
+    if packing:
+        model.config.use_cache = False  # transformers detects packed rows only when it builds no cache
+        packing, diff, leak = packing_keeps_examples_apart(model, data["train"])
+        print(f"Sequence packing {'on' if packing else 'off: the model lets packed examples see each other'} "
+              f"(packed vs one by one: max |Δlogit| {diff:.1e}; {leak:.1e} if examples could see each other)",
+              flush=True)
+    trainer = cls(
+        model=model,
+        args=args,
+        train_dataset=data["train"],
+        eval_dataset=data["eval"],
+        data_collator=build_collator(tokenizer, model if cfg.model.task == "seq2seq" else None, packing=packing),
+        processing_class=tokenizer,
+        compute_metrics=rouge_metrics_fn(tokenizer) if cfg.needs_generation else None,
+        callbacks=[report_callback_class()(extra=extra)],
+    )
+    from transformers.trainer_callback import PrinterCallback
+
+    trainer.remove_callback(PrinterCallback)  # progress is shown by the driver; logs go to the tracker
+    return prepare_trainer(trainer)
+
+
+_REPORT_CALLBACK = None
+
+
+def report_callback_class():
+    """RayReportCallback, built on first use.
+
+    It subclasses Ray's RayTrainReportCallback, whose module imports transformers (and torch). Building it
+    lazily keeps `import jobs.train_loop` light: the Tune trial actor imports this module only to hand
+    `train_fn_per_worker` to its TorchTrainer, and would otherwise import transformers for nothing on
+    every trial's start-up path (bench/bench_overhead.py).
+    """
+    global _REPORT_CALLBACK
+    if _REPORT_CALLBACK is not None:
+        return _REPORT_CALLBACK
+    from ray.train.huggingface.transformers import RayTrainReportCallback
+
+    class RayReportCallback(RayTrainReportCallback):
+        """RayTrainReportCallback plus the step, parameter counts and peak memory in every report.
+
+        Reports happen on save; saves follow evals (save_steps is a multiple of eval_steps), so every
+        report carries a fresh metric for Tune's scheduler.
+        """
+
+        def __init__(self, extra: Optional[Dict[str, Any]] = None):
+            super().__init__()
+            self.extra = dict(extra or {})
+
+        def on_save(self, args, state, control, **kwargs):
+            import ray.train
+            import torch
+            import transformers.trainer
+
+            metrics: Dict[str, Any] = {}
+            for log in state.log_history:
+                metrics.update(log)
+            metrics.update(self.extra)
+            metrics["step"] = state.global_step
+            metrics["peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+            if torch.cuda.is_available():
+                metrics["peak_gpu_mem_mb"] = torch.cuda.max_memory_allocated() / 2**20
+            with tempfile.TemporaryDirectory() as tmp:
+                src = transformers.trainer.get_last_checkpoint(args.output_dir)
+                checkpoint = None
+                if src is not None:
+                    shutil.copytree(src, Path(tmp, CHECKPOINT_DIR))
+                    checkpoint = ray.train.Checkpoint.from_directory(tmp)
+                ray.train.report(metrics=metrics, checkpoint=checkpoint)
+
+    RayReportCallback.__module__ = __name__  # pickles by reference through the module __getattr__ below
+    RayReportCallback.__qualname__ = "RayReportCallback"
+    _REPORT_CALLBACK = RayReportCallback
+    return RayReportCallback
+
+
+def __getattr__(name: str):
+    if name == "RayReportCallback":
+        return report_callback_class()
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def restore_checkpoint(output_dir: str) -> Tuple[Optional[str], int]:
+    """The HF checkpoint to resume from (and its step) when Ray restarted this run, else (None, 0).
+
+    The Ray checkpoint is copied into the trainer's output dir, so the HF Trainer restores the adapter,
+    optimizer, scheduler, RNG and the global step and continues counting from there.
+    """
+    import ray.train
+
+    ckpt = ray.train.get_checkpoint()
+    if ckpt is None:
+        return None, 0
+    with ckpt.as_directory() as d:
+        src = Path(d) / CHECKPOINT_DIR
+        if not src.is_dir():
+            return None, 0
+        import json
+
+        step = json.loads((src / "trainer_state.json").read_text())["global_step"]
+        dst = Path(output_dir) / f"checkpoint-{step}"
+        shutil.copytree(src, dst, dirs_exist_ok=True)
+    print(f"Resuming from checkpoint at step {step}", flush=True)
+    return str(dst), int(step)
+
+
+def start_tracking(cfg: RunConfig, config: Dict[str, Any]):
+    """One W&B run per trial on rank 0 (grouped by experiment); HF's WandbCallback then logs into it.
+
+    Offline files unless WANDB_API_KEY is set, never a prompt. Returns None when W&B is off.
+    """
+    import ray.train
+
+    if cfg.tracking.effective_backend != "wandb" or ray.train.get_context().get_world_rank() != 0:
+        return None
+    mode = cfg.tracking.mode
+    if mode == "auto":
+        mode = "online" if os.environ.get("WANDB_API_KEY") else "offline"
+    os.environ["WANDB_MODE"] = mode
+    os.environ.setdefault("WANDB_SILENT", "true")
+    os.environ["WANDB_LOG_MODEL"] = "false"  # adapters are logged once, for the best trial, by the driver
+    import wandb
+
+    wandb_dir = config.get("wandb_dir")
+    if wandb_dir:
+        Path(wandb_dir).mkdir(parents=True, exist_ok=True)
+    return wandb.init(
+        project=cfg.tracking.project,
+        entity=cfg.tracking.entity,
+        group=cfg.experiment,
+        job_type="trial",
+        name=config.get("trial_id"),
+        id=config.get("wandb_run_id"),
+        resume="allow",
+        dir=wandb_dir,
+        mode=mode,
+        config={"params": config.get("params", {}), "config": cfg.to_json(), "trial_id": config.get("trial_id")},
+        # Flush every second: ASHA may stop a trial before the 15 s default writes anything.
+        settings=wandb.Settings(silent=True, console="off", x_transaction_log_flush_interval=1.0),
+    )

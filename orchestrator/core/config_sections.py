@@ -1,0 +1,305 @@
+"""The YAML config's sections: one pydantic model per section, unknown keys rejected.
+
+`orchestrator.core.config.RunConfig` assembles them into the whole config file.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any, Dict, List, Literal, Optional, Union
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from orchestrator.core.errors import did_you_mean
+
+ROUGE_METRICS = ("eval_rouge1", "eval_rouge2", "eval_rougeL", "eval_rougeLsum")
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+class ModelConfig(_Section):
+    """`model:` the base model to fine-tune."""
+
+    name_or_path: str = Field(description="Hub id (e.g. t5-small) or a local model folder.")
+    revision: Optional[str] = Field(None, description="Hub revision (branch, tag or commit) to pin.")
+    task: Literal["seq2seq", "causal_lm"] = Field(
+        "seq2seq", description="seq2seq (T5/BART: input -> target) or causal_lm (prompt + completion)."
+    )
+    trust_remote_code: bool = Field(False, description="Allow model code from the hub repo to run.")
+    attn_implementation: Optional[Literal["eager", "sdpa", "flash_attention_2", "flash_attention_3"]] = Field(
+        None, description="Attention kernels (default: transformers' choice, sdpa); flash_attention_* needs the "
+                          "flash-attn package and a GPU.")
+
+
+class QuantizationConfig(_Section):
+    """`quantization:` how the frozen base weights are stored during training."""
+
+    mode: Literal["4bit", "8bit", "none"] = Field("4bit", description="4bit (QLoRA), 8bit, or none (plain LoRA).")
+    quant_type: Literal["nf4", "fp4"] = Field("nf4", description="4-bit data type; nf4 is QLoRA's.")
+    double_quant: bool = Field(True, description="Quantize the quantization constants too (QLoRA).")
+    compute_dtype: Literal["bfloat16", "float16", "float32"] = Field(
+        "bfloat16", description="dtype of the matmuls on dequantized weights."
+    )
+
+
+class LoraConfig(_Section):
+    """`lora:` the trainable low-rank adapter."""
+
+    r: int = Field(8, ge=1, description="LoRA rank (>= 1).")
+    alpha: int = Field(16, ge=1, description="LoRA scaling alpha; the update is scaled by alpha / r.")
+    dropout: float = Field(0.05, ge=0.0, lt=1.0, description="Dropout on the LoRA input, in [0, 1).")
+    target_modules: Union[Literal["all-linear"], List[str]] = Field(
+        "all-linear", description='Module names to adapt, e.g. [q, k, v], or "all-linear".'
+    )
+    bias: Literal["none", "all", "lora_only"] = Field("none", description="Which biases to train.")
+
+    @field_validator("target_modules")
+    @classmethod
+    def _non_empty(cls, v):
+        if isinstance(v, list) and not v:
+            raise ValueError('must name at least one module, or be "all-linear"')
+        return v
+
+
+class DataConfig(_Section):
+    """`data:` where the examples are and which columns hold input and target."""
+
+    train: str = Field(description="Training data: .jsonl, .csv, .parquet, a save_to_disk folder, or hub:NAME.")
+    eval: Optional[str] = Field(None, description="Evaluation data; if absent, eval_split of train is held out.")
+    test: Optional[str] = Field(None, description="Held-out test data (used by retrain's promotion gate).")
+    input_column: str = Field("input", description="Column with the model input (the prompt for causal_lm).")
+    target_column: str = Field("output", description="Column with the target text (the completion).")
+    max_input_length: int = Field(512, ge=1, description="Inputs are truncated to this many tokens.")
+    max_target_length: int = Field(128, ge=1, description="Targets are truncated to this many tokens.")
+    eval_split: float = Field(0.2, gt=0.0, lt=1.0, description="Share of train held out when eval is absent.")
+    split_seed: int = Field(42, description="Seed of the train/eval split.")
+    prompt_template: str = Field(
+        "{input}\n", description="causal_lm only: how the input becomes the prompt; {input} is replaced."
+    )
+    packing: Union[bool, Literal["auto"]] = Field(
+        "auto", description="causal_lm only: pack each batch into one padding-free row (positions restart per "
+                            "example) when a check at start shows the model keeps packed examples apart. auto: "
+                            "only with flash-attention kernels, which skip the masked blocks; true: also with "
+                            "sdpa/eager, which compute attention over the whole packed row (a gain for short "
+                            "examples, a loss for long ones: docs/benchmarks.md); false: pad each batch.")
+
+    @field_validator("prompt_template")
+    @classmethod
+    def _has_input(cls, v):
+        if "{input}" not in v:
+            raise ValueError("must contain {input}")
+        return v
+
+
+class TrainingConfig(_Section):
+    """`training:` the Hugging Face TrainingArguments we expose."""
+
+    epochs: float = Field(3.0, gt=0, description="Number of epochs (ignored when max_steps is set).")
+    max_steps: Optional[int] = Field(None, ge=1, description="Total optimizer steps; overrides epochs.")
+    learning_rate: float = Field(2e-4, gt=0, description="Peak learning rate (> 0).")
+    batch_size: int = Field(8, ge=1, description="Per-worker train batch size.")
+    eval_batch_size: Optional[int] = Field(None, ge=1, description="Per-worker eval batch size (default: batch_size).")
+    gradient_accumulation_steps: int = Field(1, ge=1, description="Micro-batches per optimizer step.")
+    warmup_ratio: float = Field(0.0, ge=0.0, lt=1.0, description="Share of steps with linear warm-up.")
+    weight_decay: float = Field(0.0, ge=0.0, description="AdamW weight decay.")
+    lr_scheduler: Literal["linear", "cosine", "constant", "constant_with_warmup"] = Field(
+        "linear", description="Learning-rate schedule."
+    )
+    eval_steps: int = Field(10, ge=1, description="Evaluate (and report to Tune) every N steps.")
+    save_steps: Optional[int] = Field(None, ge=1, description="Checkpoint every N steps; a multiple of eval_steps.")
+    logging_steps: int = Field(1, ge=1, description="Log training loss every N steps.")
+    save_total_limit: int = Field(2, ge=1, description="Checkpoints kept per trial (the best is always kept).")
+    seed: int = Field(42, description="Random seed of the trial.")
+    gradient_checkpointing: bool = Field(True, description="Recompute activations (non-reentrant) to save memory.")
+    group_by_length: bool = Field(True, description="Batch examples of similar length to cut padding.")
+    generation_max_length: int = Field(64, ge=1, description="Max new tokens when a metric needs generations.")
+    generation_num_beams: int = Field(1, ge=1, description="Beams for generation at eval.")
+    dataloader_num_workers: int = Field(0, ge=0, description="DataLoader worker processes per Train worker.")
+    mixed_precision: Literal["auto", "bf16", "fp16", "no"] = Field(
+        "auto", description="auto: bf16 on GPUs that have it, else fp32."
+    )
+
+    @model_validator(mode="after")
+    def _save_multiple_of_eval(self):
+        if self.save_steps is not None and self.save_steps % self.eval_steps:
+            raise ValueError(
+                f"training.save_steps ({self.save_steps}) must be a multiple of training.eval_steps "
+                f"({self.eval_steps}) so every checkpoint carries a fresh metric"
+            )
+        return self
+
+
+SEARCHABLE = {
+    "training.learning_rate": float,
+    "training.batch_size": int,
+    "training.weight_decay": float,
+    "training.warmup_ratio": float,
+    "training.gradient_accumulation_steps": int,
+    "lora.r": int,
+    "lora.alpha": int,
+    "lora.dropout": float,
+}
+
+
+class DistributionConfig(_Section):
+    """One search-space entry: {type: loguniform, low, high} or {type: choice, values: [...]}."""
+
+    type: Literal["loguniform", "uniform", "choice", "randint"]
+    low: Optional[float] = None
+    high: Optional[float] = None
+    values: Optional[List[Any]] = None
+
+    @model_validator(mode="after")
+    def _shape(self):
+        if self.type == "choice":
+            if not self.values:
+                raise ValueError("a choice needs a non-empty 'values' list")
+        else:
+            if self.low is None or self.high is None:
+                raise ValueError(f"{self.type} needs 'low' and 'high'")
+            if self.low >= self.high:
+                raise ValueError(f"low ({self.low}) must be below high ({self.high})")
+            if self.type == "loguniform" and self.low <= 0:
+                raise ValueError(f"loguniform needs low > 0 (got {self.low})")
+        return self
+
+    def bounds(self) -> List[Any]:
+        return list(self.values or []) if self.type == "choice" else [self.low, self.high]
+
+
+class SearchConfig(_Section):
+    """`search:` the Ray Tune search over trials."""
+
+    num_samples: int = Field(4, ge=1, description="Number of trials.")
+    max_concurrent_trials: int = Field(2, ge=1, description="Trials running at once.")
+    metric: str = Field("eval_loss", description="eval_loss, or eval_rouge1/eval_rouge2/eval_rougeL (seq2seq).")
+    mode: Optional[Literal["min", "max"]] = Field(None, description="min or max; inferred from the metric if absent.")
+    scheduler: Literal["asha", "fifo"] = Field("asha", description="asha stops weak trials early; fifo runs all.")
+    algorithm: Literal["random", "optuna"] = Field("random", description="How trials are sampled.")
+    grace_period: int = Field(1, ge=1, description="ASHA: evaluations a trial gets before it can be stopped.")
+    reduction_factor: int = Field(2, ge=2, description="ASHA: keep 1/reduction_factor at each rung.")
+    space: Dict[str, DistributionConfig] = Field(
+        default_factory=dict, description="Dotted config key -> distribution, e.g. training.learning_rate."
+    )
+    seed: Optional[int] = Field(None, description="Seed of the search algorithm (reproducible sampling).")
+
+    @field_validator("metric")
+    @classmethod
+    def _known_metric(cls, v):
+        known = ("eval_loss",) + ROUGE_METRICS
+        if v not in known:
+            raise ValueError(f"unknown metric '{v}'; use one of {', '.join(known)}.{did_you_mean(v, known)}")
+        return v
+
+    @field_validator("space")
+    @classmethod
+    def _known_keys(cls, v):
+        bad = [k for k in v if k not in SEARCHABLE]
+        if bad:
+            k = bad[0]
+            raise ValueError(
+                f"'{k}' cannot be searched; searchable keys are {', '.join(SEARCHABLE)}.{did_you_mean(k, SEARCHABLE)}"
+            )
+        return v
+
+    @property
+    def resolved_mode(self) -> str:
+        return self.mode or ("min" if self.metric.endswith("loss") else "max")
+
+
+class ResourcesConfig(_Section):
+    """`resources:` what one trial asks Ray for."""
+
+    num_workers: int = Field(1, ge=1, description="Ray Train workers (DDP ranks) per trial.")
+    cpus_per_worker: float = Field(1.0, gt=0, description="CPUs per Train worker.")
+    gpus_per_worker: float = Field(0.0, ge=0, description="GPUs per Train worker; fractions share one GPU.")
+
+
+class FaultToleranceConfig(_Section):
+    """`fault_tolerance:` what a lost worker or node costs."""
+
+    max_failures: int = Field(2, ge=-1, description="Restarts of a trial from its last checkpoint (-1: unlimited).")
+
+
+class TrackingConfig(_Section):
+    """`tracking:` where metrics go."""
+
+    wandb: bool = Field(True, description="Log each trial to W&B (offline files unless WANDB_API_KEY is set).")
+    backend: Literal["wandb", "mlflow", "none"] = Field("wandb", description="wandb, mlflow or none.")
+    project: str = Field("qlora-launch", description="W&B project / MLflow experiment name.")
+    entity: Optional[str] = Field(None, description="W&B entity (team or user).")
+    mode: Literal["auto", "offline", "online"] = Field(
+        "auto", description="W&B mode; auto is online when WANDB_API_KEY is set, else offline."
+    )
+    mlflow_tracking_uri: Optional[str] = Field(None, description="MLflow tracking URI (default: RUN_DIR/mlruns).")
+
+    @property
+    def effective_backend(self) -> str:
+        if self.backend == "wandb" and not self.wandb:
+            return "none"
+        return self.backend
+
+
+class OutputConfig(_Section):
+    """`output:` where results and checkpoints go."""
+
+    dir: str = Field("runs", description="Local folder or s3://bucket/prefix for results and checkpoints.")
+    experiment: Optional[str] = Field(None, description="Experiment name (default: the config file's stem).")
+    endpoint_url: Optional[str] = Field(None, description="S3-compatible endpoint for an s3:// output.dir.")
+
+    @field_validator("dir")
+    @classmethod
+    def _local_or_s3(cls, v):
+        if "://" in v and not v.startswith("s3://"):
+            raise ValueError("must be a local folder or s3://bucket/prefix (no other storage scheme)")
+        return v
+
+    @field_validator("experiment")
+    @classmethod
+    def _safe_name(cls, v):
+        if v is not None and not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]*", v):
+            raise ValueError("use letters, digits, '.', '_' and '-' only")
+        return v
+
+
+class MergeConfig(_Section):
+    """`merge:` folding the best adapter into the base for serving."""
+
+    enabled: bool = Field(True, description="Merge the best adapter into a 16/32-bit copy of the base.")
+    dtype: Literal["float32", "bfloat16", "float16"] = Field("float32", description="dtype of the merged model.")
+    verify_samples: int = Field(4, ge=1, description="Eval inputs on which merged and base+adapter are compared.")
+    atol: Optional[float] = Field(None, gt=0, description="Max |logit difference| allowed (default by dtype).")
+
+    @property
+    def tolerance(self) -> float:
+        return self.atol or {"float32": 1e-3, "bfloat16": 5e-2, "float16": 1e-2}[self.dtype]
+
+
+class PublishConfig(_Section):
+    """`publish:` where the best model goes at the end of `tune`."""
+
+    to: str = Field(description="s3://bucket/prefix or hf://org/name.")
+    what: Literal["adapter", "merged", "both"] = Field("both", description="What to publish.")
+    endpoint_url: Optional[str] = Field(None, description="S3-compatible endpoint (MinIO, R2, ...).")
+    private: bool = Field(True, description="Hub: create the repo private.")
+    revision: Optional[str] = Field(None, description="Hub: branch to commit to.")
+
+    @field_validator("to")
+    @classmethod
+    def _scheme(cls, v):
+        if not re.match(r"^(s3://[^/]+|hf://[^/]+/[^/]+)", v):
+            raise ValueError("must look like s3://bucket/prefix or hf://org/name")
+        return v
+
+
+class RetrainConfig(_Section):
+    """`retrain:` scheduled retraining with a promotion gate."""
+
+    name: str = Field(description="Name of the model line (the champion pointer and history are kept per name).")
+    strategy: Literal["retune", "reuse"] = Field("reuse", description="retune: a search; reuse: champion's hparams.")
+    registry: Optional[str] = Field(None, description="Folder or s3:// prefix for history/champion (default: publish.to).")
+    min_improvement: float = Field(0.0, ge=0.0, description="How much better the challenger must be.")
+    improvement: Literal["absolute", "relative"] = Field("absolute", description="How min_improvement is read.")
+    eval_data: Optional[str] = Field(None, description="Held-out set both models are scored on (default: data.test).")

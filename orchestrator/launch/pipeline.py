@@ -1,0 +1,165 @@
+"""The pipeline of `tune` and `train`, in one place.
+
+    run():      prepare (load, override, validate, preflight) -> local | cluster
+    execute():  search -> pick the best -> merge + check -> record -> track -> upload -> publish
+
+`run` is what the CLI calls; `execute` is the part that needs a connected Ray, and it is the same in
+local mode (Ray in-process, called from `run`) and on a cluster (called by the Ray Job's entry point,
+orchestrator/launch/entry.py). Worker code (jobs/) is imported only when a step needs it.
+"""
+
+from __future__ import annotations
+
+import shutil
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any, Callable, Dict, List, Optional
+
+import yaml
+
+from orchestrator.core.config import RunConfig
+from orchestrator.core.config_load import describe_space, load_config
+from orchestrator.core.rundir import RunDir, run_dir_for
+
+Echo = Callable[..., None]
+
+
+def prepare(config: str, overrides: List[str], experiment: Optional[str] = None,
+            check_modules: bool = True) -> RunConfig:
+    """Load, override, validate and preflight a config (no side effects). Raises UserError."""
+    from orchestrator.launch.preflight import check_run
+
+    sets = list(overrides) + ([f"output.experiment={experiment}"] if experiment else [])
+    cfg = load_config(config, sets)
+    check_run(cfg, check_modules=check_modules)
+    return cfg
+
+
+def plan_text(cfg: RunConfig, verb: str) -> str:
+    """What a run would do: resolved config, search space, resources (for --dry-run and validate)."""
+    r = cfg.resources
+    trials = 1 if verb == "train" else cfg.search.num_samples
+    lines = ["Resolved config:", yaml.safe_dump(cfg.to_json(), sort_keys=False).rstrip(), ""]
+    if verb == "tune":
+        lines.append(f"Search: {trials} trials, {cfg.search.algorithm} sampling, {cfg.search.scheduler} scheduler, "
+                     f"{cfg.search.metric} ({cfg.search.resolved_mode}), at most {cfg.search.max_concurrent_trials} "
+                     "at once")
+        lines += [f"  {s}" for s in describe_space(cfg)] or ["  (empty space: every trial uses the config's values)"]
+    else:
+        lines.append(f"One trial with {cfg.fixed_params() or 'the config values'}")
+    lines.append(f"Resources per trial: {r.num_workers} Ray Train worker(s) x {r.cpus_per_worker:g} CPU"
+                 f" + {r.gpus_per_worker:g} GPU; up to {min(trials, cfg.search.max_concurrent_trials)} trials at once")
+    return "\n".join(lines)
+
+
+def output_location(cfg: RunConfig) -> str:
+    if "://" in cfg.output.dir:
+        return f"{cfg.output.dir.rstrip('/')}/{cfg.experiment}"
+    return str((Path(cfg.output.dir) / cfg.experiment).resolve())
+
+
+def run(config: str, verb: str, overrides: List[str], *, dry_run: bool = False, address: Optional[str] = None,
+        wait: bool = True, resume: bool = False, cpus: Optional[int] = None, gpus: Optional[float] = None,
+        experiment: Optional[str] = None, params: Optional[Dict[str, Any]] = None, echo: Echo = print) -> int:
+    """`tune`/`train`: validate everything, then run locally or submit to a cluster. Returns the exit code."""
+    cfg = prepare(config, overrides, experiment, check_modules=address is None)
+    if dry_run:
+        echo(plan_text(cfg, verb))
+        if address:
+            from orchestrator.launch.cluster import describe_submission
+
+            echo("\n".join(describe_submission(cfg, verb, address, resume=resume)))
+        echo(f"Results would go to {output_location(cfg)}. Dry run: nothing started.")
+        return 0
+    if address:
+        from orchestrator.launch.cluster import submit_run
+
+        return submit_run(cfg, verb, address, wait=wait, resume=resume, echo=echo)
+
+    from orchestrator.launch.local import ray_session
+    from orchestrator.launch.preflight import check_local_start
+    from orchestrator.observe.progress import progress_callbacks
+    from orchestrator.observe.summary import print_summary
+
+    run_dir = check_local_start(cfg, resume=resume, gpus=gpus)
+    try:
+        with ray_session(cfg, verb, cpus=cpus, gpus=gpus, echo=echo) as fitted:
+            execute(fitted, verb, resume=resume, params=params, callbacks=progress_callbacks(fitted), echo=echo)
+    except BaseException:
+        _clean_failed(run_dir, resume)
+        raise
+    return print_summary(run_dir)
+
+
+def _clean_failed(run_dir: Path, resume: bool) -> None:
+    """A run that failed before it reported anything leaves no half-written folder behind."""
+    if resume or not run_dir.exists():
+        return
+    if not (run_dir / "ray" / "tune").exists():
+        shutil.rmtree(run_dir, ignore_errors=True)
+
+
+def execute(cfg: RunConfig, verb: str, *, resume: bool = False, params: Optional[Dict[str, Any]] = None,
+            callbacks: Optional[list] = None, echo: Echo = print) -> Path:
+    """Search (or, for `train`, one trial), then merge, record, track, upload and publish the best.
+
+    Needs a connected Ray. Returns the run folder (docs/run_layout.md).
+    """
+    from jobs.search import run_search
+    from orchestrator.core.ray_storage import run_storage
+
+    started = datetime.now(timezone.utc)
+    run = RunDir(run_dir_for(cfg))
+    run.path.mkdir(parents=True, exist_ok=True)
+    run.write_config(cfg.to_json())
+    st = run_storage(cfg, run.path)
+    if st.remote:
+        echo(f"Checkpoints and search state go to {st.uri}")
+    fixed = {**cfg.fixed_params(), **(params or {})} if verb == "train" else None
+    result = run_search(cfg, run, st, fixed_params=fixed, resume=resume, callbacks=callbacks, echo=echo)
+    summary = result.summary
+    summary["started_at"] = started.isoformat()
+    best = summary.get("best")
+    if best and cfg.merge.enabled:
+        from jobs.merge import merge_and_verify
+
+        echo("Merging the best adapter into the base (fp/bf16, never 4-bit) and verifying ...")
+        summary["merge_check"] = merge_and_verify(cfg, run, result.eval_raw)
+        summary["paths"]["merged"] = str(run.merged_dir.resolve())
+    summary["data_fingerprints"] = data_fingerprints(cfg)
+    summary["versions"] = library_versions()
+    summary["paths"]["storage"] = st.uri
+    if st.run_uri:
+        summary["paths"]["remote_run_dir"] = st.run_uri
+    summary["finished_at"] = datetime.now(timezone.utc).isoformat()
+    run.write_results(summary)
+
+    from orchestrator.observe.tracking import after_search
+    from orchestrator.storage.run_upload import upload_run_dir
+
+    after_search(run.path, cfg, echo=echo)  # report, W&B best-adapter artifact or MLflow; never raises
+    upload_run_dir(run.path, st, echo=echo)  # S3 output.dir: results, trials, best/, report next to Ray's state
+    if cfg.publish is not None and best:
+        from orchestrator.publish.push import publish_from_config
+
+        publish_from_config(run.path, cfg, echo=echo)  # verifies the merge again before any upload
+    return run.path
+
+
+def data_fingerprints(cfg: RunConfig) -> Dict[str, Optional[str]]:
+    from orchestrator.core.fingerprint import fingerprint
+
+    d = cfg.data
+    return {k: fingerprint(v) for k, v in (("train", d.train), ("eval", d.eval), ("test", d.test)) if v}
+
+
+def library_versions() -> Dict[str, str]:
+    from importlib.metadata import PackageNotFoundError, version
+
+    out = {}
+    for pkg in ("qlora-launch", "ray", "torch", "transformers", "peft", "bitsandbytes", "accelerate", "datasets"):
+        try:
+            out[pkg] = version(pkg)
+        except PackageNotFoundError:
+            pass
+    return out

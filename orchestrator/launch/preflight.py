@@ -1,0 +1,223 @@
+"""Static checks on the driver before anything starts: data sources, columns, model path, target modules.
+
+Every problem is collected and raised at once as a UserError naming the YAML key and the fix. Nothing
+here imports torch; the target-module check builds the model on the meta device (no weights) with a
+lazy transformers import, and only when the model's config is on local disk.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+from typing import List, Optional
+
+from orchestrator.core.config import RunConfig
+from orchestrator.core.errors import UserError, did_you_mean
+
+FORMATS = {".jsonl": "jsonl", ".json": "jsonl", ".csv": "csv", ".parquet": "parquet"}
+
+
+def check_run(cfg: RunConfig, check_modules: bool = True) -> None:
+    """Raise UserError listing every data and model problem; return quietly when all is well."""
+    problems: List[str] = []
+    d = cfg.data
+    cols = [d.input_column, d.target_column]
+    for key in ("train", "eval", "test"):
+        src = getattr(d, key)
+        if src:
+            problems += check_source(f"data.{key}", src, cols, min_rows=2 if key == "train" and not d.eval else 1)
+    if cfg.retrain and cfg.retrain.eval_data:
+        problems += check_source("retrain.eval_data", cfg.retrain.eval_data, cols)
+    model_problem = check_model_path(cfg.model.name_or_path)
+    if model_problem:
+        problems.append(model_problem)
+    elif check_modules and is_local_path(cfg.model.name_or_path):
+        problems += check_model_against_config(cfg)
+    if problems:
+        raise UserError(*problems)
+
+
+def check_source(key: str, source: str, columns: List[str], min_rows: int = 1) -> List[str]:
+    """Problems with one data source: missing, unknown format, undecodable, missing columns, empty."""
+    if source.startswith("hub:") or "://" in source:
+        return []  # resolved on the workers
+    p = Path(source)
+    if not p.exists():
+        return [f"`{key}`: file '{source}' does not exist. Fix the path (relative paths are read from the "
+                f"config file's folder) or create the file."]
+    if p.is_dir():
+        return _check_saved_dataset(key, p, columns)
+    fmt = FORMATS.get(p.suffix.lower())
+    if fmt is None:
+        return [f"`{key}`: cannot read '{p.name}': use .jsonl, .csv, .parquet or a datasets save_to_disk folder."]
+    try:
+        header, rows = {"jsonl": _jsonl, "csv": _csv, "parquet": _parquet}[fmt](p)
+    except ValueError as e:
+        return [f"`{key}`: {e}"]
+    problems = []
+    missing = [c for c in columns if c not in header]
+    if rows == 0:
+        problems.append(f"`{key}`: '{source}' has no examples; add at least {min_rows}.")
+    elif missing:
+        for c in missing:
+            which = "data.input_column" if c == columns[0] else "data.target_column"
+            problems.append(
+                f"`{which}`: column '{c}' is not in {source}; it has {', '.join(sorted(header)) or 'no columns'}."
+                f"{did_you_mean(c, header)} Set {which} to the right column."
+            )
+    elif rows < min_rows:
+        problems.append(f"`{key}`: '{source}' has {rows} example(s); at least {min_rows} are needed to split off "
+                        f"an eval set. Add examples or set data.eval.")
+    return problems
+
+
+def _jsonl(p: Path):
+    header: set = set()
+    rows = 0
+    try:
+        text = p.read_text(encoding="utf-8")
+    except UnicodeDecodeError as e:
+        raise ValueError(f"'{p}' is not UTF-8 text (byte {e.start}); save it as UTF-8.")
+    for n, line in enumerate(text.splitlines(), 1):
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError as e:
+            raise ValueError(f"line {n} of '{p}' is not valid JSON ({e.msg}); each line must be one JSON object.")
+        if not isinstance(row, dict):
+            raise ValueError(f"line {n} of '{p}' is a JSON {type(row).__name__}, not an object with named fields.")
+        header |= set(row)
+        rows += 1
+    return header, rows
+
+
+def _csv(p: Path):
+    try:
+        with p.open(newline="", encoding="utf-8") as f:
+            reader = csv.reader(f)
+            header = next(reader, [])
+            rows = sum(1 for r in reader if any(c.strip() for c in r))
+    except UnicodeDecodeError as e:
+        raise ValueError(f"'{p}' is not UTF-8 text (byte {e.start}); save it as UTF-8.")
+    except csv.Error as e:
+        raise ValueError(f"'{p}' is not valid CSV: {e}.")
+    return set(header), rows
+
+
+def _parquet(p: Path):
+    import pyarrow.parquet as pq
+
+    try:
+        meta = pq.ParquetFile(p)
+    except Exception as e:  # pyarrow raises several types for corrupt files
+        raise ValueError(f"'{p}' is not a readable Parquet file: {e}.")
+    return set(meta.schema_arrow.names), meta.metadata.num_rows
+
+
+def _check_saved_dataset(key: str, p: Path, columns: List[str]) -> List[str]:
+    info = next(iter(sorted(p.rglob("dataset_info.json"))), None)
+    if info is None:
+        return [f"`{key}`: '{p}' is a folder but not a datasets save_to_disk folder (no dataset_info.json)."]
+    feats = set((json.loads(info.read_text()).get("features") or {}).keys())
+    missing = [c for c in columns if c not in feats]
+    return [f"`{key}`: column '{c}' is not in '{p}'; it has {', '.join(sorted(feats))}.{did_you_mean(c, feats)}"
+            for c in missing]
+
+
+def is_local_path(name: str) -> bool:
+    return name.startswith((".", "/", "~")) or Path(name).exists() or name.count("/") > 1
+
+
+def check_model_path(name: str) -> Optional[str]:
+    if not is_local_path(name):
+        return None  # a hub id, resolved on the workers (from the hub or the local cache)
+    p = Path(name).expanduser()
+    if not p.exists():
+        return (f"`model.name_or_path`: '{name}' does not exist. Give a local model folder (e.g. build one with "
+                f"`python -m jobs.tiny_models t5 --data DATA.jsonl --out models/tiny-t5`) or a hub id like t5-small.")
+    if not (p / "config.json").exists():
+        return f"`model.name_or_path`: '{name}' has no config.json; point it at a folder saved with save_pretrained."
+    return None
+
+
+def check_model_against_config(cfg: RunConfig) -> List[str]:
+    """The model fits model.task, and lora.target_modules names layers it has (meta device, no weights)."""
+    import torch
+    from transformers import AutoConfig, AutoModelForCausalLM, AutoModelForSeq2SeqLM
+
+    mconf = AutoConfig.from_pretrained(cfg.model.name_or_path, trust_remote_code=cfg.model.trust_remote_code)
+    cls = AutoModelForSeq2SeqLM if cfg.model.task == "seq2seq" else AutoModelForCausalLM
+    try:
+        with torch.device("meta"):
+            model = cls.from_config(mconf, trust_remote_code=cfg.model.trust_remote_code)
+    except ValueError:
+        other = "causal_lm" if cfg.model.task == "seq2seq" else "seq2seq"
+        return [f"`model.task` is {cfg.model.task} but '{cfg.model.name_or_path}' is a {mconf.model_type} model "
+                f"({type(mconf).__name__}), which has no {cfg.model.task} head. Set model.task: {other}."]
+    if not isinstance(cfg.lora.target_modules, list):
+        return []
+    names = sorted({n.split(".")[-1] for n, m in model.named_modules() if isinstance(m, torch.nn.Linear)})
+    missing = [m for m in cfg.lora.target_modules if m not in names]
+    if not missing:
+        return []
+    return [f"`lora.target_modules`: the model has no module named {', '.join(repr(m) for m in missing)}"
+            f".{did_you_mean(missing[0], names)} Its linear modules are: {', '.join(names)} "
+            f"(or use \"all-linear\")."]
+
+
+def check_local_start(cfg: RunConfig, *, resume: bool, gpus: Optional[float]) -> Path:
+    """Local mode, before Ray starts: the GPUs asked for exist, an s3:// output is usable, and the run
+    folder holds no earlier run unless `resume`. Returns the run folder (its staging copy for s3://).
+
+    Raises:
+        UserError: naming the key and the fix.
+    """
+    from orchestrator.core.rundir import run_dir_for
+    from orchestrator.storage.run_upload import check_s3_output
+
+    check_local_gpus(cfg, gpus)
+    check_s3_output(cfg, resume)  # credentials, bucket, no earlier run there: before anything starts
+    run_dir = run_dir_for(cfg)
+    if run_dir.exists() and not resume and any(run_dir.iterdir()):
+        raise UserError(
+            f"`output.experiment`: '{run_dir}' already holds a run. Pass --resume to continue it, "
+            f"--experiment NAME (or --set output.experiment=NAME) for a new one, or delete the folder."
+        )
+    return run_dir
+
+
+def check_local_gpus(cfg: RunConfig, gpus: Optional[float]) -> None:
+    """GPUs asked for by `resources` must exist on this machine in local mode."""
+    need = cfg.resources.gpus_per_worker * cfg.resources.num_workers
+    if need <= 0:
+        return
+    have = gpus if gpus is not None else detect_gpus()
+    if have < cfg.resources.gpus_per_worker:
+        raise UserError(
+            f"`resources.gpus_per_worker` is {cfg.resources.gpus_per_worker:g} but this machine has "
+            f"{have:g} GPU(s). Set resources.gpus_per_worker: 0 to train on CPU, or pass --address to run on a "
+            f"Ray cluster with GPU workers."
+        )
+    if have < need:
+        raise UserError(
+            f"`resources`: one trial needs {need:g} GPUs ({cfg.resources.num_workers} workers x "
+            f"{cfg.resources.gpus_per_worker:g}) but this machine has {have:g}. Lower resources.num_workers or "
+            f"resources.gpus_per_worker."
+        )
+
+
+def detect_gpus() -> float:
+    """GPUs Ray would see on this machine (no torch import, no Ray start)."""
+    import os
+
+    visible = os.environ.get("CUDA_VISIBLE_DEVICES")
+    if visible is not None and visible.strip() in ("", "-1"):
+        return 0.0
+    try:
+        from ray._private.accelerators import get_accelerator_manager_for_resource
+
+        return float(get_accelerator_manager_for_resource("GPU").get_current_node_num_accelerators())
+    except Exception:  # no NVIDIA library: no GPU
+        return 0.0

@@ -1,0 +1,57 @@
+"""The end-of-run summary: the trial table and where the best model is."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from orchestrator.core.rundir import RunDir
+
+
+def print_summary(run_dir: Path) -> int:
+    """Print the trial table and the best trial; 0 when a best model exists and its merge passed."""
+    from rich.console import Console
+    from rich.table import Table
+
+    console = Console(soft_wrap=True)
+    run = RunDir(run_dir)
+    res = run.results()
+    if res is None:
+        raise FileNotFoundError(f"{run.results_path} is missing or unreadable")
+    metric = res["metric"]
+    best = res.get("best") or {}
+    table = Table(title=f"{res['experiment']}: {res['num_trials']} trials ({metric}, {res['mode']})")
+    keys = [k for k in (res["trials"][0] if res["trials"] else {}) if k not in ("planned_steps",)]
+    for k in keys:
+        table.add_column(k, justify="right" if k not in ("trial_id", "status") else "left")
+    for row in res["trials"]:
+        style = "bold green" if row.get("trial_id") == best.get("trial_id") else None
+        table.add_row(*[_fmt(row.get(k)) for k in keys], style=style)
+    console.print(table)
+    if not best:
+        console.print("[red]No trial reported the metric; nothing was merged.[/red]")
+        return 1
+    p = res.get("params", {})
+    console.print(f"Best trial [bold]{best['trial_id']}[/bold]: {metric} = {_fmt(best['metrics'].get(metric))} "
+                  f"at step {best['step']}, params {best['params']}")
+    if p.get("trainable_params"):
+        console.print(f"Trainable params: {p['trainable_params']:,} of {p['total_params']:,} "
+                      f"({p['trainable_pct']:.3f}%)")
+    console.print(f"Adapter: {res['paths'].get('adapter')}")
+    check = res.get("merge_check")
+    if check:
+        verdict = "[green]passed[/green]" if check["passed"] else "[red]FAILED[/red]"
+        console.print(f"Merged:  {res['paths'].get('merged')}  (merge check {verdict}: max |Δlogit| "
+                      f"{check['max_abs_logit_diff']:.2e} <= {check['tolerance']:.0e})")
+        if not check["passed"]:
+            return 1
+    console.print(f"Results: {run.results_path}, {run.trials_csv}")
+    if res["paths"].get("remote_run_dir"):
+        console.print(f"On S3:   {res['paths']['remote_run_dir']}/ (run folder), {res['paths']['storage']}/ "
+                      "(checkpoints, search state)")
+    return 0
+
+
+def _fmt(v) -> str:
+    if isinstance(v, float):
+        return f"{v:.4g}"
+    return "" if v is None else str(v)

@@ -1,0 +1,64 @@
+"""The run folder on S3: the checks before a run with `output.dir: s3://…`, and the upload after it.
+
+The run folder (results.json, trials.csv, trials/, best/adapter, best/merged, report/) is staged on the
+driver under `./runs/<experiment>` and uploaded to `s3://bucket/prefix/<experiment>/` at the end, each
+object checked against its SHA-256 (orchestrator/storage/s3.py). Ray's own storage beside it is
+described in orchestrator/core/ray_storage.py.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Callable, List
+
+from orchestrator.core.errors import UserError
+from orchestrator.core.ray_storage import RAY_DIR, RunStorage
+from orchestrator.core.s3_uri import is_s3, parse_s3
+
+
+def check_s3_output(cfg, resume: bool) -> None:
+    """Before anything starts: credentials, a reachable bucket, and no earlier run at the same place.
+
+    Raises:
+        UserError: no credentials, the bucket is missing or refuses us, the endpoint is unreachable, or
+            s3://…/<experiment>/ already holds a run and `resume` is off.
+    """
+    if not is_s3(cfg.output.dir):
+        return
+    from orchestrator.storage.s3 import Bucket
+    from orchestrator.launch.cluster import check_storage_credentials
+
+    check_storage_credentials(cfg)
+    bucket, prefix = parse_s3(cfg.output.dir)
+    b = Bucket(bucket, endpoint_url=cfg.output.endpoint_url)
+    b.check()
+    key = "/".join(x for x in (prefix.strip("/"), cfg.experiment) if x)
+    if not resume and b.list(key):
+        raise UserError(
+            f"`output.experiment`: s3://{bucket}/{key}/ already holds a run. Pass --resume to continue it, "
+            f"--experiment NAME (or --set output.experiment=NAME) for a new one, or delete that prefix."
+        )
+
+
+def upload_run_dir(run_dir: Path, storage: RunStorage, echo: Callable[[str], None] = print) -> List[str]:
+    """Upload the run folder (all but Ray's own storage) to storage.run_uri; returns the keys written.
+
+    Objects already there with the same SHA-256 are skipped, so a re-run (or `--resume`) uploads only
+    what changed; each uploaded object is checked against the server's checksum.
+    """
+    if not storage.remote or not storage.run_uri:
+        return []
+    from orchestrator.storage.s3 import Bucket, Upload, file_checksums
+
+    bucket, key = parse_s3(storage.run_uri)
+    items = []
+    for f in sorted(run_dir.rglob("*")):
+        rel = f.relative_to(run_dir)
+        if not f.is_file() or rel.parts[0] in (RAY_DIR, "wandb") or rel.parts[-1].startswith("."):
+            continue
+        size = f.stat().st_size
+        sha, checksum = file_checksums(f, size)
+        items.append(Upload(f"{key}/{rel.as_posix()}", size, sha, path=f, checksum=checksum))
+    uploaded, skipped = Bucket(bucket, endpoint_url=storage.endpoint_url).upload(items)
+    echo(f"Run folder uploaded to {storage.run_uri}/ ({len(uploaded)} files, {len(skipped)} already there)")
+    return uploaded
