@@ -5,7 +5,7 @@
 #   docker push <registry>/qlora-launch:0.1.0          # then set docker.image in cluster.yaml
 #
 # No secrets at build time or in any layer: tokens and keys reach the jobs as environment variables
-# at submission (orchestrator/submit.py) and the Ray auth token as a file mount (cluster.yaml).
+# at submission (orchestrator/launch/cluster.py) and the Ray auth token as a file mount (cluster.yaml).
 # Linted by tests/unit/test_cluster_files.py (hadolint).
 FROM rayproject/ray:2.60.0-py311-gpu
 

@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: venv demo test test-unit lock clean
+.PHONY: venv demo test test-unit lint lock clean
 
 venv: $(STAMP)
 
@@ -26,6 +26,12 @@ test: venv
 
 test-unit: venv
 	$(PY) -m pytest -q -ra tests/unit
+
+# ruff (lint + format check) on everything; mypy on the shared core and the worker side (pyproject.toml).
+lint: venv
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/mypy
 
 # Re-resolve the pins from requirements.in (needs network).
 lock:

@@ -64,7 +64,7 @@ def main() -> int:
     import boto3
 
     from orchestrator.storage.s3 import CONCURRENCY, PART_SIZE, Bucket, Upload, file_checksums
-    from tests.s3_server import start_s3_server, stop_s3_server
+    from tests.helpers.s3_server import start_s3_server, stop_s3_server
 
     size = args.mb * 10**6
     load_before = os.getloadavg()

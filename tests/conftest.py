@@ -100,3 +100,19 @@ def copy_run(run_dir: Path, dest: Path) -> Path:
     """A private copy of a run folder for tests that change it."""
     shutil.copytree(run_dir, dest, ignore=shutil.ignore_patterns("ray"))
     return dest
+
+
+def pytest_collection_modifyitems(config, items):
+    """The folder is the tier: everything under tests/integration/ is marked `integration`, and a test
+    under tests/unit/ may not be (it would start Ray or a server where none is expected)."""
+    tests = Path(__file__).resolve().parent
+    misplaced = []
+    for item in items:
+        tier = Path(str(item.fspath)).resolve().relative_to(tests).parts[0]
+        if tier == "integration":
+            item.add_marker(pytest.mark.integration)
+        elif tier == "unit" and item.get_closest_marker("integration"):
+            misplaced.append(item.nodeid)
+    if misplaced:
+        raise pytest.UsageError("tests marked `integration` under tests/unit/ (move them to tests/integration/): "
+                                + ", ".join(misplaced))

@@ -43,50 +43,23 @@ def _write_json(path: Path, data: Any, indent: int = 2) -> None:
 
 
 class RunDir:
-    """One run folder. Paths are properties; `read_*` never raise; `write_*` create folders."""
+    """One run folder: its paths as attributes; readers never raise; writers create folders."""
 
     def __init__(self, path: Union[str, Path]):
         self.path = Path(path)
+        self.config_path = self.path / CONFIG
+        self.results_path = self.path / RESULTS
+        self.trials_csv = self.path / TRIALS_CSV
+        self.report_dir = self.path / "report"
+        self.wandb_dir = self.path / "wandb"  # W&B offline runs (tracking.mode offline)
+        self.best_dir = self.path / BEST_DIR
+        self.adapter_dir = self.best_dir / "adapter"
+        self.merged_dir = self.best_dir / "merged"
+        self.merge_check_path = self.best_dir / "merge_check.json"
+        self.samples_path = self.best_dir / "samples.json"
 
     def __repr__(self) -> str:
         return f"RunDir({str(self.path)!r})"
-
-    # ---- paths ----------------------------------------------------------------------------------
-    @property
-    def config_path(self) -> Path:
-        return self.path / CONFIG
-
-    @property
-    def results_path(self) -> Path:
-        return self.path / RESULTS
-
-    @property
-    def trials_csv(self) -> Path:
-        return self.path / TRIALS_CSV
-
-    @property
-    def best_dir(self) -> Path:
-        return self.path / BEST_DIR
-
-    @property
-    def adapter_dir(self) -> Path:
-        return self.best_dir / "adapter"
-
-    @property
-    def merged_dir(self) -> Path:
-        return self.best_dir / "merged"
-
-    @property
-    def merge_check_path(self) -> Path:
-        return self.best_dir / "merge_check.json"
-
-    @property
-    def samples_path(self) -> Path:
-        return self.best_dir / "samples.json"
-
-    @property
-    def report_dir(self) -> Path:
-        return self.path / "report"
 
     def trial_dir(self, trial_id: str) -> Path:
         return self.path / TRIALS_DIR / str(trial_id)

@@ -107,7 +107,7 @@ def log_best_adapter_to_wandb(run_dir, cfg: RunConfig, aliases: Sequence[str] = 
 
 def offline_run_dirs(run_dir) -> List[Path]:
     """The offline W&B run folders of a run (RUN_DIR/wandb/offline-run-*), oldest first."""
-    root = Path(run_dir) / "wandb"
+    root = RunDir(run_dir).wandb_dir
     return sorted(p for p in root.glob("offline-run-*") if p.is_dir()) if root.is_dir() else []
 
 
@@ -116,7 +116,7 @@ def wandb_sync_command(run_dir) -> Optional[str]:
     dirs = offline_run_dirs(run_dir)
     if not dirs:
         return None
-    return f"wandb sync {shlex.quote(str((Path(run_dir) / 'wandb').resolve()))}/offline-run-*"
+    return f"wandb sync {shlex.quote(str(RunDir(run_dir).wandb_dir.resolve()))}/offline-run-*"
 
 
 # ---- MLflow -------------------------------------------------------------------------------------

@@ -2,7 +2,7 @@
 S3 server go away and come back (a flaky S3).
 
 `FakeHfApi` records what a real `huggingface_hub.HfApi` would be asked and keeps commits in memory;
-`TcpProxy` sits between boto3 and a loopback S3 server (tests/s3_server.py).
+`TcpProxy` sits between boto3 and a loopback S3 server (tests/helpers/s3_server.py).
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any, Dict, List, Optional
 from urllib.parse import urlparse
 
-from tests.s3_server import free_port
+from tests.helpers.s3_server import free_port
 
 
 class FakeHfApi:

@@ -2,7 +2,7 @@
 path at the `huggingface_hub.HfApi` boundary (a fake that records what a real one would be asked).
 
 The run folders here are small fakes with the layout of docs/run_layout.md; the merge check is injected.
-The real tuned run, the real merge check and a real S3 server are in tests/integration/test_publish.py.
+The real tuned run, the real merge check and a real S3 server are in tests/integration/publish/test_publish.py.
 """
 
 from __future__ import annotations
@@ -148,7 +148,7 @@ def test_the_manifest_lists_every_file_and_the_provenance(tmp_path, fake_hub):
     assert m["parameters"]["trainable_params"] == 18432
     assert m["data_fingerprints"] == {"train": "a" * 64, "eval": "b" * 64}
     assert m["versions"]["tune"]["transformers"] == "5.23.0" and "huggingface_hub" in m["versions"]["publish"]
-    in_git = (Path(__file__).resolve().parents[2] / ".git").exists()
+    in_git = (Path(__file__).resolve().parents[3] / ".git").exists()
     assert set(m["git"]) == {"commit", "dirty"} and bool(m["git"]["commit"]) == in_git  # None outside a checkout
     assert m["tuned"]["finished_at"].startswith("2026-01-02") and m["published_at"].endswith("Z")
     # Every file published but the manifest itself, with its real size and sha256.

@@ -14,7 +14,7 @@ from orchestrator.estimate import memory as est
 from orchestrator.estimate import shapes
 
 pytestmark = pytest.mark.integration
-REPO = Path(__file__).resolve().parents[2]
+REPO = Path(__file__).resolve().parents[3]
 
 
 def _save_llama(path: Path) -> Path:

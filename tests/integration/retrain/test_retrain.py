@@ -22,7 +22,7 @@ import pytest
 import yaml
 from click.testing import CliRunner
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[2]))  # `tests.s3_server` under plain `pytest` too
+sys.path.insert(0, str(Path(__file__).resolve().parents[3]))  # `tests.helpers.s3_server` under plain `pytest` too
 
 from orchestrator.cli import cli  # noqa: E402
 from orchestrator.core.config_load import load_config  # noqa: E402
@@ -37,7 +37,7 @@ from orchestrator.retrain.registry import Registry  # noqa: E402
 from orchestrator.retrain.schedule import list_schedules  # noqa: E402
 from orchestrator.retrain.schedule_paths import store_path  # noqa: E402
 from orchestrator.storage.kv import open_storage  # noqa: E402
-from tests.s3_server import s3_bucket, s3_server  # noqa: E402,F401
+from tests.helpers.s3_server import s3_bucket, s3_server  # noqa: E402,F401
 
 pytestmark = pytest.mark.integration
 NAME = "summarizer"
@@ -388,7 +388,7 @@ def test_scheduler_killed_and_restarted_keeps_schedules_and_runs_no_slot_twice(t
 
 # ---- end to end: real QLoRA training and scoring, champion fetched from S3 ---------------------------
 
-SEED = Path(__file__).resolve().parents[2] / "examples" / "data" / "seed"
+SEED = Path(__file__).resolve().parents[3] / "examples" / "data" / "seed"
 
 
 def _s3_publisher(run_dir: str, cfg) -> Published:

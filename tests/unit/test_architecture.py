@@ -12,7 +12,7 @@ from typing import Dict, Iterator, List, Set, Tuple
 
 import pytest
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 HEAVY = ("torch", "transformers", "peft", "bitsandbytes")
 
 

@@ -28,11 +28,11 @@ from click.testing import CliRunner
 
 from orchestrator.cli import cli
 from tests.conftest import write_config
-from tests.s3_server import free_port, s3_bucket, s3_server  # noqa: F401  (pytest fixtures)
+from tests.helpers.s3_server import free_port, s3_bucket, s3_server  # noqa: F401  (pytest fixtures)
 
 pytestmark = pytest.mark.integration
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[3]
 KEY_ID = "AKIAQLORATEST" + uuid.uuid4().hex[:7].upper()
 SECRET = "qlora-secret-" + uuid.uuid4().hex
 

@@ -5,7 +5,7 @@ The merge check is the real one (jobs.merge.verify_merge on the run's eval data)
 TCP proxy between boto3 and a private moto server: stopping the proxy is what a client sees when the
 server goes down (open connections reset, new ones refused), and starting it again on the same port
 brings the "server" back with its objects, which a restarted moto (in-memory only) would have lost.
-The Hub is reached through a fake `HfApi` (no hub here; see tests/unit/test_publish.py).
+The Hub is reached through a fake `HfApi` (no hub here; see tests/unit/publish/test_publish.py).
 """
 
 from __future__ import annotations
@@ -27,7 +27,7 @@ from orchestrator.publish.push import publish_from_config, publish_run
 from orchestrator.storage.s3 import make_client
 from tests.conftest import copy_run
 from tests.helpers.fakes import FakeHfApi, TcpProxy
-from tests.s3_server import s3_bucket, s3_server, start_s3_server, stop_s3_server  # noqa: F401
+from tests.helpers.s3_server import s3_bucket, s3_server, start_s3_server, stop_s3_server  # noqa: F401
 
 pytestmark = pytest.mark.integration
 SECRET = "hf_SeCrEt0123456789abcdef"

@@ -2,7 +2,7 @@
 
 Use it from a test module:
 
-    from tests.s3_server import s3_server, s3_bucket  # noqa: F401  (pytest fixtures)
+    from tests.helpers.s3_server import s3_server, s3_bucket  # noqa: F401  (pytest fixtures)
 
     def test_x(s3_bucket):            # a fresh, empty bucket per test
         uri = f"s3://{s3_bucket.name}/prefix"

@@ -1,4 +1,6 @@
-"""The registry (champion pointer + history) and its storage, on a local folder and on a real S3 server."""
+"""The registry (champion pointer + history) and its storage, on a local folder.
+
+tests/integration/retrain/test_registry_s3.py runs the storage tests here against a real S3 server."""
 
 from __future__ import annotations
 
@@ -9,14 +11,13 @@ from pathlib import Path
 
 import pytest
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[2]))  # `tests.s3_server` under plain `pytest` too
+sys.path.insert(0, str(Path(__file__).resolve().parents[3]))  # `tests.helpers.s3_server` under plain `pytest` too
 
 from orchestrator.core.errors import UserError  # noqa: E402
 from orchestrator.core.s3_uri import parse_s3  # noqa: E402
 from orchestrator.retrain.gate import compare  # noqa: E402
 from orchestrator.retrain.registry import Registry  # noqa: E402
 from orchestrator.storage.kv import LocalStorage, NotFound, open_storage  # noqa: E402
-from tests.s3_server import s3_bucket, s3_server  # noqa: E402,F401
 
 
 class Clock:
@@ -30,13 +31,10 @@ class Clock:
         return self.t
 
 
-@pytest.fixture(params=["local", pytest.param("s3", marks=pytest.mark.integration)])
-def root(request, tmp_path):
-    """A registry root: a local folder, or a prefix in a fresh bucket on the moto S3 server."""
-    if request.param == "local":
-        return str(tmp_path / "registry"), None
-    bucket = request.getfixturevalue("s3_bucket")
-    return f"s3://{bucket.name}/models/summarizer", bucket.endpoint
+@pytest.fixture
+def root(tmp_path):
+    """A registry root: a local folder (the S3 root is in tests/integration/retrain/test_registry_s3.py)."""
+    return str(tmp_path / "registry"), None
 
 
 def publish_fake(root, endpoint, version):

@@ -11,7 +11,7 @@ from orchestrator.core.config import RunConfig
 from orchestrator.core.config_load import load_config, parse_overrides, validate_dict
 from orchestrator.core.errors import UserError
 
-REPO = Path(__file__).resolve().parents[2]
+REPO = Path(__file__).resolve().parents[3]
 EXAMPLES = sorted((REPO / "examples").glob("*.yaml"))
 
 

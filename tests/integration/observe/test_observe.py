@@ -5,7 +5,7 @@ All read a copy of the session's `tuned_t5_run` (a real 4-trial ASHA search on t
 
 The browser is Debian's `chromium`, driven over the DevTools protocol (tests/helpers/browser.py: a
 minimal stdlib websocket client, no Playwright/Selenium) so console errors, uncaught exceptions and every
-network request are seen, not guessed from logs. `python -m tests.integration.test_observe RUN_DIR OUT.png`
+network request are seen, not guessed from logs. `python -m tests.integration.observe.test_observe RUN_DIR OUT.png`
 takes the full-page screenshot used for docs/report.png.
 """
 
@@ -187,7 +187,7 @@ def test_tracking_off_imports_no_wandb(run_copy):
             f"out = after_search({str(run_copy)!r}, RunConfig.model_validate(raw), echo=lambda *a: None)\n"
             f"assert out['report'] and out['wandb'] is None and out['sync_command'] is None, out\n"
             f"assert 'wandb' not in sys.modules and 'mlflow' not in sys.modules, 'imported a tracker'\n")
-    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=Path(__file__).parents[2])
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=Path(__file__).parents[3])
     assert r.returncode == 0, r.stderr[-3000:]
 
 
@@ -278,7 +278,7 @@ def test_progress_callback_is_a_tune_callback(run_copy):
 # ---- docs/report.png ------------------------------------------------------------------------------
 
 def main(argv: List[str]) -> None:
-    """python -m tests.integration.test_observe RUN_DIR OUT.png: write the report, screenshot it."""
+    """python -m tests.integration.observe.test_observe RUN_DIR OUT.png: write the report, screenshot it."""
     from orchestrator.observe.report.html import write_report
 
     run_dir, out = Path(argv[0]), Path(argv[1])

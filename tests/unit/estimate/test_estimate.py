@@ -12,7 +12,7 @@ from orchestrator.cli import cli
 from orchestrator.estimate import memory as est
 from orchestrator.estimate import run, seed_table, shapes
 
-REPO = Path(__file__).resolve().parents[2]
+REPO = Path(__file__).resolve().parents[3]
 SEED_TRAIN = REPO / "examples" / "data" / "seed" / "train.jsonl"
 
 

@@ -26,11 +26,11 @@ from click.testing import CliRunner
 from orchestrator.launch import cluster as submit
 from orchestrator.launch import ray_jobs
 from orchestrator.cli import cli
-from tests.s3_server import s3_bucket, s3_server  # noqa: F401  (pytest fixtures)
+from tests.helpers.s3_server import s3_bucket, s3_server  # noqa: F401  (pytest fixtures)
 
 pytestmark = pytest.mark.integration
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[3]
 BIN = Path(sys.executable).parent
 RAY = str(BIN / "ray")
 START_TIMEOUT_S = 120
