@@ -45,23 +45,60 @@ VARIANTS = ("qlora_4bit", "lora_16bit", "full_16bit", "full_fp32")
 #          variants run by default)
 MODELS: Dict[str, Dict[str, Any]] = {
     "t5-small": dict(config="t5-small", task="seq2seq", batch=4, src_len=128, tgt_len=32, variants=VARIANTS),
-    "tinyllama-1.1b": dict(config="tinyllama-1.1b", task="causal_lm", batch=1, src_len=128, tgt_len=0,
-                           variants=("qlora_4bit", "lora_16bit", "full_16bit")),
+    "tinyllama-1.1b": dict(
+        config="tinyllama-1.1b",
+        task="causal_lm",
+        batch=1,
+        src_len=128,
+        tgt_len=0,
+        variants=("qlora_4bit", "lora_16bit", "full_16bit"),
+    ),
 }
 QUICK_MODELS: Dict[str, Dict[str, Any]] = {
-    "t5-tiny": dict(config=dict(model_type="t5", vocab_size=512, d_model=64, d_kv=16, d_ff=128, num_layers=2,
-                                num_heads=4, decoder_start_token_id=0, pad_token_id=0, eos_token_id=1),
-                    task="seq2seq", batch=2, src_len=16, tgt_len=8, variants=VARIANTS),
-    "llama-tiny": dict(config=dict(model_type="llama", vocab_size=512, hidden_size=64, intermediate_size=128,
-                                   num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2,
-                                   max_position_embeddings=64, tie_word_embeddings=False),
-                       task="causal_lm", batch=2, src_len=16, tgt_len=0, variants=VARIANTS),
+    "t5-tiny": dict(
+        config=dict(
+            model_type="t5",
+            vocab_size=512,
+            d_model=64,
+            d_kv=16,
+            d_ff=128,
+            num_layers=2,
+            num_heads=4,
+            decoder_start_token_id=0,
+            pad_token_id=0,
+            eos_token_id=1,
+        ),
+        task="seq2seq",
+        batch=2,
+        src_len=16,
+        tgt_len=8,
+        variants=VARIANTS,
+    ),
+    "llama-tiny": dict(
+        config=dict(
+            model_type="llama",
+            vocab_size=512,
+            hidden_size=64,
+            intermediate_size=128,
+            num_hidden_layers=2,
+            num_attention_heads=4,
+            num_key_value_heads=2,
+            max_position_embeddings=64,
+            tie_word_embeddings=False,
+        ),
+        task="causal_lm",
+        batch=2,
+        src_len=16,
+        tgt_len=0,
+        variants=VARIANTS,
+    ),
 }
 LORA = dict(r=8, lora_alpha=16, lora_dropout=0.05, target_modules="all-linear")
 PAGE = os.sysconf("SC_PAGE_SIZE")
 
 
 # ---- memory probes (Linux) -----------------------------------------------------------------------
+
 
 def rss_now() -> int:
     with open("/proc/self/statm") as f:
@@ -85,6 +122,7 @@ def ru_maxrss() -> int:
 
 
 # ---- subprocess roles ----------------------------------------------------------------------------
+
 
 def model_config(spec: Dict[str, Any]):
     from transformers import AutoConfig
@@ -125,8 +163,11 @@ def worker(spec: Dict[str, Any], model_dir: Path, variant: str, steps: int) -> D
     kw: Dict[str, Any] = {"dtype": torch.float32 if variant == "full_fp32" else torch.bfloat16}
     if variant == "qlora_4bit":
         kw["quantization_config"] = BitsAndBytesConfig(
-            load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_use_double_quant=True,
-            bnb_4bit_compute_dtype=torch.bfloat16)
+            load_in_4bit=True,
+            bnb_4bit_quant_type="nf4",
+            bnb_4bit_use_double_quant=True,
+            bnb_4bit_compute_dtype=torch.bfloat16,
+        )
     model = auto_class(spec["task"]).from_pretrained(model_dir, **kw)
     load_s = time.perf_counter() - t0
     gc.collect()
@@ -137,8 +178,9 @@ def worker(spec: Dict[str, Any], model_dir: Path, variant: str, steps: int) -> D
 
     ckpt = {"use_reentrant": False}
     if variant == "qlora_4bit":
-        model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=True,
-                                                gradient_checkpointing_kwargs=ckpt)
+        model = prepare_model_for_kbit_training(
+            model, use_gradient_checkpointing=True, gradient_checkpointing_kwargs=ckpt
+        )
     else:
         model.gradient_checkpointing_enable(gradient_checkpointing_kwargs=ckpt)
     if variant in ("qlora_4bit", "lora_16bit"):
@@ -170,12 +212,23 @@ def worker(spec: Dict[str, Any], model_dir: Path, variant: str, steps: int) -> D
         step_s.append(time.perf_counter() - t)
         losses.append(float(loss))
     return {
-        "variant": variant, "ok": True, "weights_bytes": weights, "quant_state_bytes": quant_state,
-        "param_bytes_training": param_bytes, "trainable_params": trainable,
-        "quantized_modules_bytes": quantized, "quantized_modules_as_16bit_bytes": quantized_as_16bit,
-        "rss_after_import_bytes": rss_import, "rss_after_load_bytes": rss_loaded, "load_peak_rss_bytes": load_peak,
-        "train_peak_rss_bytes": ru_maxrss() if peak_reset else None, "peak_rss_bytes": max(load_peak, ru_maxrss()),
-        "load_s": load_s, "step_s": step_s, "losses": losses, "torch_threads": torch.get_num_threads(),
+        "variant": variant,
+        "ok": True,
+        "weights_bytes": weights,
+        "quant_state_bytes": quant_state,
+        "param_bytes_training": param_bytes,
+        "trainable_params": trainable,
+        "quantized_modules_bytes": quantized,
+        "quantized_modules_as_16bit_bytes": quantized_as_16bit,
+        "rss_after_import_bytes": rss_import,
+        "rss_after_load_bytes": rss_loaded,
+        "load_peak_rss_bytes": load_peak,
+        "train_peak_rss_bytes": ru_maxrss() if peak_reset else None,
+        "peak_rss_bytes": max(load_peak, ru_maxrss()),
+        "load_s": load_s,
+        "step_s": step_s,
+        "losses": losses,
+        "torch_threads": torch.get_num_threads(),
     }
 
 
@@ -184,8 +237,10 @@ def _quantized_bytes(model):
     import bitsandbytes as bnb
 
     mods = [m for m in model.modules() if isinstance(m, bnb.nn.Linear4bit)]
-    return (sum(m.weight.numel() * m.weight.element_size() for m in mods),
-            sum(2 * m.in_features * m.out_features for m in mods))
+    return (
+        sum(m.weight.numel() * m.weight.element_size() for m in mods),
+        sum(2 * m.in_features * m.out_features for m in mods),
+    )
 
 
 def _quant_state_bytes(model) -> int:
@@ -204,10 +259,12 @@ def _quant_state_bytes(model) -> int:
 
 # ---- the driver ----------------------------------------------------------------------------------
 
+
 def _sub(args: List[str], timeout: int) -> subprocess.CompletedProcess:
     env = dict(os.environ, TOKENIZERS_PARALLELISM="false", TRANSFORMERS_VERBOSITY="error", HF_HUB_OFFLINE="1")
-    return subprocess.run([sys.executable, __file__, *args], cwd=REPO, capture_output=True, text=True,
-                          timeout=timeout, env=env)
+    return subprocess.run(
+        [sys.executable, __file__, *args], cwd=REPO, capture_output=True, text=True, timeout=timeout, env=env
+    )
 
 
 def estimates(model_dir: Path, spec: Dict[str, Any]) -> Dict[str, int]:
@@ -216,17 +273,22 @@ def estimates(model_dir: Path, spec: Dict[str, Any]) -> Dict[str, int]:
 
     mc, src = load_model_config(str(model_dir))
     shape = inspect_model(mc, spec["task"], model_dir.name, src)
-    return {"qlora_4bit": est.weight_bytes(shape, "nf4", 2, True), "lora_16bit": est.weight_bytes(shape, "16bit"),
-            "full_16bit": est.weight_bytes(shape, "16bit"), "full_fp32": est.weight_bytes(shape, "fp32"),
-            "total_params": shape.total_params}
+    return {
+        "qlora_4bit": est.weight_bytes(shape, "nf4", 2, True),
+        "lora_16bit": est.weight_bytes(shape, "16bit"),
+        "full_16bit": est.weight_bytes(shape, "16bit"),
+        "full_fp32": est.weight_bytes(shape, "fp32"),
+        "total_params": shape.total_params,
+    }
 
 
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--quick", action="store_true", help="Tiny models, one step: a smoke run.")
     ap.add_argument("--models", default=None, help="Comma list of models to run (default: all of the mode).")
-    ap.add_argument("--variants", default=None, help=f"Comma list from {', '.join(VARIANTS)} "
-                                                      "(default: each model's own list).")
+    ap.add_argument(
+        "--variants", default=None, help=f"Comma list from {', '.join(VARIANTS)} (default: each model's own list)."
+    )
     ap.add_argument("--steps", type=int, default=None, help="Training steps per variant (default 3; quick 1).")
     ap.add_argument("--cache", type=Path, default=OUT_DIR / "models", help="Where the random-weight models go.")
     ap.add_argument("--json-out", type=Path, default=None, help="JSON path (default bench/out/memory.json).")
@@ -265,17 +327,28 @@ def main(argv=None) -> int:
         variants = args.variants.split(",") if args.variants else spec["variants"]
         for variant in variants:
             t = time.perf_counter()
-            cmd = ["--worker", name, str(model_dir), variant, "--steps", str(steps)] + (["--quick"] if args.quick else [])
+            cmd = ["--worker", name, str(model_dir), variant, "--steps", str(steps)] + (
+                ["--quick"] if args.quick else []
+            )
             try:
                 proc = _sub(cmd, args.timeout)
                 line = next((ln for ln in proc.stdout.splitlines() if ln.startswith("RESULT ")), None)
-                row = json.loads(line[7:]) if line else {
-                    "variant": variant, "ok": False, "error": (proc.stderr or proc.stdout)[-2000:]}
+                row = (
+                    json.loads(line[7:])
+                    if line
+                    else {"variant": variant, "ok": False, "error": (proc.stderr or proc.stdout)[-2000:]}
+                )
             except subprocess.TimeoutExpired:
                 row = {"variant": variant, "ok": False, "error": f"timed out after {args.timeout} s"}
-            row.update(model=name, total_params=est["total_params"], estimate_weights_bytes=est[variant],
-                       wall_s=time.perf_counter() - t, batch=spec["batch"], src_len=spec["src_len"],
-                       tgt_len=spec["tgt_len"])
+            row.update(
+                model=name,
+                total_params=est["total_params"],
+                estimate_weights_bytes=est[variant],
+                wall_s=time.perf_counter() - t,
+                batch=spec["batch"],
+                src_len=spec["src_len"],
+                tgt_len=spec["tgt_len"],
+            )
             results.append(row)
             status = "ok" if row["ok"] else "FAILED: " + row["error"].strip().splitlines()[-1][:200]
             print(f"[{name}] {variant}: {status} ({row['wall_s']:.0f} s)", flush=True)
@@ -285,13 +358,38 @@ def main(argv=None) -> int:
         if not r["ok"]:
             rows.append([r["model"], r["variant"]] + ["failed"] + [""] * 8)
             continue
-        rows.append([r["model"], r["variant"], mib(r["weights_bytes"]), mib(r["estimate_weights_bytes"]),
-                     f"{r['trainable_params']:,}", gib(r["rss_after_import_bytes"]), gib(r["load_peak_rss_bytes"]),
-                     gib(r["train_peak_rss_bytes"]), gib(r["peak_rss_bytes"]),
-                     f"{sorted(r['step_s'])[len(r['step_s']) // 2]:.2f}", f"{r['losses'][-1]:.3f}"])
-    print_table(f"Memory per variant ({steps} steps each)",
-                ["model", "variant", "weights MiB", "estimate MiB", "trainable", "RSS after import GiB",
-                 "load peak GiB", "training peak GiB", "process peak GiB", "median s/step", "last loss"], rows)
+        rows.append(
+            [
+                r["model"],
+                r["variant"],
+                mib(r["weights_bytes"]),
+                mib(r["estimate_weights_bytes"]),
+                f"{r['trainable_params']:,}",
+                gib(r["rss_after_import_bytes"]),
+                gib(r["load_peak_rss_bytes"]),
+                gib(r["train_peak_rss_bytes"]),
+                gib(r["peak_rss_bytes"]),
+                f"{sorted(r['step_s'])[len(r['step_s']) // 2]:.2f}",
+                f"{r['losses'][-1]:.3f}",
+            ]
+        )
+    print_table(
+        f"Memory per variant ({steps} steps each)",
+        [
+            "model",
+            "variant",
+            "weights MiB",
+            "estimate MiB",
+            "trainable",
+            "RSS after import GiB",
+            "load peak GiB",
+            "training peak GiB",
+            "process peak GiB",
+            "median s/step",
+            "last loss",
+        ],
+        rows,
+    )
 
     ratios = {}
     for name in names:
@@ -302,23 +400,30 @@ def main(argv=None) -> int:
         floor = q["rss_after_import_bytes"]
         d = ratios[name] = {
             "weights_qlora_over_16bit": q["weights_bytes"] / l16["weights_bytes"],
-            "weights_with_quant_state_qlora_over_16bit":
-                (q["weights_bytes"] + q["quant_state_bytes"]) / l16["weights_bytes"],
-            "quantized_layers_4bit_with_quant_state_over_16bit":
-                (q["quantized_modules_bytes"] + q["quant_state_bytes"]) / q["quantized_modules_as_16bit_bytes"],
+            "weights_with_quant_state_qlora_over_16bit": (q["weights_bytes"] + q["quant_state_bytes"])
+            / l16["weights_bytes"],
+            "quantized_layers_4bit_with_quant_state_over_16bit": (q["quantized_modules_bytes"] + q["quant_state_bytes"])
+            / q["quantized_modules_as_16bit_bytes"],
         }
         for other in ("lora_16bit", "full_16bit", "full_fp32"):
             o = by.get(other)
             if o:
                 d[f"process_peak_qlora_over_{other}"] = q["peak_rss_bytes"] / o["peak_rss_bytes"]
                 if q["train_peak_rss_bytes"] and o["train_peak_rss_bytes"]:
-                    d[f"training_peak_above_import_qlora_over_{other}"] = (
-                        (q["train_peak_rss_bytes"] - floor) / (o["train_peak_rss_bytes"] - o["rss_after_import_bytes"]))
+                    d[f"training_peak_above_import_qlora_over_{other}"] = (q["train_peak_rss_bytes"] - floor) / (
+                        o["train_peak_rss_bytes"] - o["rss_after_import_bytes"]
+                    )
     if ratios:
-        print_table("Ratios", ["model", "measure", "ratio"],
-                    [[m, k, f"{v:.3f}x"] for m, d in ratios.items() for k, v in d.items()])
-    path = write_json("memory", {"steps": steps, "quick": args.quick, "lora": LORA, "results": results,
-                                 "ratios": ratios}, args.json_out)
+        print_table(
+            "Ratios",
+            ["model", "measure", "ratio"],
+            [[m, k, f"{v:.3f}x"] for m, d in ratios.items() for k, v in d.items()],
+        )
+    path = write_json(
+        "memory",
+        {"steps": steps, "quick": args.quick, "lora": LORA, "results": results, "ratios": ratios},
+        args.json_out,
+    )
     print(f"\nwrote {path}")
     return 0 if all(r["ok"] for r in results) else 1
 

@@ -60,18 +60,31 @@ WORK = OUT_DIR / "overhead"
 
 # ---- the shared config -------------------------------------------------------------------------
 
-def write_config(path: Path, model_dir: Path, train: Path, steps: int, eval_steps: int, batch: int,
-                 gpus: float) -> Path:
+
+def write_config(
+    path: Path, model_dir: Path, train: Path, steps: int, eval_steps: int, batch: int, gpus: float
+) -> Path:
     import yaml
 
     cfg = {
         "model": {"name_or_path": str(model_dir), "task": "seq2seq"},
         "quantization": {"mode": "4bit", "compute_dtype": "bfloat16" if gpus else "float32"},
         "lora": {"r": 8, "alpha": 16, "dropout": 0.1, "target_modules": ["q", "k", "v"]},
-        "data": {"train": str(train), "eval": str(SEED_DATA / "eval.jsonl"), "input_column": "article",
-                 "target_column": "summary", "max_input_length": 128, "max_target_length": 32},
-        "training": {"max_steps": steps, "learning_rate": 5e-4, "batch_size": batch, "eval_steps": eval_steps,
-                     "logging_steps": 1},
+        "data": {
+            "train": str(train),
+            "eval": str(SEED_DATA / "eval.jsonl"),
+            "input_column": "article",
+            "target_column": "summary",
+            "max_input_length": 128,
+            "max_target_length": 32,
+        },
+        "training": {
+            "max_steps": steps,
+            "learning_rate": 5e-4,
+            "batch_size": batch,
+            "eval_steps": eval_steps,
+            "logging_steps": 1,
+        },
         "search": {"metric": "eval_loss", "num_samples": 1, "max_concurrent_trials": 1},
         "resources": {"num_workers": 1, "cpus_per_worker": 1, "gpus_per_worker": gpus},
         "tracking": {"wandb": False, "backend": "none"},
@@ -98,6 +111,7 @@ def repeated_train(n: int) -> Path:
 
 
 # ---- the two sides (each in its own process) ---------------------------------------------------
+
 
 def side_bare(config: Path) -> Dict[str, Any]:
     import torch
@@ -131,13 +145,20 @@ def side_bare(config: Path) -> Dict[str, Any]:
 
         def on_save(self, args, state, control, **kw):
             ev = [h for h in state.log_history if "eval_runtime" in h]
-            events.append({"t": time.time(), "step": state.global_step,
-                           "eval_runtime": ev[-1]["eval_runtime"] if ev else 0.0})
+            events.append(
+                {"t": time.time(), "step": state.global_step, "eval_runtime": ev[-1]["eval_runtime"] if ev else 0.0}
+            )
 
     out = tempfile.mkdtemp(prefix="bench-overhead-")
-    trainer = Seq2SeqTrainer(model=model, args=training_arguments(cfg, out, report_to_wandb=False),
-                             train_dataset=data["train"], eval_dataset=data["eval"],
-                             data_collator=build_collator(tok, model), processing_class=tok, callbacks=[Recorder()])
+    trainer = Seq2SeqTrainer(
+        model=model,
+        args=training_arguments(cfg, out, report_to_wandb=False),
+        train_dataset=data["train"],
+        eval_dataset=data["eval"],
+        data_collator=build_collator(tok, model),
+        processing_class=tok,
+        callbacks=[Recorder()],
+    )
     trainer.remove_callback(PrinterCallback)
     marks["trainer_built"] = time.time()
     if torch.cuda.is_available():
@@ -145,9 +166,15 @@ def side_bare(config: Path) -> Dict[str, Any]:
     trainer.train()
     marks["train_returned"] = time.time()
     shutil.rmtree(out, ignore_errors=True)
-    return {"events": events, "exact_step_s": steps, "first_step_t": first_step[0], "marks": marks,
-            "torch_threads": torch.get_num_threads(), "global_step": trainer.state.global_step,
-            "peak_gpu_mem_bytes": torch.cuda.max_memory_allocated() if torch.cuda.is_available() else None}
+    return {
+        "events": events,
+        "exact_step_s": steps,
+        "first_step_t": first_step[0],
+        "marks": marks,
+        "torch_threads": torch.get_num_threads(),
+        "global_step": trainer.state.global_step,
+        "peak_gpu_mem_bytes": torch.cuda.max_memory_allocated() if torch.cuda.is_available() else None,
+    }
 
 
 def side_ray(config: Path, experiment: str) -> Dict[str, Any]:
@@ -182,9 +209,14 @@ def side_ray(config: Path, experiment: str) -> Dict[str, Any]:
                 marks.setdefault("trial_start", time.time())
 
             def on_trial_result(self, iteration, trials, trial, result, **info):
-                events.append({"t": time.time(), "step": result.get("step"),
-                               "eval_runtime": result.get("eval_runtime") or 0.0,
-                               "time_total_s": result.get("time_total_s")})
+                events.append(
+                    {
+                        "t": time.time(),
+                        "step": result.get("step"),
+                        "eval_runtime": result.get("eval_runtime") or 0.0,
+                        "time_total_s": result.get("time_total_s"),
+                    }
+                )
                 if len(events) == 1:
                     snapshot_processes()
 
@@ -228,10 +260,16 @@ def side_ray(config: Path, experiment: str) -> Dict[str, Any]:
     res = json.loads((config.parent / "runs" / experiment / "results.json").read_text())
     trial = res["trials"][0] if res.get("trials") else {}
     session = marks.pop("session_dir", None)
-    return {"events": events, "marks": marks, "exit_code": code, "global_step": trial.get("steps"),
-            "status": trial.get("status"), "tune_time_total_s": trial.get("time_s"),
-            "processes": sorted(procs.values(), key=lambda p: p["created"]),
-            "train_log_marks": train_log_marks(session) if session else {}}
+    return {
+        "events": events,
+        "marks": marks,
+        "exit_code": code,
+        "global_step": trial.get("steps"),
+        "status": trial.get("status"),
+        "tune_time_total_s": trial.get("time_s"),
+        "processes": sorted(procs.values(), key=lambda p: p["created"]),
+        "train_log_marks": train_log_marks(session) if session else {},
+    }
 
 
 # The first time each of these appears in Ray Train's own logs (logs/train/ray-train-sys-*.log, JSON lines
@@ -267,6 +305,7 @@ def train_log_marks(session_dir: str) -> Dict[str, float]:
 
 # ---- the driver --------------------------------------------------------------------------------
 
+
 def step_times(events: List[Dict[str, Any]]) -> List[float]:
     out = []
     for a, b in zip(events, events[1:]):
@@ -280,13 +319,17 @@ def analyse(r: Dict[str, Any]) -> Dict[str, Any]:
     ev = r["events"]
     st = step_times(ev)
     med = statistics.median(st) if st else None
-    out = {"side": r["side"], "wall_s": r["t_exit"] - r["t_launch"], "reports": len(ev),
-           "steps": ev[-1]["step"] if ev else None, "median_step_s": med,
-           "step_s_spread": (max(st) - min(st)) / med if st and med else None,
-           "startup_s": (ev[0]["t"] - ev[0]["eval_runtime"] - ev[0]["step"] * med - r["t_launch"])
-           if ev and med else None,
-           "teardown_s": r["t_exit"] - ev[-1]["t"] if ev else None,
-           "import_lag_s": r["t_import"] - r["t_launch"]}
+    out = {
+        "side": r["side"],
+        "wall_s": r["t_exit"] - r["t_launch"],
+        "reports": len(ev),
+        "steps": ev[-1]["step"] if ev else None,
+        "median_step_s": med,
+        "step_s_spread": (max(st) - min(st)) / med if st and med else None,
+        "startup_s": (ev[0]["t"] - ev[0]["eval_runtime"] - ev[0]["step"] * med - r["t_launch"]) if ev and med else None,
+        "teardown_s": r["t_exit"] - ev[-1]["t"] if ev else None,
+        "import_lag_s": r["t_import"] - r["t_launch"],
+    }
     marks = r.get("marks") or {}
     if ev and med and "ray_init_begin" in marks:
         step0 = ev[0]["t"] - ev[0]["eval_runtime"] - ev[0]["step"] * med
@@ -294,19 +337,33 @@ def analyse(r: Dict[str, Any]) -> Dict[str, Any]:
             "launch_to_ray_init": marks["ray_init_begin"] - r["t_launch"],
             "ray_init": marks["ray_init_end"] - marks["ray_init_begin"],
             "ray_init_to_trial_start": marks.get("trial_start", step0) - marks["ray_init_end"],
-            "trial_start_to_step0": step0 - marks.get("trial_start", step0)}
+            "trial_start_to_step0": step0 - marks.get("trial_start", step0),
+        }
         out["timeline_s"] = timeline(r, step0)
     if ev and "ray_shutdown_begin" in marks:
         out["teardown_parts_s"] = {
             "last_report_to_search_end": marks.get("experiment_end", ev[-1]["t"]) - ev[-1]["t"],
             "results_and_report_files": marks["ray_shutdown_begin"] - marks.get("experiment_end", ev[-1]["t"]),
             "ray_shutdown": marks["ray_shutdown_end"] - marks["ray_shutdown_begin"],
-            "after_shutdown_to_exit": r["t_exit"] - marks["ray_shutdown_end"]}
+            "after_shutdown_to_exit": r["t_exit"] - marks["ray_shutdown_end"],
+        }
     if r["side"] == "bare" and marks:
-        out["timeline_s"] = dict(sorted(((k, v - r["t_launch"]) for k, v in
-                                         {**marks, "import_done": r["t_import"], "step0": r["first_step_t"],
-                                          "first_report": ev[0]["t"] if ev else None,
-                                          "process_exit": r["t_exit"]}.items() if v), key=lambda kv: kv[1]))
+        out["timeline_s"] = dict(
+            sorted(
+                (
+                    (k, v - r["t_launch"])
+                    for k, v in {
+                        **marks,
+                        "import_done": r["t_import"],
+                        "step0": r["first_step_t"],
+                        "first_report": ev[0]["t"] if ev else None,
+                        "process_exit": r["t_exit"],
+                    }.items()
+                    if v
+                ),
+                key=lambda kv: kv[1],
+            )
+        )
     if r["side"] == "bare":
         out["exact_median_step_s"] = statistics.median(r["exact_step_s"])
         out["exact_startup_s"] = r["first_step_t"] - r["t_launch"]
@@ -314,8 +371,11 @@ def analyse(r: Dict[str, Any]) -> Dict[str, Any]:
 
 
 # Ray processes by proctitle (the first process whose title holds the text; created = process start).
-PROCESS_MARKS = {"trial_actor_process": "ImplicitFunc", "controller_process": "TrainController",
-                 "train_worker_process": "RayTrainWorker"}
+PROCESS_MARKS = {
+    "trial_actor_process": "ImplicitFunc",
+    "controller_process": "TrainController",
+    "train_worker_process": "RayTrainWorker",
+}
 
 
 def timeline(r: Dict[str, Any], step0: float) -> Dict[str, float]:
@@ -334,15 +394,29 @@ def timeline(r: Dict[str, Any], step0: float) -> Dict[str, float]:
     return dict(sorted(((k, v - r["t_launch"]) for k, v in marks.items()), key=lambda kv: kv[1]))
 
 
-def launch(side: str, config: Path, experiment: str, threads: int, timeout: int,
-           extra_env: Optional[Dict[str, str]] = None) -> Dict[str, Any]:
+def launch(
+    side: str, config: Path, experiment: str, threads: int, timeout: int, extra_env: Optional[Dict[str, str]] = None
+) -> Dict[str, Any]:
     result = WORK / f"{experiment}.json"
-    env = dict(os.environ, TOKENIZERS_PARALLELISM="false", TRANSFORMERS_VERBOSITY="error", HF_HUB_OFFLINE="1",
-               PYTHONWARNINGS="ignore", OMP_NUM_THREADS=str(threads), **(extra_env or {}))
+    env = dict(
+        os.environ,
+        TOKENIZERS_PARALLELISM="false",
+        TRANSFORMERS_VERBOSITY="error",
+        HF_HUB_OFFLINE="1",
+        PYTHONWARNINGS="ignore",
+        OMP_NUM_THREADS=str(threads),
+        **(extra_env or {}),
+    )
     log = (WORK / f"{experiment}.log").open("w")
     t_launch = time.time()
-    p = subprocess.run([sys.executable, __file__, "--side", side, str(config), experiment, str(result)],
-                       cwd=REPO, stdout=log, stderr=subprocess.STDOUT, timeout=timeout, env=env)
+    p = subprocess.run(
+        [sys.executable, __file__, "--side", side, str(config), experiment, str(result)],
+        cwd=REPO,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        timeout=timeout,
+        env=env,
+    )
     t_exit = time.time()
     if p.returncode or not result.exists():
         raise RuntimeError(f"{side} run failed (exit {p.returncode}); see {log.name}")
@@ -356,14 +430,23 @@ def main(argv=None) -> int:
     ap.add_argument("--quick", action="store_true", help="Tiny T5, 20 steps, 1 round: a smoke run.")
     ap.add_argument("--rounds", type=int, default=None, help="bare+ray pairs (default 2; quick 1).")
     ap.add_argument("--steps", type=int, default=None, help="Training steps per run (default 40; quick 20).")
-    ap.add_argument("--eval-steps", type=int, default=5, help="Eval + checkpoint + report interval (default 5: "
-                                                              "twice as many checkpoints as our default 10).")
+    ap.add_argument(
+        "--eval-steps",
+        type=int,
+        default=5,
+        help="Eval + checkpoint + report interval (default 5: twice as many checkpoints as our default 10).",
+    )
     ap.add_argument("--batch", type=int, default=8, help="Batch size (default 8, our default).")
     ap.add_argument("--threads", type=int, default=1, help="OMP_NUM_THREADS for both sides (default 1).")
     ap.add_argument("--gpus", type=float, default=None, help="GPUs per worker (default: 1 if CUDA, else 0).")
-    ap.add_argument("--ray-env", action="append", default=[], metavar="KEY=VALUE",
-                    help="Extra environment for the ray side only (e.g. RAY_TRAIN_HEALTH_CHECK_INTERVAL_S=0.5), "
-                         "to try a product setting; repeatable.")
+    ap.add_argument(
+        "--ray-env",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="Extra environment for the ray side only (e.g. RAY_TRAIN_HEALTH_CHECK_INTERVAL_S=0.5), "
+        "to try a product setting; repeatable.",
+    )
     ap.add_argument("--work-dir", type=Path, default=None, help="Config, runs and logs (default bench/out/overhead/).")
     ap.add_argument("--json-out", type=Path, default=None, help="JSON path (default bench/out/overhead.json).")
     ap.add_argument("--timeout", type=int, default=1800, help="Seconds per run.")
@@ -394,62 +477,130 @@ def main(argv=None) -> int:
     for i in range(rounds):
         for side in ("bare", "ray"):
             print(f"round {i + 1}: {side} ...", flush=True)
-            r = launch(side, config, f"{side}{i + 1}", args.threads, args.timeout,
-                       ray_env if side == "ray" else None)
+            r = launch(side, config, f"{side}{i + 1}", args.threads, args.timeout, ray_env if side == "ray" else None)
             a = analyse(r)
-            a.update(round=i + 1, gpu=r.get("gpu"), peak_gpu_mem_bytes=r.get("peak_gpu_mem_bytes"),
-                     torch_threads=r.get("torch_threads"),
-                     processes_s=[(p["title"], round(p["created"] - r["t_launch"], 2))
-                                  for p in r.get("processes") or []])
-            print(f"  wall {a['wall_s']:.1f}s, start-up {a['startup_s']:.1f}s, "
-                  f"median step {a['median_step_s']:.3f}s", flush=True)
+            a.update(
+                round=i + 1,
+                gpu=r.get("gpu"),
+                peak_gpu_mem_bytes=r.get("peak_gpu_mem_bytes"),
+                torch_threads=r.get("torch_threads"),
+                processes_s=[(p["title"], round(p["created"] - r["t_launch"], 2)) for p in r.get("processes") or []],
+            )
+            print(
+                f"  wall {a['wall_s']:.1f}s, start-up {a['startup_s']:.1f}s, median step {a['median_step_s']:.3f}s",
+                flush=True,
+            )
             runs.append(a)
     pairs = []
     for i in range(rounds):
         b, r = [x for x in runs if x["round"] == i + 1]
-        pairs.append({"round": i + 1, "step_ratio": r["median_step_s"] / b["median_step_s"],
-                      "per_report_extra_s": (r["median_step_s"] - b["median_step_s"]) * eval_steps,
-                      "startup_extra_s": r["startup_s"] - b["startup_s"], "wall_extra_s": r["wall_s"] - b["wall_s"]})
-    summary = {k: statistics.median(p[k] for p in pairs)
-               for k in ("step_ratio", "per_report_extra_s", "startup_extra_s", "wall_extra_s")}
-    summary.update(target_step_ratio=1.05, target_startup_s=15.0,
-                   step_ratio_met=summary["step_ratio"] <= 1.05, startup_met=summary["startup_extra_s"] <= 15.0)
-    rows = [[a["round"], a["side"], a["steps"], a["reports"], f"{a['median_step_s']:.3f}",
-             "" if a.get("exact_median_step_s") is None else f"{a['exact_median_step_s']:.3f}",
-             f"{a['startup_s']:.1f}", "" if a.get("exact_startup_s") is None else f"{a['exact_startup_s']:.1f}",
-             f"{a['teardown_s']:.1f}", f"{a['wall_s']:.1f}"] for a in runs]
-    print_table(f"Orchestration overhead ({model_dir.name}, {steps} steps, eval+checkpoint every {eval_steps}, "
-                f"{args.threads} thread(s))",
-                ["round", "side", "steps", "reports", "s/step (median)", "s/step exact", "start-up s",
-                 "start-up exact s", "teardown s", "wall s"], rows)
-    print_table("Per round (ray vs bare)",
-                ["round", "step time ratio", "extra s per report", "extra start-up s", "extra wall s"],
-                [[p["round"], f"{p['step_ratio']:.3f}x", f"{p['per_report_extra_s']:.2f}",
-                  f"{p['startup_extra_s']:.1f}", f"{p['wall_extra_s']:.1f}"] for p in pairs])
+        pairs.append(
+            {
+                "round": i + 1,
+                "step_ratio": r["median_step_s"] / b["median_step_s"],
+                "per_report_extra_s": (r["median_step_s"] - b["median_step_s"]) * eval_steps,
+                "startup_extra_s": r["startup_s"] - b["startup_s"],
+                "wall_extra_s": r["wall_s"] - b["wall_s"],
+            }
+        )
+    summary = {
+        k: statistics.median(p[k] for p in pairs)
+        for k in ("step_ratio", "per_report_extra_s", "startup_extra_s", "wall_extra_s")
+    }
+    summary.update(
+        target_step_ratio=1.05,
+        target_startup_s=15.0,
+        step_ratio_met=summary["step_ratio"] <= 1.05,
+        startup_met=summary["startup_extra_s"] <= 15.0,
+    )
+    rows = [
+        [
+            a["round"],
+            a["side"],
+            a["steps"],
+            a["reports"],
+            f"{a['median_step_s']:.3f}",
+            "" if a.get("exact_median_step_s") is None else f"{a['exact_median_step_s']:.3f}",
+            f"{a['startup_s']:.1f}",
+            "" if a.get("exact_startup_s") is None else f"{a['exact_startup_s']:.1f}",
+            f"{a['teardown_s']:.1f}",
+            f"{a['wall_s']:.1f}",
+        ]
+        for a in runs
+    ]
+    print_table(
+        f"Orchestration overhead ({model_dir.name}, {steps} steps, eval+checkpoint every {eval_steps}, "
+        f"{args.threads} thread(s))",
+        [
+            "round",
+            "side",
+            "steps",
+            "reports",
+            "s/step (median)",
+            "s/step exact",
+            "start-up s",
+            "start-up exact s",
+            "teardown s",
+            "wall s",
+        ],
+        rows,
+    )
+    print_table(
+        "Per round (ray vs bare)",
+        ["round", "step time ratio", "extra s per report", "extra start-up s", "extra wall s"],
+        [
+            [
+                p["round"],
+                f"{p['step_ratio']:.3f}x",
+                f"{p['per_report_extra_s']:.2f}",
+                f"{p['startup_extra_s']:.1f}",
+                f"{p['wall_extra_s']:.1f}",
+            ]
+            for p in pairs
+        ],
+    )
     parts = [(a["round"], a["startup_parts_s"]) for a in runs if a.get("startup_parts_s")]
     if parts:
         keys = list(parts[0][1])
-        print_table("Start-up of the ray side (s)", ["round"] + keys,
-                    [[rnd] + [f"{p[k]:.1f}" for k in keys] for rnd, p in parts])
+        print_table(
+            "Start-up of the ray side (s)",
+            ["round"] + keys,
+            [[rnd] + [f"{p[k]:.1f}" for k in keys] for rnd, p in parts],
+        )
     for side in ("bare", "ray"):
         lines = [(a["round"], a["timeline_s"]) for a in runs if a["side"] == side and a.get("timeline_s")]
         if lines:
             names = list(dict.fromkeys(k for _, tl in lines for k in tl))
-            print_table(f"Timeline of the {side} side (s from launch)",
-                        ["moment"] + [f"round {rnd}" for rnd, _ in lines],
-                        [[k] + [f"{tl[k]:.1f}" if k in tl else "" for _, tl in lines] for k in names])
+            print_table(
+                f"Timeline of the {side} side (s from launch)",
+                ["moment"] + [f"round {rnd}" for rnd, _ in lines],
+                [[k] + [f"{tl[k]:.1f}" if k in tl else "" for _, tl in lines] for k in names],
+            )
     tear = [(a["round"], a["teardown_parts_s"]) for a in runs if a.get("teardown_parts_s")]
     if tear:
         keys = list(tear[0][1])
-        print_table("Teardown of the ray side (s)", ["round"] + keys,
-                    [[rnd] + [f"{p[k]:.1f}" for k in keys] for rnd, p in tear])
+        print_table(
+            "Teardown of the ray side (s)", ["round"] + keys, [[rnd] + [f"{p[k]:.1f}" for k in keys] for rnd, p in tear]
+        )
     for k, v in summary.items():
         print(f"{k}: {v:.4g}" if isinstance(v, float) else f"{k}: {v}")
-    path = write_json("overhead", {"model": model_dir.name, "steps": steps, "eval_steps": eval_steps,
-                                   "batch": args.batch, "threads": args.threads, "gpus_per_worker": gpus,
-                                   "ray_env": ray_env,
-                                   "runs": runs, "pairs": pairs, "summary": summary,
-                                   "bench_wall_s": time.time() - t0}, args.json_out)
+    path = write_json(
+        "overhead",
+        {
+            "model": model_dir.name,
+            "steps": steps,
+            "eval_steps": eval_steps,
+            "batch": args.batch,
+            "threads": args.threads,
+            "gpus_per_worker": gpus,
+            "ray_env": ray_env,
+            "runs": runs,
+            "pairs": pairs,
+            "summary": summary,
+            "bench_wall_s": time.time() - t0,
+        },
+        args.json_out,
+    )
     print(f"wrote {path}")
     return 0
 

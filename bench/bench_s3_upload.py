@@ -60,10 +60,13 @@ def main() -> int:
     ap.add_argument("--rounds", type=int, default=3)
     args = ap.parse_args()
 
-    os.environ.update({"AWS_ACCESS_KEY_ID": "bench", "AWS_SECRET_ACCESS_KEY": "bench", "AWS_DEFAULT_REGION": "us-east-1"})
+    os.environ.update(
+        {"AWS_ACCESS_KEY_ID": "bench", "AWS_SECRET_ACCESS_KEY": "bench", "AWS_DEFAULT_REGION": "us-east-1"}
+    )
     import boto3
 
-    from orchestrator.storage.s3 import CONCURRENCY, PART_SIZE, Bucket, Upload, file_checksums
+    from orchestrator.storage.checksums import PART_SIZE, file_checksums
+    from orchestrator.storage.s3 import CONCURRENCY, Bucket, Upload
     from tests.helpers.s3_server import start_s3_server, stop_s3_server
 
     size = args.mb * 10**6
@@ -86,7 +89,7 @@ def main() -> int:
                 "ours_publish": lambda key: ours.upload([item(key)]),
             }
             for r in range(args.rounds):
-                order = VARIANTS[r % len(VARIANTS):] + VARIANTS[: r % len(VARIANTS)]
+                order = VARIANTS[r % len(VARIANTS) :] + VARIANTS[: r % len(VARIANTS)]
                 for name in order:
                     key = f"{name}/{r}/blob.bin"
                     t0 = time.perf_counter()
@@ -100,10 +103,21 @@ def main() -> int:
         stop_s3_server(proc)
 
     med = {v: statistics.median(t) for v, t in times.items()}
-    rows = [[v, f"{med[v]:.2f}", f"{size / med[v] / 1e6:.1f}", " ".join(f"{t:.2f}" for t in times[v]),
-             f"{med['boto3_default'] / med[v]:.2f}x"] for v in VARIANTS]
-    print_table(f"S3 upload of a {args.mb} MB file through moto_server on loopback, median of {args.rounds}",
-                ["variant", "median s", "MB/s", "rounds (s)", "vs boto3 default"], rows)
+    rows = [
+        [
+            v,
+            f"{med[v]:.2f}",
+            f"{size / med[v] / 1e6:.1f}",
+            " ".join(f"{t:.2f}" for t in times[v]),
+            f"{med['boto3_default'] / med[v]:.2f}x",
+        ]
+        for v in VARIANTS
+    ]
+    print_table(
+        f"S3 upload of a {args.mb} MB file through moto_server on loopback, median of {args.rounds}",
+        ["variant", "median s", "MB/s", "rounds (s)", "vs boto3 default"],
+        rows,
+    )
     out = {
         "file_mb": args.mb,
         "rounds": args.rounds,

@@ -57,8 +57,9 @@ def ensure_model(quick: bool, base_texts: str) -> Path:
     if (out / "config.json").exists():
         return out
     splits = ("train", "eval", "test") if base_texts == "all" else ("train",)
-    return make_tiny_model("t5", [str(SEED_DATA / f"{s}.jsonl") for s in splits], str(out),
-                           pretrain_steps=20 if quick else 150)
+    return make_tiny_model(
+        "t5", [str(SEED_DATA / f"{s}.jsonl") for s in splits], str(out), pretrain_steps=20 if quick else 150
+    )
 
 
 def write_config(path: Path, model_dir: Path, args) -> Path:
@@ -68,14 +69,27 @@ def write_config(path: Path, model_dir: Path, args) -> Path:
         "model": {"name_or_path": str(model_dir), "task": "seq2seq"},
         "quantization": {"mode": "4bit", "compute_dtype": "bfloat16" if args.gpus else "float32"},
         "lora": {"r": 8, "alpha": 16, "dropout": 0.1, "target_modules": ["q", "k", "v"]},
-        "data": {"train": str(SEED_DATA / "train.jsonl"), "eval": str(SEED_DATA / "eval.jsonl"),
-                 "input_column": "article", "target_column": "summary", "max_input_length": 128,
-                 "max_target_length": 32},
+        "data": {
+            "train": str(SEED_DATA / "train.jsonl"),
+            "eval": str(SEED_DATA / "eval.jsonl"),
+            "input_column": "article",
+            "target_column": "summary",
+            "max_input_length": 128,
+            "max_target_length": 32,
+        },
         "training": {"epochs": args.epochs, "batch_size": 2, "eval_steps": args.eval_steps, "logging_steps": 1},
-        "search": {"num_samples": args.samples, "max_concurrent_trials": args.concurrency, "metric": "eval_loss",
-                   "grace_period": args.grace_period, "reduction_factor": args.reduction_factor, "seed": args.seed,
-                   "space": {"training.learning_rate": {"type": "loguniform", "low": 1e-4, "high": 3e-2},
-                             "lora.r": {"type": "choice", "values": [4, 8, 16]}}},
+        "search": {
+            "num_samples": args.samples,
+            "max_concurrent_trials": args.concurrency,
+            "metric": "eval_loss",
+            "grace_period": args.grace_period,
+            "reduction_factor": args.reduction_factor,
+            "seed": args.seed,
+            "space": {
+                "training.learning_rate": {"type": "loguniform", "low": 1e-4, "high": 3e-2},
+                "lora.r": {"type": "choice", "values": [4, 8, 16]},
+            },
+        },
         "resources": {"num_workers": 1, "cpus_per_worker": 1, "gpus_per_worker": args.gpus},
         "tracking": {"wandb": False, "backend": "none"},
         "merge": {"enabled": False},  # the merge comes after the search; it is the same for every scheduler
@@ -90,7 +104,7 @@ def steps_reached(run_dir: Path) -> Dict[str, int]:
     """trial id -> the highest global step of any HF checkpoint its worker left in Ray storage."""
     out: Dict[str, int] = {}
     for state in (run_dir / "ray").glob("train-*/checkpoint_*/checkpoint/trainer_state.json"):
-        trial = state.parents[2].name[len("train-"):]
+        trial = state.parents[2].name[len("train-") :]
         try:
             step = int(json.loads(state.read_text())["global_step"])
         except (ValueError, KeyError, OSError):
@@ -134,27 +148,41 @@ def one_search(name: str, config: Path, args) -> Dict[str, Any]:
         t["steps_reached"] = max(reached.get(t["trial_id"], 0), int(t["steps"] or 0))
     best = res.get("best") or {}
     return {
-        "search": name, "scheduler": scheduler, "algorithm": algorithm, "exit_code": code, "wall_s": wall,
-        **({"reduction_factor": asha["reduction_factor"], "grace_period": asha["grace_period"]}
-           if scheduler == "asha" else {}),
-        "trials": trials, "num_trials": len(trials),
+        "search": name,
+        "scheduler": scheduler,
+        "algorithm": algorithm,
+        "exit_code": code,
+        "wall_s": wall,
+        **(
+            {"reduction_factor": asha["reduction_factor"], "grace_period": asha["grace_period"]}
+            if scheduler == "asha"
+            else {}
+        ),
+        "trials": trials,
+        "num_trials": len(trials),
         "trial_steps": sum(int(t["steps"] or 0) for t in trials),
         "trial_steps_reached": sum(t["steps_reached"] for t in trials),
         "planned_steps": sum(int(t["planned_steps"] or 0) for t in trials),
         "trial_time_s": sum(float(t["time_s"] or 0) for t in trials),
         "completed": sum(t["status"] == "COMPLETED" for t in trials),
         "best_eval_loss": (best.get("metrics") or {}).get("eval_loss"),
-        "best_params": best.get("params"), "best_step": best.get("step"), **gpu,
+        "best_params": best.get("params"),
+        "best_step": best.get("step"),
+        **gpu,
     }
 
 
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--quick", action="store_true", help="2 trials x 10 steps, FIFO and ASHA: a smoke run.")
-    ap.add_argument("--searches", default=None, help=f"Comma list from {', '.join(SEARCHES)} (default all; "
-                                                     "quick fifo,asha), each optionally with _rfN / _gN (ASHA "
-                                                     "reduction factor, grace period), e.g. asha_rf4. FIFO must "
-                                                     "be first: it is the reference.")
+    ap.add_argument(
+        "--searches",
+        default=None,
+        help=f"Comma list from {', '.join(SEARCHES)} (default all; "
+        "quick fifo,asha), each optionally with _rfN / _gN (ASHA "
+        "reduction factor, grace period), e.g. asha_rf4. FIFO must "
+        "be first: it is the reference.",
+    )
     ap.add_argument("--samples", type=int, default=None, help="Trials per search (default 12; quick 2).")
     ap.add_argument("--epochs", type=float, default=None, help="Epochs per trial (default 8; quick 2).")
     ap.add_argument("--eval-steps", type=int, default=5, help="Report interval in steps (default 5).")
@@ -162,8 +190,12 @@ def main(argv=None) -> int:
     ap.add_argument("--grace-period", type=int, default=1, help="ASHA grace period in reports (default 1).")
     ap.add_argument("--reduction-factor", type=int, default=2, help="ASHA reduction factor (default 2).")
     ap.add_argument("--seed", type=int, default=7, help="Search seed: the samples of every search (default 7).")
-    ap.add_argument("--base-texts", choices=["train", "all"], default="all",
-                    help="Texts the tiny T5's tokenizer and copy pre-training see (default all; see ensure_model).")
+    ap.add_argument(
+        "--base-texts",
+        choices=["train", "all"],
+        default="all",
+        help="Texts the tiny T5's tokenizer and copy pre-training see (default all; see ensure_model).",
+    )
     ap.add_argument("--gpus", type=float, default=None, help="GPUs per trial (default 0.5 with CUDA, else 0).")
     ap.add_argument("--work-dir", type=Path, default=None, help="Config, runs and logs (default bench/out/search/).")
     ap.add_argument("--json-out", type=Path, default=None, help="JSON path (default bench/out/search.json).")
@@ -183,8 +215,12 @@ def main(argv=None) -> int:
         except ValueError as e:
             ap.error(str(e))
     t0 = time.time()
-    for k, v in {"TOKENIZERS_PARALLELISM": "false", "TRANSFORMERS_VERBOSITY": "error", "HF_HUB_OFFLINE": "1",
-                 "PYTHONWARNINGS": "ignore"}.items():
+    for k, v in {
+        "TOKENIZERS_PARALLELISM": "false",
+        "TRANSFORMERS_VERBOSITY": "error",
+        "HF_HUB_OFFLINE": "1",
+        "PYTHONWARNINGS": "ignore",
+    }.items():
         os.environ.setdefault(k, v)
     model_dir = ensure_model(args.quick, args.base_texts)
     if (WORK / "runs").exists():
@@ -201,8 +237,11 @@ def main(argv=None) -> int:
         for name in names:
             print(f"search {name} ...", flush=True)
             r = one_search(name, config, args)
-            print(f"  {r['num_trials']} trials, {r['trial_steps']} trial-steps, best eval_loss "
-                  f"{r['best_eval_loss']}, {r['wall_s']:.0f}s", flush=True)
+            print(
+                f"  {r['num_trials']} trials, {r['trial_steps']} trial-steps, best eval_loss "
+                f"{r['best_eval_loss']}, {r['wall_s']:.0f}s",
+                flush=True,
+            )
             results.append(r)
     finally:
         if started:
@@ -214,22 +253,60 @@ def main(argv=None) -> int:
         r["steps_reached_ratio"] = r["trial_steps_reached"] / ref["trial_steps_reached"]
         r["wall_ratio"] = r["wall_s"] / ref["wall_s"]
         r["best_gap"] = (r["best_eval_loss"] - ref["best_eval_loss"]) / abs(ref["best_eval_loss"])
-        r["same_samples_as_fifo"] = sorted((t["training.learning_rate"], t["lora.r"])
-                                           for t in r["trials"]) == fifo_params
+        r["same_samples_as_fifo"] = (
+            sorted((t["training.learning_rate"], t["lora.r"]) for t in r["trials"]) == fifo_params
+        )
         r["target_met"] = r["best_gap"] <= 0.02 and r["steps_ratio"] <= 0.40
-    rows = [[r["search"], r["num_trials"], r["completed"], r["trial_steps"], f"{r['steps_ratio']:.2f}x",
-             r["trial_steps_reached"], f"{r['steps_reached_ratio']:.2f}x", f"{r['best_eval_loss']:.4f}",
-             f"{100 * r['best_gap']:+.2f}%", f"{r['wall_s']:.0f}", f"{r['wall_ratio']:.2f}x",
-             "yes" if r["same_samples_as_fifo"] else "no", "yes" if r["target_met"] else "no"] for r in results]
-    print_table(f"Search efficiency ({model_dir.name}, {args.samples} trials, {args.concurrency} at once, "
-                f"search seed {args.seed}, eval_loss)",
-                ["search", "trials", "ran to end", "trial-steps", "vs FIFO", "steps reached", "vs FIFO",
-                 "best eval_loss", "vs FIFO", "wall s", "vs FIFO", "FIFO's samples", "target met"], rows)
+    rows = [
+        [
+            r["search"],
+            r["num_trials"],
+            r["completed"],
+            r["trial_steps"],
+            f"{r['steps_ratio']:.2f}x",
+            r["trial_steps_reached"],
+            f"{r['steps_reached_ratio']:.2f}x",
+            f"{r['best_eval_loss']:.4f}",
+            f"{100 * r['best_gap']:+.2f}%",
+            f"{r['wall_s']:.0f}",
+            f"{r['wall_ratio']:.2f}x",
+            "yes" if r["same_samples_as_fifo"] else "no",
+            "yes" if r["target_met"] else "no",
+        ]
+        for r in results
+    ]
+    print_table(
+        f"Search efficiency ({model_dir.name}, {args.samples} trials, {args.concurrency} at once, "
+        f"search seed {args.seed}, eval_loss)",
+        [
+            "search",
+            "trials",
+            "ran to end",
+            "trial-steps",
+            "vs FIFO",
+            "steps reached",
+            "vs FIFO",
+            "best eval_loss",
+            "vs FIFO",
+            "wall s",
+            "vs FIFO",
+            "FIFO's samples",
+            "target met",
+        ],
+        rows,
+    )
     for r in results:
         print(f"{r['search']}: best {r['best_params']} at step {r['best_step']}")
-    path = write_json("search", {"model": model_dir.name, "settings": {k: v for k, v in vars(args).items()
-                                                                      if k != "json_out"},
-                                 "searches": results, "bench_wall_s": time.time() - t0}, args.json_out)
+    path = write_json(
+        "search",
+        {
+            "model": model_dir.name,
+            "settings": {k: v for k, v in vars(args).items() if k != "json_out"},
+            "searches": results,
+            "bench_wall_s": time.time() - t0,
+        },
+        args.json_out,
+    )
     print(f"wrote {path}")
     return 0
 

@@ -68,13 +68,22 @@ SEED_DATA = REPO / "examples" / "data" / "seed"
 MODELS = OUT_DIR / "models"
 SEED = 42
 # The seed article's TrainingArguments, verbatim except output/logging dirs and W&B.
-SEED_ARGS = dict(do_eval=True, eval_strategy="steps", eval_steps=10, logging_steps=20, learning_rate=2e-5,
-                 per_device_train_batch_size=20, per_device_eval_batch_size=20, weight_decay=0.01)
+SEED_ARGS = dict(
+    do_eval=True,
+    eval_strategy="steps",
+    eval_steps=10,
+    logging_steps=20,
+    learning_rate=2e-5,
+    per_device_train_batch_size=20,
+    per_device_eval_batch_size=20,
+    weight_decay=0.01,
+)
 SEED_MAX_INPUT, SEED_MAX_TARGET = 512, 128
 LORA = {"r": 6, "alpha": 16, "dropout": 0.1, "target_modules": ["q", "k", "v"]}
 
 
 # ---- the model ---------------------------------------------------------------------------------
+
 
 def build_model(out: Path, quick: bool, pretrain_steps: int, base_texts: str = "train") -> Path:
     """t5-small config (or a tiny T5 with --quick), random weights, BPE tokenizer trained on the seed data.
@@ -126,21 +135,29 @@ def run_config(model_dir: Path, train: Path, epochs: float, compute_dtype: str, 
     """Our config: defaults everywhere except the shared model, data, epochs, LoRA and quantization."""
     from orchestrator.core.config import RunConfig
 
-    cfg = RunConfig.model_validate({
-        "model": {"name_or_path": str(model_dir), "task": "seq2seq"},
-        "quantization": {"mode": "4bit", "compute_dtype": compute_dtype},
-        "lora": LORA,
-        "data": {"train": str(train), "eval": str(SEED_DATA / "eval.jsonl"), "input_column": "article",
-                 "target_column": "summary", "max_input_length": SEED_MAX_INPUT,
-                 "max_target_length": SEED_MAX_TARGET},
-        "training": {"epochs": epochs},
-        "search": {"metric": "eval_loss"},
-        "tracking": {"wandb": False, "backend": "none"},
-    })
+    cfg = RunConfig.model_validate(
+        {
+            "model": {"name_or_path": str(model_dir), "task": "seq2seq"},
+            "quantization": {"mode": "4bit", "compute_dtype": compute_dtype},
+            "lora": LORA,
+            "data": {
+                "train": str(train),
+                "eval": str(SEED_DATA / "eval.jsonl"),
+                "input_column": "article",
+                "target_column": "summary",
+                "max_input_length": SEED_MAX_INPUT,
+                "max_target_length": SEED_MAX_TARGET,
+            },
+            "training": {"epochs": epochs},
+            "search": {"metric": "eval_loss"},
+            "tracking": {"wandb": False, "backend": "none"},
+        }
+    )
     return cfg.with_params(overrides) if overrides else cfg
 
 
 # ---- one side, in its own process --------------------------------------------------------------
+
 
 class TokenCounter:
     """Counts the tokens of every training forward pass (all, and real = non-padding)."""
@@ -179,8 +196,9 @@ def real_loss(model, tokenizer, cfg, raw_eval) -> float:
     return total / max(count, 1)
 
 
-def worker(variant: str, model_dir: Path, train: Path, epochs: float, compute_dtype: str,
-           threads: int) -> Dict[str, Any]:
+def worker(
+    variant: str, model_dir: Path, train: Path, epochs: float, compute_dtype: str, threads: int
+) -> Dict[str, Any]:
     import torch
 
     if threads:
@@ -189,7 +207,6 @@ def worker(variant: str, model_dir: Path, train: Path, epochs: float, compute_dt
 
     from jobs.data import build_collator, load_source, tokenize
     from jobs.modeling import load_base, load_tokenizer, load_trainable, lora_config, param_counts
-
     from jobs.train_loop import training_arguments  # imports no Ray
 
     sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -211,21 +228,33 @@ def worker(variant: str, model_dir: Path, train: Path, epochs: float, compute_dt
     raw_train, raw_eval = load_source(str(train)), load_source(cfg.data.eval)
     out = tempfile.mkdtemp(prefix=f"bench-seed-{variant}-")
     if variant == "seed":
+
         def preprocess(batch):  # the seed's preprocess_function
             inputs = tok(batch["article"], padding="max_length", truncation=True, max_length=SEED_MAX_INPUT)
             targets = tok(batch["summary"], padding="max_length", truncation=True, max_length=SEED_MAX_TARGET)
             inputs["labels"] = targets["input_ids"]
             return inputs
 
-        args = TrainingArguments(output_dir=out, num_train_epochs=epochs, report_to="none", disable_tqdm=True,
-                                 seed=SEED, **SEED_ARGS)
-        trainer = Trainer(model=model, args=args, train_dataset=raw_train.map(preprocess, batched=True),
-                          eval_dataset=raw_eval.map(preprocess, batched=True), processing_class=tok)
+        args = TrainingArguments(
+            output_dir=out, num_train_epochs=epochs, report_to="none", disable_tqdm=True, seed=SEED, **SEED_ARGS
+        )
+        trainer = Trainer(
+            model=model,
+            args=args,
+            train_dataset=raw_train.map(preprocess, batched=True),
+            eval_dataset=raw_eval.map(preprocess, batched=True),
+            processing_class=tok,
+        )
     else:
         args = training_arguments(cfg, out, report_to_wandb=False)
-        trainer = Seq2SeqTrainer(model=model, args=args, train_dataset=tokenize(raw_train, tok, cfg),
-                                 eval_dataset=tokenize(raw_eval, tok, cfg),
-                                 data_collator=build_collator(tok, model), processing_class=tok)
+        trainer = Seq2SeqTrainer(
+            model=model,
+            args=args,
+            train_dataset=tokenize(raw_train, tok, cfg),
+            eval_dataset=tokenize(raw_eval, tok, cfg),
+            data_collator=build_collator(tok, model),
+            processing_class=tok,
+        )
     steps: List[float] = []
 
     class StepTimes(TrainerCallback):
@@ -252,32 +281,55 @@ def worker(variant: str, model_dir: Path, train: Path, epochs: float, compute_dt
     eval_loss = real_loss(model, tok, cfg, raw_eval)
     train_loss_real = real_loss(model, tok, cfg, load_source(str(SEED_DATA / "train.jsonl")))
     return {
-        "variant": variant, "epochs": epochs, "train_examples": len(raw_train),
-        "global_steps": trainer.state.global_step, "batch_size": args.per_device_train_batch_size,
-        "learning_rate": args.learning_rate, "gradient_checkpointing": bool(
-            getattr(model.get_base_model(), "is_gradient_checkpointing", False)),
-        "setup_s": setup_s, "train_s": train_s, "train_runtime": result.metrics.get("train_runtime"),
-        "s_per_epoch": train_s / epochs, "cpu_s": cpu_s, "cpu_s_per_epoch": cpu_s / epochs,
-        "step_s": steps, "median_step_s": statistics.median(steps),
-        "train_batches": counter.batches, "tokens_all": counter.all, "tokens_real": counter.real,
-        "real_tokens_per_s": counter.real / train_s, "all_tokens_per_s": counter.all / train_s,
+        "variant": variant,
+        "epochs": epochs,
+        "train_examples": len(raw_train),
+        "global_steps": trainer.state.global_step,
+        "batch_size": args.per_device_train_batch_size,
+        "learning_rate": args.learning_rate,
+        "gradient_checkpointing": bool(getattr(model.get_base_model(), "is_gradient_checkpointing", False)),
+        "setup_s": setup_s,
+        "train_s": train_s,
+        "train_runtime": result.metrics.get("train_runtime"),
+        "s_per_epoch": train_s / epochs,
+        "cpu_s": cpu_s,
+        "cpu_s_per_epoch": cpu_s / epochs,
+        "step_s": steps,
+        "median_step_s": statistics.median(steps),
+        "train_batches": counter.batches,
+        "tokens_all": counter.all,
+        "tokens_real": counter.real,
+        "real_tokens_per_s": counter.real / train_s,
+        "all_tokens_per_s": counter.all / train_s,
         "real_tokens_per_cpu_s": counter.real / cpu_s,
         "padding_share": 1 - counter.real / max(counter.all, 1),
-        "eval_loss_real": eval_loss, "eval_loss_before": eval_loss_before, "train_loss_real": train_loss_real,
+        "eval_loss_real": eval_loss,
+        "eval_loss_before": eval_loss_before,
+        "train_loss_real": train_loss_real,
         "trainer_eval_loss": evals[-1] if evals else None,
-        "num_evals": len(evals), "train_loss": result.metrics.get("train_loss"),
-        "torch_threads": torch.get_num_threads(), **param_counts(model),
-        "peak_gpu_mem_bytes": torch.cuda.max_memory_allocated() if cuda else None, **gpu,
+        "num_evals": len(evals),
+        "train_loss": result.metrics.get("train_loss"),
+        "torch_threads": torch.get_num_threads(),
+        **param_counts(model),
+        "peak_gpu_mem_bytes": torch.cuda.max_memory_allocated() if cuda else None,
+        **gpu,
     }
 
 
 # ---- the driver --------------------------------------------------------------------------------
 
+
 def _sub(args: List[str], timeout: int) -> Dict[str, Any]:
-    env = dict(os.environ, TOKENIZERS_PARALLELISM="false", TRANSFORMERS_VERBOSITY="error", HF_HUB_OFFLINE="1",
-               PYTHONWARNINGS="ignore")
-    p = subprocess.run([sys.executable, __file__, *args], cwd=REPO, capture_output=True, text=True,
-                       timeout=timeout, env=env)
+    env = dict(
+        os.environ,
+        TOKENIZERS_PARALLELISM="false",
+        TRANSFORMERS_VERBOSITY="error",
+        HF_HUB_OFFLINE="1",
+        PYTHONWARNINGS="ignore",
+    )
+    p = subprocess.run(
+        [sys.executable, __file__, *args], cwd=REPO, capture_output=True, text=True, timeout=timeout, env=env
+    )
     lines = [ln for ln in p.stdout.splitlines() if ln.startswith("{")]
     if p.returncode or not lines:
         raise RuntimeError(f"{' '.join(args[:2])} failed (exit {p.returncode}):\n{p.stderr[-3000:]}")
@@ -303,13 +355,12 @@ def summarize(runs: List[Dict[str, Any]]) -> Dict[str, Any]:
         out["train_loss_ours"] = mean("ours", "train_loss_real")
         out["train_loss_seed"] = mean("seed", "train_loss_real")
         out["target_wall_ratio"] = 0.2
-        out["target_met"] = (out["wall_ratio_ours_over_seed"] <= 0.2
-                             and out["eval_loss_ours"] <= out["eval_loss_seed"])
+        out["target_met"] = out["wall_ratio_ours_over_seed"] <= 0.2 and out["eval_loss_ours"] <= out["eval_loss_seed"]
         if "ours_no_ckpt" in by:
-            out["wall_ratio_ours_no_ckpt_over_seed"] = (mean("ours_no_ckpt", "s_per_epoch")
-                                                        / mean("seed", "s_per_epoch"))
-            out["cpu_ratio_ours_no_ckpt_over_seed"] = (mean("ours_no_ckpt", "cpu_s_per_epoch")
-                                                       / mean("seed", "cpu_s_per_epoch"))
+            out["wall_ratio_ours_no_ckpt_over_seed"] = mean("ours_no_ckpt", "s_per_epoch") / mean("seed", "s_per_epoch")
+            out["cpu_ratio_ours_no_ckpt_over_seed"] = mean("ours_no_ckpt", "cpu_s_per_epoch") / mean(
+                "seed", "cpu_s_per_epoch"
+            )
     for key in ("s_per_epoch", "cpu_s_per_epoch"):
         xs = [r[key] for r in by.get("ours", [])]
         if len(xs) > 1:  # how far the repeated `ours` runs of this one run disagree
@@ -320,24 +371,40 @@ def summarize(runs: List[Dict[str, Any]]) -> Dict[str, Any]:
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--quick", action="store_true", help="Tiny T5, 1 epoch, data x2: a smoke run.")
-    ap.add_argument("--epochs", type=float, default=None, help="Epochs for both sides (default 30, the seed's; "
-                                                                "quick 1).")
+    ap.add_argument(
+        "--epochs", type=float, default=None, help="Epochs for both sides (default 30, the seed's; quick 1)."
+    )
     ap.add_argument("--repeat", type=int, default=None, help="Copies of the 10 seed examples (default 1; quick 2).")
-    ap.add_argument("--order", default=None,
-                    help="Runs in this order (default ours,seed,ours,ours_no_ckpt; quick ours,seed).")
-    ap.add_argument("--compute-dtype", default=None, choices=["float32", "bfloat16"],
-                    help="4-bit compute dtype for both sides (default float32 on CPU, bfloat16 on a GPU).")
-    ap.add_argument("--pretrain-steps", type=int, default=None, help="Copy-task pre-training of the base "
-                                                                       "(default 100; quick 0).")
-    ap.add_argument("--base-texts", choices=["train", "all"], default="all",
-                    help="Texts the tokenizer and the base's copy pre-training see (default all; see build_model).")
+    ap.add_argument(
+        "--order", default=None, help="Runs in this order (default ours,seed,ours,ours_no_ckpt; quick ours,seed)."
+    )
+    ap.add_argument(
+        "--compute-dtype",
+        default=None,
+        choices=["float32", "bfloat16"],
+        help="4-bit compute dtype for both sides (default float32 on CPU, bfloat16 on a GPU).",
+    )
+    ap.add_argument(
+        "--pretrain-steps", type=int, default=None, help="Copy-task pre-training of the base (default 100; quick 0)."
+    )
+    ap.add_argument(
+        "--base-texts",
+        choices=["train", "all"],
+        default="all",
+        help="Texts the tokenizer and the base's copy pre-training see (default all; see build_model).",
+    )
     ap.add_argument("--model-dir", type=Path, default=None, help="Where the random-weight model is cached.")
     ap.add_argument("--json-out", type=Path, default=None, help="JSON path (default bench/out/seed_recipe.json).")
     ap.add_argument("--timeout", type=int, default=3600, help="Seconds per run.")
-    ap.add_argument("--threads", type=int, default=1,
-                    help="torch threads on both sides (default 1; 0: torch's default). See the module doc.")
-    ap.add_argument("--worker", nargs=6, metavar=("VARIANT", "MODEL", "TRAIN", "EPOCHS", "DTYPE", "THREADS"),
-                    help=argparse.SUPPRESS)
+    ap.add_argument(
+        "--threads",
+        type=int,
+        default=1,
+        help="torch threads on both sides (default 1; 0: torch's default). See the module doc.",
+    )
+    ap.add_argument(
+        "--worker", nargs=6, metavar=("VARIANT", "MODEL", "TRAIN", "EPOCHS", "DTYPE", "THREADS"), help=argparse.SUPPRESS
+    )
     args = ap.parse_args(argv)
     if args.worker:
         v, m, t, e, d, n = args.worker
@@ -348,45 +415,93 @@ def main(argv=None) -> int:
     repeat = args.repeat or (2 if args.quick else 1)
     order = (args.order or ("ours,seed" if args.quick else "ours,seed,ours,ours_no_ckpt")).split(",")
     dtype = args.compute_dtype or _default_dtype()
-    model_dir = args.model_dir or MODELS / ("t5-tiny-seedtok" if args.quick else
-                                            f"t5-small-seedtok{'-all' if args.base_texts == 'all' else ''}")
+    model_dir = args.model_dir or MODELS / (
+        "t5-tiny-seedtok" if args.quick else f"t5-small-seedtok{'-all' if args.base_texts == 'all' else ''}"
+    )
     t0 = time.perf_counter()
     if args.threads:
         import torch
 
         torch.set_num_threads(args.threads)
-    build_model(model_dir, args.quick, 0 if args.quick else (100 if args.pretrain_steps is None
-                                                               else args.pretrain_steps), args.base_texts)
+    build_model(
+        model_dir,
+        args.quick,
+        0 if args.quick else (100 if args.pretrain_steps is None else args.pretrain_steps),
+        args.base_texts,
+    )
     train = repeated_train(repeat, OUT_DIR / "seed_recipe" / f"train_x{repeat}.jsonl")
     runs = []
     for variant in order:
         print(f"running {variant} ...", flush=True)
-        r = _sub(["--worker", variant, str(model_dir), str(train), str(epochs), dtype, str(args.threads)],
-                 args.timeout)
-        print(f"  {variant}: {r['s_per_epoch']:.1f} s/epoch ({r['cpu_s_per_epoch']:.1f} CPU s), "
-              f"{r['real_tokens_per_s']:.0f} real tok/s, "
-              f"eval loss {r['eval_loss_real']:.3f}", flush=True)
+        r = _sub(["--worker", variant, str(model_dir), str(train), str(epochs), dtype, str(args.threads)], args.timeout)
+        print(
+            f"  {variant}: {r['s_per_epoch']:.1f} s/epoch ({r['cpu_s_per_epoch']:.1f} CPU s), "
+            f"{r['real_tokens_per_s']:.0f} real tok/s, "
+            f"eval loss {r['eval_loss_real']:.3f}",
+            flush=True,
+        )
         runs.append(r)
     summary = summarize(runs)
-    rows = [[r["variant"], r["global_steps"], r["batch_size"], f"{r['learning_rate']:g}",
-             f"{r['s_per_epoch']:.1f}", f"{r['cpu_s_per_epoch']:.1f}", f"{r['median_step_s']:.2f}",
-             f"{r['real_tokens_per_s']:.0f}",
-             f"{r['all_tokens_per_s']:.0f}", f"{100 * r['padding_share']:.1f}%", f"{r['eval_loss_before']:.3f}",
-             f"{r['eval_loss_real']:.3f}", f"{r['train_loss_real']:.3f}",
-             "" if r["trainer_eval_loss"] is None else f"{r['trainer_eval_loss']:.3f}",
-             _gib(r.get("peak_gpu_mem_bytes")), _pct(r.get("gpu_util_mean"))] for r in runs]
-    print_table(f"Seed recipe vs ours ({model_dir.name}, 4-bit {dtype} compute, {10 * repeat} examples, "
-                f"{epochs:g} epochs)",
-                ["run", "steps", "batch", "lr", "s/epoch", "CPU s/epoch", "s/step (median)", "real tok/s",
-                 "all tok/s",
-                 "padding", "eval loss before", "eval loss after", "train loss after", "Trainer eval_loss",
-                 "peak GPU GiB", "GPU util"], rows)
+    rows = [
+        [
+            r["variant"],
+            r["global_steps"],
+            r["batch_size"],
+            f"{r['learning_rate']:g}",
+            f"{r['s_per_epoch']:.1f}",
+            f"{r['cpu_s_per_epoch']:.1f}",
+            f"{r['median_step_s']:.2f}",
+            f"{r['real_tokens_per_s']:.0f}",
+            f"{r['all_tokens_per_s']:.0f}",
+            f"{100 * r['padding_share']:.1f}%",
+            f"{r['eval_loss_before']:.3f}",
+            f"{r['eval_loss_real']:.3f}",
+            f"{r['train_loss_real']:.3f}",
+            "" if r["trainer_eval_loss"] is None else f"{r['trainer_eval_loss']:.3f}",
+            _gib(r.get("peak_gpu_mem_bytes")),
+            _pct(r.get("gpu_util_mean")),
+        ]
+        for r in runs
+    ]
+    print_table(
+        f"Seed recipe vs ours ({model_dir.name}, 4-bit {dtype} compute, {10 * repeat} examples, {epochs:g} epochs)",
+        [
+            "run",
+            "steps",
+            "batch",
+            "lr",
+            "s/epoch",
+            "CPU s/epoch",
+            "s/step (median)",
+            "real tok/s",
+            "all tok/s",
+            "padding",
+            "eval loss before",
+            "eval loss after",
+            "train loss after",
+            "Trainer eval_loss",
+            "peak GPU GiB",
+            "GPU util",
+        ],
+        rows,
+    )
     for k, v in summary.items():
         print(f"{k}: {v:.4g}" if isinstance(v, float) else f"{k}: {v}")
-    path = write_json("seed_recipe", {"model": model_dir.name, "epochs": epochs, "repeat": repeat,
-                                      "compute_dtype": dtype, "lora": LORA, "seed_args": SEED_ARGS,
-                                      "runs": runs, "summary": summary,
-                                      "wall_s": time.perf_counter() - t0}, args.json_out)
+    path = write_json(
+        "seed_recipe",
+        {
+            "model": model_dir.name,
+            "epochs": epochs,
+            "repeat": repeat,
+            "compute_dtype": dtype,
+            "lora": LORA,
+            "seed_args": SEED_ARGS,
+            "runs": runs,
+            "summary": summary,
+            "wall_s": time.perf_counter() - t0,
+        },
+        args.json_out,
+    )
     print(f"wrote {path}")
     return 0
 

@@ -42,8 +42,12 @@ def machine() -> Dict[str, Any]:
     except ImportError:
         info["gpu"] = None
     try:
-        info["git"] = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=REPO, capture_output=True,
-                                     text=True).stdout.strip() or None
+        info["git"] = (
+            subprocess.run(
+                ["git", "rev-parse", "--short", "HEAD"], cwd=REPO, capture_output=True, text=True
+            ).stdout.strip()
+            or None
+        )
     except OSError:
         info["git"] = None
     return info
@@ -72,8 +76,10 @@ def format_table(headers: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
 
 
 def markdown_table(headers: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
-    out = ["| " + " | ".join(str(h) for h in headers) + " |",
-           "|" + "|".join("---" if i == 0 else "---:" for i in range(len(headers))) + "|"]
+    out = [
+        "| " + " | ".join(str(h) for h in headers) + " |",
+        "|" + "|".join("---" if i == 0 else "---:" for i in range(len(headers))) + "|",
+    ]
     out += ["| " + " | ".join("" if c is None else str(c) for c in row) + " |" for row in rows]
     return "\n".join(out)
 
@@ -95,8 +101,12 @@ def write_json(name: str, data: Dict[str, Any], path: Optional[Path] = None) -> 
     """Write `data` (with the machine and command line added) to bench/out/NAME.json or `path`."""
     path = Path(path) if path else OUT_DIR / f"{name}.json"
     path.parent.mkdir(parents=True, exist_ok=True)
-    data = {"benchmark": name, "command": " ".join([Path(sys.executable).name] + sys.argv),
-            "machine": machine(), **data}
+    data = {
+        "benchmark": name,
+        "command": " ".join([Path(sys.executable).name] + sys.argv),
+        "machine": machine(),
+        **data,
+    }
     path.write_text(json.dumps(data, indent=2, default=str) + "\n")
     return path
 
@@ -112,7 +122,7 @@ def mib(n: Optional[float]) -> str:
 class GpuSampler:
     """GPU utilisation and memory in use, sampled on a thread (NVML, else nvidia-smi); a no-op without a GPU.
 
-        s = GpuSampler().start(); ...; figures = s.stop()  # {} where there is no NVIDIA GPU
+    s = GpuSampler().start(); ...; figures = s.stop()  # {} where there is no NVIDIA GPU
     """
 
     def __init__(self, interval_s: float = 0.5, index: int = 0):
@@ -129,11 +139,22 @@ class GpuSampler:
             if not getattr(self, "_nvml", None):
                 pynvml.nvmlInit()
                 self._nvml = pynvml.nvmlDeviceGetHandleByIndex(self.index)
-            return (float(pynvml.nvmlDeviceGetUtilizationRates(self._nvml).gpu),
-                    int(pynvml.nvmlDeviceGetMemoryInfo(self._nvml).used))
+            return (
+                float(pynvml.nvmlDeviceGetUtilizationRates(self._nvml).gpu),
+                int(pynvml.nvmlDeviceGetMemoryInfo(self._nvml).used),
+            )
         except Exception:  # no NVML binding or no driver: try the command line
-            out = subprocess.run(["nvidia-smi", f"--id={self.index}", "--query-gpu=utilization.gpu,memory.used",
-                                  "--format=csv,noheader,nounits"], capture_output=True, text=True, timeout=10)
+            out = subprocess.run(
+                [
+                    "nvidia-smi",
+                    f"--id={self.index}",
+                    "--query-gpu=utilization.gpu,memory.used",
+                    "--format=csv,noheader,nounits",
+                ],
+                capture_output=True,
+                text=True,
+                timeout=10,
+            )
             util, used = out.stdout.strip().split(",")[:2]
             return float(util), int(float(used) * 1024**2)
 
@@ -176,5 +197,9 @@ class GpuSampler:
         self._thread.join(timeout=15)
         if not self.util:
             return {}
-        return {"gpu_util_mean": sum(self.util) / len(self.util), "gpu_util_max": max(self.util),
-                "gpu_mem_used_max_bytes": max(self.mem), "gpu_samples": len(self.util)}
+        return {
+            "gpu_util_mean": sum(self.util) / len(self.util),
+            "gpu_util_max": max(self.util),
+            "gpu_mem_used_max_bytes": max(self.mem),
+            "gpu_samples": len(self.util),
+        }

@@ -49,14 +49,17 @@ def tokenize(ds, tokenizer, cfg: RunConfig):
     """Token ids and labels for every example, unpadded; columns other than the model's are dropped."""
     d = cfg.data
     if cfg.model.task == "seq2seq":
+
         def fn(batch):
             enc = tokenizer(batch[d.input_column], max_length=d.max_input_length, truncation=True)
             tgt = tokenizer(text_target=batch[d.target_column], max_length=d.max_target_length, truncation=True)
             enc["labels"] = tgt["input_ids"]
             return enc
     else:
+
         def fn(batch):
             return causal_features(batch[d.input_column], batch[d.target_column], tokenizer, d)
+
     return ds.map(fn, batched=True, remove_columns=ds.column_names, desc="tokenize")
 
 
@@ -115,10 +118,12 @@ def packing_keeps_examples_apart(model, examples, ratio: float = 0.1) -> Tuple[b
     try:
         with torch.no_grad():
             # use_cache=False as in training: transformers looks for packed rows only when there is no cache.
-            one_by_one = torch.cat([
-                model(input_ids=torch.tensor([f["input_ids"]], device=device), use_cache=False).logits[0].float()
-                for f in feats
-            ])
+            one_by_one = torch.cat(
+                [
+                    model(input_ids=torch.tensor([f["input_ids"]], device=device), use_cache=False).logits[0].float()
+                    for f in feats
+                ]
+            )
             row = model(input_ids=ids, position_ids=packed["position_ids"].to(device), use_cache=False).logits[0]
             leak = model(input_ids=ids, use_cache=False).logits[0]
     finally:

@@ -8,8 +8,9 @@ from typing import Dict, Optional
 from orchestrator.core.config import RunConfig
 
 
-def evaluate(model_dir: str, cfg: RunConfig, data_path: Optional[str] = None, max_examples: int = 256
-             ) -> Dict[str, float]:
+def evaluate(
+    model_dir: str, cfg: RunConfig, data_path: Optional[str] = None, max_examples: int = 256
+) -> Dict[str, float]:
     """Score a merged model folder (or an adapter folder, on cfg's base) on a held-out set.
 
     Returns eval_loss (mean token cross-entropy over targets, padding excluded) and, for seq2seq,
@@ -60,8 +61,9 @@ def evaluate(model_dir: str, cfg: RunConfig, data_path: Optional[str] = None, ma
 def _generate(model, tokenizer, cfg: RunConfig, inputs):
     import torch
 
-    enc = tokenizer(list(inputs), return_tensors="pt", padding=True, truncation=True,
-                    max_length=cfg.data.max_input_length)
+    enc = tokenizer(
+        list(inputs), return_tensors="pt", padding=True, truncation=True, max_length=cfg.data.max_input_length
+    )
     with torch.no_grad():
         out = model.generate(**enc, max_new_tokens=cfg.training.generation_max_length, do_sample=False)
     return tokenizer.batch_decode(out, skip_special_tokens=True)

@@ -50,8 +50,9 @@ def _forward_logits(model, batch: Dict[str, Any], task: str):
 
     with torch.no_grad():
         if task == "seq2seq":
-            return model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"],
-                         labels=batch["labels"]).logits.float()
+            return model(
+                input_ids=batch["input_ids"], attention_mask=batch["attention_mask"], labels=batch["labels"]
+            ).logits.float()
         return model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits.float()
 
 
@@ -60,20 +61,32 @@ def verification_batch(cfg: RunConfig, tokenizer, inputs: Sequence[str], targets
     from jobs.data import IGNORE_INDEX
 
     if cfg.model.task == "seq2seq":
-        enc = tokenizer(list(inputs), return_tensors="pt", padding=True, truncation=True,
-                        max_length=cfg.data.max_input_length)
-        lab = tokenizer(text_target=list(targets), return_tensors="pt", padding=True, truncation=True,
-                        max_length=cfg.data.max_target_length)["input_ids"]
+        enc = tokenizer(
+            list(inputs), return_tensors="pt", padding=True, truncation=True, max_length=cfg.data.max_input_length
+        )
+        lab = tokenizer(
+            text_target=list(targets),
+            return_tensors="pt",
+            padding=True,
+            truncation=True,
+            max_length=cfg.data.max_target_length,
+        )["input_ids"]
         lab[lab == tokenizer.pad_token_id] = IGNORE_INDEX
         enc["labels"] = lab
         return enc
     texts = [cfg.data.prompt_template.format(input=i) + str(t) for i, t in zip(inputs, targets)]
-    return tokenizer(texts, return_tensors="pt", padding=True, truncation=True,
-                     max_length=cfg.data.max_input_length + cfg.data.max_target_length)
+    return tokenizer(
+        texts,
+        return_tensors="pt",
+        padding=True,
+        truncation=True,
+        max_length=cfg.data.max_input_length + cfg.data.max_target_length,
+    )
 
 
-def verify_merge(cfg: RunConfig, adapter_dir: Path, merged_dir: Path, inputs: Sequence[str],
-                 targets: Sequence[str]) -> Dict[str, Any]:
+def verify_merge(
+    cfg: RunConfig, adapter_dir: Path, merged_dir: Path, inputs: Sequence[str], targets: Sequence[str]
+) -> Dict[str, Any]:
     """Compare the merged model (reloaded from disk with plain transformers) with base + adapter.
 
     Both run in the merge dtype on the same eval inputs; the merge passes when the largest absolute
@@ -88,12 +101,13 @@ def verify_merge(cfg: RunConfig, adapter_dir: Path, merged_dir: Path, inputs: Se
     batch = verification_batch(cfg, tokenizer, inputs, targets)
     dtype = getattr(torch, cfg.merge.dtype)
     merged = model_class(cfg.model.task).from_pretrained(str(merged_dir), dtype=dtype).eval()
-    reference = PeftModel.from_pretrained(load_base(cfg, quantized=False, dtype=cfg.merge.dtype),
-                                          str(adapter_dir)).eval()
+    reference = PeftModel.from_pretrained(
+        load_base(cfg, quantized=False, dtype=cfg.merge.dtype), str(adapter_dir)
+    ).eval()
     a = _forward_logits(merged, batch, cfg.model.task)
     b = _forward_logits(reference, batch, cfg.model.task)
     if cfg.model.task == "seq2seq":
-        mask = (batch["labels"] != -100)
+        mask = batch["labels"] != -100
     else:
         mask = batch["attention_mask"].bool()
     diff = (a - b).abs()[mask]
@@ -109,8 +123,13 @@ def verify_merge(cfg: RunConfig, adapter_dir: Path, merged_dir: Path, inputs: Se
     }
 
 
-def generate_samples(cfg: RunConfig, model_dir: Path, inputs: Sequence[str], references: Sequence[str],
-                     max_new_tokens: Optional[int] = None) -> List[Dict[str, str]]:
+def generate_samples(
+    cfg: RunConfig,
+    model_dir: Path,
+    inputs: Sequence[str],
+    references: Sequence[str],
+    max_new_tokens: Optional[int] = None,
+) -> List[Dict[str, str]]:
     """The model's generations beside the references (shown in the report and the summary)."""
     import torch
 
@@ -119,15 +138,20 @@ def generate_samples(cfg: RunConfig, model_dir: Path, inputs: Sequence[str], ref
     tokenizer = load_tokenizer(cfg)
     model = model_class(cfg.model.task).from_pretrained(str(model_dir)).eval()
     n = max_new_tokens or cfg.training.generation_max_length
-    prompts = list(inputs) if cfg.model.task == "seq2seq" else [
-        cfg.data.prompt_template.format(input=i) for i in inputs]
-    enc = tokenizer(prompts, return_tensors="pt", padding=True, truncation=True,
-                    max_length=cfg.data.max_input_length)
+    prompts = (
+        list(inputs) if cfg.model.task == "seq2seq" else [cfg.data.prompt_template.format(input=i) for i in inputs]
+    )
+    enc = tokenizer(prompts, return_tensors="pt", padding=True, truncation=True, max_length=cfg.data.max_input_length)
     with torch.no_grad():
-        out = model.generate(**enc, max_new_tokens=n, do_sample=False,
-                             num_beams=cfg.training.generation_num_beams, pad_token_id=tokenizer.pad_token_id)
+        out = model.generate(
+            **enc,
+            max_new_tokens=n,
+            do_sample=False,
+            num_beams=cfg.training.generation_num_beams,
+            pad_token_id=tokenizer.pad_token_id,
+        )
     if cfg.model.task == "causal_lm":
-        out = out[:, enc["input_ids"].shape[1]:]
+        out = out[:, enc["input_ids"].shape[1] :]
     preds = tokenizer.batch_decode(out, skip_special_tokens=True)
     return [{"input": i, "reference": r, "prediction": p.strip()} for i, r, p in zip(inputs, references, preds)]
 

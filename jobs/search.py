@@ -23,8 +23,15 @@ TRIAL_CPU = 0.01  # a Tune trial only drives its Train workers, which hold the r
 
 # ---- inside Ray: one trial ---------------------------------------------------------------------
 
-def trial_driver(config: Dict[str, Any], run_config: Dict[str, Any], data: list, storage: str,
-                 wandb_dir: Optional[str], storage_filesystem: Any = None) -> None:
+
+def trial_driver(
+    config: Dict[str, Any],
+    run_config: Dict[str, Any],
+    data: list,
+    storage: str,
+    wandb_dir: Optional[str],
+    storage_filesystem: Any = None,
+) -> None:
     """Tune trainable: one Ray Train run with this trial's hyperparameters."""
     import ray.train
     import ray.tune
@@ -70,6 +77,7 @@ def trial_driver(config: Dict[str, Any], run_config: Dict[str, Any], data: list,
 
 # ---- on the driver: the search -----------------------------------------------------------------
 
+
 def param_space(cfg: RunConfig, fixed: Optional[Dict[str, Any]] = None) -> Dict[str, Any]:
     """Tune's param space: {'params': {dotted key: distribution}} (or fixed values for `train`)."""
     from ray import tune
@@ -97,8 +105,9 @@ def planned_reports(cfg: RunConfig, n_train: int, params: Dict[str, Any]) -> Dic
     if t.max_steps:
         steps = t.max_steps
     else:
-        per_epoch = max(1, math.ceil(math.ceil(n_train / (t.batch_size * c.resources.num_workers))
-                                     / t.gradient_accumulation_steps))
+        per_epoch = max(
+            1, math.ceil(math.ceil(n_train / (t.batch_size * c.resources.num_workers)) / t.gradient_accumulation_steps)
+        )
         steps = math.ceil(per_epoch * t.epochs)
     save = t.save_steps or t.eval_steps
     return {"steps": steps, "reports": steps // save + (1 if steps % save else 0)}
@@ -164,8 +173,16 @@ class SearchResult:
     eval_raw: Any
 
 
-def run_search(cfg: RunConfig, run: RunDir, st: RunStorage, *, fixed_params: Optional[Dict[str, Any]] = None,
-               resume: bool = False, callbacks: Optional[list] = None, echo=print) -> SearchResult:
+def run_search(
+    cfg: RunConfig,
+    run: RunDir,
+    st: RunStorage,
+    *,
+    fixed_params: Optional[Dict[str, Any]] = None,
+    resume: bool = False,
+    callbacks: Optional[list] = None,
+    echo=print,
+) -> SearchResult:
     """Run the search (or, with `fixed_params`, one trial); record the trials and copy the best adapter out."""
     import ray
     from ray import tune
@@ -181,15 +198,26 @@ def run_search(cfg: RunConfig, run: RunDir, st: RunStorage, *, fixed_params: Opt
     data_ref = ray.put({"train": data["train"], "eval": data["eval"]})
     wandb_dir = str(run.path.resolve()) if cfg.tracking.effective_backend == "wandb" else None
     trainable = tune.with_resources(
-        tune.with_parameters(trial_driver, run_config=cfg.to_json(), data=[data_ref], storage=st.path,
-                             wandb_dir=wandb_dir, storage_filesystem=st.filesystem),
+        tune.with_parameters(
+            trial_driver,
+            run_config=cfg.to_json(),
+            data=[data_ref],
+            storage=st.path,
+            wandb_dir=wandb_dir,
+            storage_filesystem=st.filesystem,
+        ),
         {"cpu": TRIAL_CPU},
     )
     tune_path = f"{st.path}/tune"
     if resume and tune.Tuner.can_restore(tune_path, storage_filesystem=st.filesystem):
         echo(f"Resuming the search in {st.uri}/tune")
-        tuner = tune.Tuner.restore(tune_path, trainable=trainable, resume_errored=True,
-                                   param_space=param_space(cfg, fixed_params), storage_filesystem=st.filesystem)
+        tuner = tune.Tuner.restore(
+            tune_path,
+            trainable=trainable,
+            resume_errored=True,
+            param_space=param_space(cfg, fixed_params),
+            storage_filesystem=st.filesystem,
+        )
         # a fresh display, not the pickled one (Tuner has no public setter)
         tuner._local_tuner._run_config.callbacks = driver_local(callbacks)  # type: ignore[union-attr]
     else:
@@ -197,17 +225,33 @@ def run_search(cfg: RunConfig, run: RunDir, st: RunStorage, *, fixed_params: Opt
             trainable,
             param_space=param_space(cfg, fixed_params),
             tune_config=build_tune_config(cfg, n_train, single=fixed_params is not None),
-            run_config=tune.RunConfig(name="tune", storage_path=st.path, storage_filesystem=st.filesystem,
-                                      verbose=0, callbacks=driver_local(callbacks)),
+            run_config=tune.RunConfig(
+                name="tune",
+                storage_path=st.path,
+                storage_filesystem=st.filesystem,
+                verbose=0,
+                callbacks=driver_local(callbacks),
+            ),
         )
     grid = tuner.fit()
     return SearchResult(collect_results(cfg, grid, run, n_train, st), data["eval_raw"])
 
 
 _DRIVER_CALLBACKS: Dict[int, Any] = {}
-_HOOKS = ("setup", "on_step_begin", "on_step_end", "on_trial_start", "on_trial_restore", "on_trial_save",
-          "on_trial_result", "on_trial_complete", "on_trial_recover", "on_trial_error", "on_checkpoint",
-          "on_experiment_end")
+_HOOKS = (
+    "setup",
+    "on_step_begin",
+    "on_step_end",
+    "on_trial_start",
+    "on_trial_restore",
+    "on_trial_save",
+    "on_trial_result",
+    "on_trial_complete",
+    "on_trial_recover",
+    "on_trial_error",
+    "on_checkpoint",
+    "on_experiment_end",
+)
 
 
 def driver_local(callbacks: Optional[list]) -> list:
@@ -223,14 +267,19 @@ def driver_local(callbacks: Optional[list]) -> list:
         def hook(self, *args, **kwargs):
             fn = getattr(_DRIVER_CALLBACKS.get(self.key), name, None)
             return fn(*args, **kwargs) if fn else None
+
         return hook
 
-    proxy_cls = type("DriverLocalCallback", (Callback,), {
-        "__init__": lambda self, key: setattr(self, "key", key),
-        "__getstate__": lambda self: {"key": self.key},
-        "__setstate__": lambda self, state: setattr(self, "key", state["key"]),
-        **{name: forward(name) for name in _HOOKS},
-    })
+    proxy_cls = type(
+        "DriverLocalCallback",
+        (Callback,),
+        {
+            "__init__": lambda self, key: setattr(self, "key", key),
+            "__getstate__": lambda self: {"key": self.key},
+            "__setstate__": lambda self, state: setattr(self, "key", state["key"]),
+            **{name: forward(name) for name in _HOOKS},
+        },
+    )
     out = []
     for cb in callbacks or []:
         _DRIVER_CALLBACKS[id(cb)] = cb
@@ -255,9 +304,15 @@ def collect_results(cfg: RunConfig, grid, run: RunDir, n_train: int, st: RunStor
         last = history[-1] if history else {}
         steps = int(last.get("step", 0) or 0)
         status = "ERROR" if result.error else ("COMPLETED" if steps >= plan["steps"] else "STOPPED_EARLY")
-        row = {"trial_id": trial_id, **params,
-               metric: None, "steps": steps, "planned_steps": plan["steps"], "status": status,
-               "time_s": round(float(last.get("time_total_s", 0) or 0), 1)}
+        row = {
+            "trial_id": trial_id,
+            **params,
+            metric: None,
+            "steps": steps,
+            "planned_steps": plan["steps"],
+            "status": status,
+            "time_s": round(float(last.get("time_total_s", 0) or 0), 1),
+        }
         run.trial_dir(trial_id).mkdir(parents=True, exist_ok=True)
         if last:
             run.write_trial_result(trial_id, _jsonable(last))
@@ -269,13 +324,24 @@ def collect_results(cfg: RunConfig, grid, run: RunDir, n_train: int, st: RunStor
             if kept:
                 top = _best_of(kept, metric, mode)
                 if best is None or better(top[metric], best["metrics"][metric]):
-                    best = {"trial_id": trial_id, "params": params, "metrics": _jsonable(top),
-                            "checkpoint": top["checkpoint_path"], "step": int(top.get("step", 0) or 0)}
+                    best = {
+                        "trial_id": trial_id,
+                        "params": params,
+                        "metrics": _jsonable(top),
+                        "checkpoint": top["checkpoint_path"],
+                        "step": int(top.get("step", 0) or 0),
+                    }
         rows.append(row)
     run.write_trials_csv(rows)
     summary: Dict[str, Any] = {
-        "experiment": cfg.experiment, "metric": metric, "mode": mode, "num_trials": len(rows),
-        "trials": rows, "best": None, "params": {}, "paths": {"run_dir": str(run.path.resolve())},
+        "experiment": cfg.experiment,
+        "metric": metric,
+        "mode": mode,
+        "num_trials": len(rows),
+        "trials": rows,
+        "best": None,
+        "params": {},
+        "paths": {"run_dir": str(run.path.resolve())},
     }
     if best is None:
         return summary

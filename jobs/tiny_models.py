@@ -49,12 +49,16 @@ def build_tokenizer(texts: List[str], vocab_size: int = 512, add_bos: bool = Fal
         )
     else:  # T5 style: inputs end with </s>
         tok.post_processor = processors.TemplateProcessing(
-            single=f"$A {SPECIAL['eos']}", pair=f"$A {SPECIAL['eos']} $B {SPECIAL['eos']}",
+            single=f"$A {SPECIAL['eos']}",
+            pair=f"$A {SPECIAL['eos']} $B {SPECIAL['eos']}",
             special_tokens=[(SPECIAL["eos"], eos_id)],
         )
     return PreTrainedTokenizerFast(
         tokenizer_object=tok,
-        pad_token=SPECIAL["pad"], eos_token=SPECIAL["eos"], unk_token=SPECIAL["unk"], bos_token=SPECIAL["bos"],
+        pad_token=SPECIAL["pad"],
+        eos_token=SPECIAL["eos"],
+        unk_token=SPECIAL["unk"],
+        bos_token=SPECIAL["bos"],
     )
 
 
@@ -64,10 +68,18 @@ def build_t5(tokenizer, d_model: int = 64, layers: int = 2, heads: int = 4, seed
 
     torch.manual_seed(seed)
     cfg = T5Config(  # type: ignore[call-arg]  # generic PretrainedConfig kwargs, absent from T5Config's signature
-        vocab_size=len(tokenizer), d_model=d_model, d_kv=d_model // heads, d_ff=d_model * 2,
-        num_layers=layers, num_decoder_layers=layers, num_heads=heads,
-        pad_token_id=tokenizer.pad_token_id, eos_token_id=tokenizer.eos_token_id,
-        decoder_start_token_id=tokenizer.pad_token_id, feed_forward_proj="relu", tie_word_embeddings=False,
+        vocab_size=len(tokenizer),
+        d_model=d_model,
+        d_kv=d_model // heads,
+        d_ff=d_model * 2,
+        num_layers=layers,
+        num_decoder_layers=layers,
+        num_heads=heads,
+        pad_token_id=tokenizer.pad_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+        decoder_start_token_id=tokenizer.pad_token_id,
+        feed_forward_proj="relu",
+        tie_word_embeddings=False,
     )
     return T5ForConditionalGeneration(cfg)
 
@@ -78,10 +90,17 @@ def build_llama(tokenizer, hidden: int = 64, layers: int = 2, heads: int = 4, kv
 
     torch.manual_seed(seed)
     cfg = LlamaConfig(
-        vocab_size=len(tokenizer), hidden_size=hidden, intermediate_size=hidden * 2, num_hidden_layers=layers,
-        num_attention_heads=heads, num_key_value_heads=kv_heads, max_position_embeddings=512,
-        pad_token_id=tokenizer.pad_token_id, eos_token_id=tokenizer.eos_token_id,
-        bos_token_id=tokenizer.bos_token_id, tie_word_embeddings=False,
+        vocab_size=len(tokenizer),
+        hidden_size=hidden,
+        intermediate_size=hidden * 2,
+        num_hidden_layers=layers,
+        num_attention_heads=heads,
+        num_key_value_heads=kv_heads,
+        max_position_embeddings=512,
+        pad_token_id=tokenizer.pad_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+        bos_token_id=tokenizer.bos_token_id,
+        tie_word_embeddings=False,
     )
     return LlamaForCausalLM(cfg)
 
@@ -109,8 +128,9 @@ def pretrain(model, tokenizer, texts: List[str], arch: str, steps: int, seed: in
     model.eval()
 
 
-def make_tiny_model(arch: str, data: List[str], out: str, vocab_size: int = 512, size: int = 64,
-                    pretrain_steps: int = 150) -> Path:
+def make_tiny_model(
+    arch: str, data: List[str], out: str, vocab_size: int = 512, size: int = 64, pretrain_steps: int = 150
+) -> Path:
     """Build and save a tiny `arch` ('t5' or 'llama') model with a tokenizer trained on `data`."""
     texts = _texts(data)
     tokenizer = build_tokenizer(texts, vocab_size=vocab_size, add_bos=(arch == "llama"))

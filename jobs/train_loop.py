@@ -1,6 +1,6 @@
 """What each Ray Train worker runs: quantized base + LoRA, the HF Trainer, reports to Ray.
 
-    construct (config in) -> setup (model, data, trainer) -> train (resuming from Ray's checkpoint) -> cleanup
+construct (config in) -> setup (model, data, trainer) -> train (resuming from Ray's checkpoint) -> cleanup
 """
 
 from __future__ import annotations
@@ -30,8 +30,11 @@ def train_fn_per_worker(config: Dict[str, Any]) -> None:
     model = load_trainable(cfg, device_map=_device_map(cfg))
     counts = param_counts(model)
     if ray.train.get_context().get_world_rank() == 0:
-        print(f"trainable params: {counts['trainable_params']:,} || all params: {counts['total_params']:,} "
-              f"|| trainable%: {counts['trainable_pct']:.4f}", flush=True)
+        print(
+            f"trainable params: {counts['trainable_params']:,} || all params: {counts['total_params']:,} "
+            f"|| trainable%: {counts['trainable_pct']:.4f}",
+            flush=True,
+        )
     if tracker is not None:
         tracker.config.update({**counts}, allow_val_change=True)
     output_dir = tempfile.mkdtemp(prefix="qlora-trial-")
@@ -123,8 +126,15 @@ def wants_packing(cfg: RunConfig, model) -> bool:
     return str(getattr(model.config, "_attn_implementation", "")).startswith("flash_attention")
 
 
-def build_trainer(cfg: RunConfig, model, tokenizer, data: Dict[str, Any], extra: Dict[str, Any],
-                  output_dir: str, report_to_wandb: bool = False):
+def build_trainer(
+    cfg: RunConfig,
+    model,
+    tokenizer,
+    data: Dict[str, Any],
+    extra: Dict[str, Any],
+    output_dir: str,
+    report_to_wandb: bool = False,
+):
     """The HF Trainer (Seq2SeqTrainer when generations are scored) wired to Ray Train."""
     from ray.train.huggingface.transformers import prepare_trainer
     from transformers import Seq2SeqTrainer, Trainer
@@ -138,9 +148,11 @@ def build_trainer(cfg: RunConfig, model, tokenizer, data: Dict[str, Any], extra:
     if packing:
         model.config.use_cache = False  # transformers detects packed rows only when it builds no cache
         packing, diff, leak = packing_keeps_examples_apart(model, data["train"])
-        print(f"Sequence packing {'on' if packing else 'off: the model lets packed examples see each other'} "
-              f"(packed vs one by one: max |Δlogit| {diff:.1e}; {leak:.1e} if examples could see each other)",
-              flush=True)
+        print(
+            f"Sequence packing {'on' if packing else 'off: the model lets packed examples see each other'} "
+            f"(packed vs one by one: max |Δlogit| {diff:.1e}; {leak:.1e} if examples could see each other)",
+            flush=True,
+        )
     trainer = cls(
         model=model,
         args=args,

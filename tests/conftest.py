@@ -32,8 +32,11 @@ def tiny_t5(tmp_path_factory) -> Path:
     """A tiny T5 (random init + a short pre-training) with a BPE tokenizer trained on the seed data."""
     from jobs.tiny_models import make_tiny_model
 
-    return make_tiny_model("t5", [str(SEED / f"{s}.jsonl") for s in ("train", "eval", "test")],
-                           str(tmp_path_factory.mktemp("model") / "tiny-t5"))
+    return make_tiny_model(
+        "t5",
+        [str(SEED / f"{s}.jsonl") for s in ("train", "eval", "test")],
+        str(tmp_path_factory.mktemp("model") / "tiny-t5"),
+    )
 
 
 @pytest.fixture(scope="session")
@@ -41,8 +44,11 @@ def tiny_llama(tmp_path_factory) -> Path:
     """A tiny Llama-style causal LM, built like tiny_t5."""
     from jobs.tiny_models import make_tiny_model
 
-    return make_tiny_model("llama", [str(SEED / f"{s}.jsonl") for s in ("train", "eval", "test")],
-                           str(tmp_path_factory.mktemp("model") / "tiny-llama"))
+    return make_tiny_model(
+        "llama",
+        [str(SEED / f"{s}.jsonl") for s in ("train", "eval", "test")],
+        str(tmp_path_factory.mktemp("model") / "tiny-llama"),
+    )
 
 
 def write_config(path: Path, model_path: Path, out: Path, **sections) -> Path:
@@ -88,8 +94,10 @@ def tuned_t5_run(tmp_path_factory, tiny_t5, ray_local_2cpu) -> Path:
     from orchestrator.launch.pipeline import run
 
     root = tmp_path_factory.mktemp("tuned")
-    space = {"training.learning_rate": {"type": "loguniform", "low": 3e-4, "high": 3e-3},
-             "lora.r": {"type": "choice", "values": [4, 8]}}
+    space = {
+        "training.learning_rate": {"type": "loguniform", "low": 3e-4, "high": 3e-3},
+        "lora.r": {"type": "choice", "values": [4, 8]},
+    }
     cfg = write_config(root / "t5.yaml", tiny_t5, root / "runs", training={"epochs": 6}, search={"space": space})
     code = run(str(cfg), "tune", [], echo=lambda *a, **k: None)
     assert code == 0
@@ -114,5 +122,6 @@ def pytest_collection_modifyitems(config, items):
         elif tier == "unit" and item.get_closest_marker("integration"):
             misplaced.append(item.nodeid)
     if misplaced:
-        raise pytest.UsageError("tests marked `integration` under tests/unit/ (move them to tests/integration/): "
-                                + ", ".join(misplaced))
+        raise pytest.UsageError(
+            "tests marked `integration` under tests/unit/ (move them to tests/integration/): " + ", ".join(misplaced)
+        )

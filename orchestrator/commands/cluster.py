@@ -41,7 +41,9 @@ def status_command(job_id, address):
 @click.command("logs")
 @job_argument
 @address_option
-@click.option("--follow", "-f", is_flag=True, help="Stream new lines until the job ends; exit 0 if it SUCCEEDED, 1 if not.")
+@click.option(
+    "--follow", "-f", is_flag=True, help="Stream new lines until the job ends; exit 0 if it SUCCEEDED, 1 if not."
+)
 @click.pass_context
 def logs_command(ctx, job_id, address, follow):
     """Print the logs of job JOB (with --follow, until it ends)."""

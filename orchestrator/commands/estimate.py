@@ -35,8 +35,10 @@ def render_estimate(est) -> None:
     con = _console()
     s = est.shape
     layers = " + ".join(str(n) for n in s.layers)
-    con.print(f"[bold]{s.name}[/bold]  {s.model_class} ({s.task}), {s.total_params:,} parameters, {layers} layers, "
-              f"hidden {s.hidden_size}, vocab {s.vocab_size}")
+    con.print(
+        f"[bold]{s.name}[/bold]  {s.model_class} ({s.task}), {s.total_params:,} parameters, {layers} layers, "
+        f"hidden {s.hidden_size}, vocab {s.vocab_size}"
+    )
     con.print(f"  from the {s.source}; built on the meta device (no weights)")
     tm = est.target_modules
     if tm == "all-linear":
@@ -66,18 +68,29 @@ def render_estimate(est) -> None:
     seq = " + ".join(str(x) for x in est.seq_lens)
     budget = est.budget_bytes / GIB
     gpus = est.gpus_per_worker if est.gpus_per_worker > 0 else 1
-    t = Table(title=f"Memory per worker at rank {est.memory_rank}, batch {est.batch_size}, sequence {seq} tokens, "
-                    f"gradient checkpointing {'on' if est.gradient_checkpointing else 'off'}", title_justify="left")
+    t = Table(
+        title=f"Memory per worker at rank {est.memory_rank}, batch {est.batch_size}, sequence {seq} tokens, "
+        f"gradient checkpointing {'on' if est.gradient_checkpointing else 'off'}",
+        title_justify="left",
+    )
     t.add_column("")
     for v in est.variants:
         mark = " (config)" if v.key == est.configured_variant else ""
         t.add_column(v.label + mark, justify="right")
-    for attr, label in (("weights", "weights"), ("adapter", "adapter (fp32)"), ("gradients", "gradients"),
-                        ("optimizer", "optimizer (AdamW)"), ("activations", "activations (rough)"),
-                        ("overhead", "CUDA context (assumed)"), ("total", "total")):
+    for attr, label in (
+        ("weights", "weights"),
+        ("adapter", "adapter (fp32)"),
+        ("gradients", "gradients"),
+        ("optimizer", "optimizer (AdamW)"),
+        ("activations", "activations (rough)"),
+        ("overhead", "CUDA context (assumed)"),
+        ("total", "total"),
+    ):
         t.add_row(label, *(fmt_bytes(getattr(v, attr)) for v in est.variants))
-    t.add_row(f"fits {gpus:g} x {est.gpu_mem_gib:g} GiB ({budget:g} GiB)?",
-              *("yes" if est.fits(v) else "NO" for v in est.variants))
+    t.add_row(
+        f"fits {gpus:g} x {est.gpu_mem_gib:g} GiB ({budget:g} GiB)?",
+        *("yes" if est.fits(v) else "NO" for v in est.variants),
+    )
     con.print(t)
     for wline in est.warnings:
         con.print(f"[yellow]warning:[/yellow] {wline}")
@@ -94,47 +107,91 @@ def render_share_table(tbl) -> None:
 
     con = _console()
     t = Table(title="Share of LoRA trainable parameters (trainable / all, as peft prints it)", title_justify="left")
-    for col in ("model", "rank", "seed article", "2r/sqrt(N)", "q,v: params", "q,v: share",
-                "all-linear: params", "all-linear: share"):
+    for col in (
+        "model",
+        "rank",
+        "seed article",
+        "2r/sqrt(N)",
+        "q,v: params",
+        "q,v: share",
+        "all-linear: params",
+        "all-linear: share",
+    ):
         t.add_column(col, justify="left" if col == "model" else "right")
-    for i, a in enumerate(tbl.archs):
+    for i, a in enumerate(tbl.archs):  # noqa: B007  (i indexes the cells below)
         for j, r in enumerate(tbl.ranks):
             seed = SEED_TABLE.get(r)
             seed_text = f"{seed[TABLE_ARCHS.index(a)]:.3f} %" if seed and a in TABLE_ARCHS else "-"
             qv, al = tbl.ours["attention_qv"][a][r], tbl.ours["all_linear"][a][r]
-            t.add_row(a if j == 0 else "", str(r), seed_text,
-                      f"{100 * seed_formula_share(r, SHIPPED_ARCHS[a].nominal_params):.3f} %",
-                      f"{qv.trainable:,}", f"{100 * qv.share:.4f} %", f"{al.trainable:,}", f"{100 * al.share:.4f} %",
-                      end_section=(j == len(tbl.ranks) - 1))
+            t.add_row(
+                a if j == 0 else "",
+                str(r),
+                seed_text,
+                f"{100 * seed_formula_share(r, SHIPPED_ARCHS[a].nominal_params):.3f} %",
+                f"{qv.trainable:,}",
+                f"{100 * qv.share:.4f} %",
+                f"{al.trainable:,}",
+                f"{100 * al.share:.4f} %",
+                end_section=(j == len(tbl.ranks) - 1),
+            )
     con.print(t)
     qv_names = "; ".join(f"{a}: {', '.join(tbl.target_sets['attention_qv'][a])}" for a in tbl.archs)
-    con.print(f"q,v = the attention query and value projections ({qv_names}; Falcon fuses q, k and v into one "
-              "layer). all-linear = every linear layer but the output head (peft's \"all-linear\", QLoRA's choice).")
+    con.print(
+        f"q,v = the attention query and value projections ({qv_names}; Falcon fuses q, k and v into one "
+        "layer). all-linear = every linear layer but the output head (peft's \"all-linear\", QLoRA's choice)."
+    )
     con.print("Totals (N): " + ", ".join(f"{a} {tbl.total_params[a]:,}" for a in tbl.archs) + ".")
-    con.print("The seed article's figures equal 2r*sqrt(N)/N with N the nominal size (7e9, 13e9, 70e9, 180e9): "
-              "LoRA on a single sqrt(N) x sqrt(N) matrix. No real set of target modules gives them; LoRA on q,v "
-              "alone, on every layer, is 3-4x larger (0.062 % at rank 8 on Llama-2-7B, not 0.019 %).")
+    con.print(
+        "The seed article's figures equal 2r*sqrt(N)/N with N the nominal size (7e9, 13e9, 70e9, 180e9): "
+        "LoRA on a single sqrt(N) x sqrt(N) matrix. No real set of target modules gives them; LoRA on q,v "
+        "alone, on every layer, is 3-4x larger (0.062 % at rank 8 on Llama-2-7B, not 0.019 %)."
+    )
 
 
 def register(group) -> None:
     @group.command("estimate")
     @optional_config_argument
     @set_option
-    @click.option("--model", "model", metavar="NAME_OR_CONFIG", default=None,
-                  help="Model to estimate (overrides model.name_or_path): a local model folder, a config.json, "
-                       "or a shipped architecture (llama-2-7b, llama-2-13b, llama-2-70b, falcon-180b, t5-small, "
-                       "tinyllama-1.1b). Only its config is read; nothing is downloaded.")
-    @click.option("--rank", "ranks", type=int, multiple=True,
-                  help="LoRA rank to report (repeatable; default: search.space lora.r choices, else lora.r).")
-    @click.option("--gpu-mem-gb", type=float, default=24.0, show_default=True,
-                  help="Memory of one GPU in GiB for the fit check against resources.gpus_per_worker "
-                       "(A100/H100: 80).")
-    @click.option("--table", "share_table", is_flag=True,
-                  help="Print the share of trainable parameters for ranks 1-16 on Llama-2 7B/13B/70B and "
-                       "Falcon-180B beside the seed article's table.")
+    @click.option(
+        "--model",
+        "model",
+        metavar="NAME_OR_CONFIG",
+        default=None,
+        help="Model to estimate (overrides model.name_or_path): a local model folder, a config.json, "
+        "or a shipped architecture (llama-2-7b, llama-2-13b, llama-2-70b, falcon-180b, t5-small, "
+        "tinyllama-1.1b). Only its config is read; nothing is downloaded.",
+    )
+    @click.option(
+        "--rank",
+        "ranks",
+        type=int,
+        multiple=True,
+        help="LoRA rank to report (repeatable; default: search.space lora.r choices, else lora.r).",
+    )
+    @click.option(
+        "--gpu-mem-gb",
+        type=float,
+        default=24.0,
+        show_default=True,
+        help="Memory of one GPU in GiB for the fit check against resources.gpus_per_worker (A100/H100: 80).",
+    )
+    @click.option(
+        "--table",
+        "share_table",
+        is_flag=True,
+        help="Print the share of trainable parameters for ranks 1-16 on Llama-2 7B/13B/70B and "
+        "Falcon-180B beside the seed article's table.",
+    )
     @click.option("--json", "as_json", is_flag=True, help="Print machine-readable JSON instead of tables.")
-    def estimate_cmd(config: Optional[str], overrides: Sequence[str], model: Optional[str], ranks: Sequence[int],
-                     gpu_mem_gb: float, share_table: bool, as_json: bool) -> None:
+    def estimate_cmd(
+        config: Optional[str],
+        overrides: Sequence[str],
+        model: Optional[str],
+        ranks: Sequence[int],
+        gpu_mem_gb: float,
+        share_table: bool,
+        as_json: bool,
+    ) -> None:
         """Trainable parameters and GPU memory of a config, before launching it.
 
         Reads only the model's config (the model is built on the meta device: no weights, no download)

@@ -10,7 +10,10 @@ import click
 from orchestrator.core.errors import UserError
 
 dir_option = click.option(
-    "--dir", "root", default=None, metavar="DIR",
+    "--dir",
+    "root",
+    default=None,
+    metavar="DIR",
     help="Folder that holds the run folders (output.dir; default ./runs, env QLORA_RUNS_DIR).",
 )
 
@@ -52,9 +55,11 @@ def register(group) -> None:
         predictions beside their references. `tune` writes it at the end of every search.
         """
         if not Path(run_dir).is_dir():
-            raise UserError(f"RUN_DIR: '{run_dir}' does not exist. Pass a folder written by `qlora-launch tune` "
-                            "(output.dir/EXPERIMENT, e.g. runs/t5_tiny_summarize_local); `qlora-launch runs` "
-                            "lists them.")
+            raise UserError(
+                f"RUN_DIR: '{run_dir}' does not exist. Pass a folder written by `qlora-launch tune` "
+                "(output.dir/EXPERIMENT, e.g. runs/t5_tiny_summarize_local); `qlora-launch runs` "
+                "lists them."
+            )
         report(run_dir, open_browser=open_browser, pngs=not no_png)
 
     @group.group("runs", invoke_without_command=True)

@@ -17,19 +17,44 @@ def _run_publish_section(run_dir: str):
 
 @click.command("publish")
 @click.argument("run_dir", type=click.Path(file_okay=False))
-@click.option("--to", "to", default=None, metavar="URI",
-              help="s3://bucket/prefix or hf://org/name (YAML publish.to; default: the run's publish.to).")
-@click.option("--what", type=click.Choice(["adapter", "merged", "both"]), default=None,
-              help="What to publish (YAML publish.what; default both).")
+@click.option(
+    "--to",
+    "to",
+    default=None,
+    metavar="URI",
+    help="s3://bucket/prefix or hf://org/name (YAML publish.to; default: the run's publish.to).",
+)
+@click.option(
+    "--what",
+    type=click.Choice(["adapter", "merged", "both"]),
+    default=None,
+    help="What to publish (YAML publish.what; default both).",
+)
 @click.option("--endpoint-url", default=None, help="S3-compatible endpoint, e.g. MinIO (YAML publish.endpoint_url).")
-@click.option("--version", "version", default=None,
-              help="Version name under the prefix / Hub tag (default: the run's end time + a content hash).")
-@click.option("--private/--public", "private", default=None,
-              help="Hub: create the repo private or public (YAML publish.private; default private).")
+@click.option(
+    "--version",
+    "version",
+    default=None,
+    help="Version name under the prefix / Hub tag (default: the run's end time + a content hash).",
+)
+@click.option(
+    "--private/--public",
+    "private",
+    default=None,
+    help="Hub: create the repo private or public (YAML publish.private; default private).",
+)
 @click.option("--revision", default=None, help="Hub: branch to commit to (YAML publish.revision; default main).")
 @click.option("--dry-run", is_flag=True, help="List every file, its size and destination; upload nothing.")
-def publish_cmd(run_dir: str, to: Optional[str], what: Optional[str], endpoint_url: Optional[str],
-                version: Optional[str], private: Optional[bool], revision: Optional[str], dry_run: bool) -> None:
+def publish_cmd(
+    run_dir: str,
+    to: Optional[str],
+    what: Optional[str],
+    endpoint_url: Optional[str],
+    version: Optional[str],
+    private: Optional[bool],
+    revision: Optional[str],
+    dry_run: bool,
+) -> None:
     """Publish the best model of RUN_DIR (a `tune` run folder) with a manifest.
 
     The merge is verified again first (merged vs base + adapter); files go under a new version
@@ -44,8 +69,9 @@ def publish_cmd(run_dir: str, to: Optional[str], what: Optional[str], endpoint_u
     section = _run_publish_section(run_dir) or {}
     to = to or section.get("to")
     if not to:
-        raise UserError("say where to publish: --to s3://bucket/prefix or --to hf://org/name (or a publish.to in "
-                        "the run's config).")
+        raise UserError(
+            "say where to publish: --to s3://bucket/prefix or --to hf://org/name (or a publish.to in the run's config)."
+        )
     publish_run(
         run_dir,
         to,
@@ -62,8 +88,9 @@ def publish_cmd(run_dir: str, to: Optional[str], what: Optional[str], endpoint_u
 @click.command("pull")
 @click.argument("location")
 @click.argument("dest", type=click.Path(file_okay=False))
-@click.option("--version", "version", default=None,
-              help="A published version (S3) or revision/tag (Hub) instead of the latest.")
+@click.option(
+    "--version", "version", default=None, help="A published version (S3) or revision/tag (Hub) instead of the latest."
+)
 @click.option("--endpoint-url", default=None, help="S3-compatible endpoint (YAML publish.endpoint_url).")
 def pull_cmd(location: str, dest: str, version: Optional[str], endpoint_url: Optional[str]) -> None:
     """Download a published model into DEST, checking every sha256 against its manifest.

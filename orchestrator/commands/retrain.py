@@ -58,8 +58,9 @@ store_option = click.option(
 @set_option
 @click.option("--dry-run", is_flag=True, help="Say what would happen (champion, new data or not, plan); start nothing.")
 @click.option("--job-id", default=None, hidden=True, help="Id recorded with the run (set by schedules and Ray Jobs).")
-def retrain_cmd(config: str, address: Optional[str], force: bool, overrides: Tuple[str, ...], dry_run: bool,
-                job_id: Optional[str]) -> None:
+def retrain_cmd(
+    config: str, address: Optional[str], force: bool, overrides: Tuple[str, ...], dry_run: bool, job_id: Optional[str]
+) -> None:
     """Retrain CONFIG on fresh data; promote the result only if it beats the champion.
 
     Skips with "no new data" (exit 0) when the training data is unchanged since the last successful
@@ -139,6 +140,7 @@ def rollback_cmd(name, to_version, reason, registry, endpoint_url, config_path) 
 
 # ---- schedule group -------------------------------------------------------------------------
 
+
 @click.group("schedule")
 def schedule_group() -> None:
     """Run retrains on a cron schedule (daemon: `schedule run`), or export them to cron/Kubernetes."""
@@ -152,7 +154,11 @@ def schedule_group() -> None:
 @address_option
 @click.option("--timezone", "tz", default="UTC", show_default=True, help="Time zone the cron is read in.")
 @click.option(
-    "--misfire-grace", "misfire_grace_s", type=int, default=3600, show_default=True,
+    "--misfire-grace",
+    "misfire_grace_s",
+    type=int,
+    default=3600,
+    show_default=True,
     help="Seconds late a missed run may still start (runs missed while the scheduler was down are coalesced into one).",
 )
 @store_option
@@ -160,8 +166,9 @@ def schedule_add(name, cron, every_s, config, address, tz, misfire_grace_s, stor
     """Add schedule NAME: run `qlora-launch retrain CONFIG` on --cron."""
     from orchestrator.retrain.schedule import add_schedule
 
-    spec = add_schedule(name, config, cron=cron, every_s=every_s, address=address, tz=tz,
-                        misfire_grace_s=misfire_grace_s, store=store)
+    spec = add_schedule(
+        name, config, cron=cron, every_s=every_s, address=address, tz=tz, misfire_grace_s=misfire_grace_s, store=store
+    )
     click.echo(f"added schedule '{name}': {spec['cron'] or f'every {every_s:g}s'} ({tz}); next run {spec['next_run']}")
     click.echo("Start the scheduler with `qlora-launch schedule run`, or export it with `schedule export`.")
 
@@ -214,7 +221,9 @@ def schedule_run(store, poll_s, max_workers) -> None:
 
 @schedule_group.command("export")
 @click.argument("name")
-@click.option("--format", "fmt", type=click.Choice(["crontab", "k8s"]), required=True, help="crontab line or Kubernetes CronJob.")
+@click.option(
+    "--format", "fmt", type=click.Choice(["crontab", "k8s"]), required=True, help="crontab line or Kubernetes CronJob."
+)
 @click.option("--image", default=None, help="k8s: container image with qlora-launch (env QLORA_LAUNCH_IMAGE).")
 @store_option
 def schedule_export(name, fmt, image, store) -> None:

@@ -12,21 +12,34 @@ from orchestrator.launch.pipeline import plan_text, prepare, run
 
 def run_options(f):
     """Options shared by `tune` and `train`."""
-    for opt in reversed([
-        set_option,
-        click.option("--dry-run", is_flag=True, help="Print the resolved config, search space and resources; "
-                                                     "start nothing."),
-        address_option,
-        click.option("--no-wait", is_flag=True, help="With --address: print the job id and return at once."),
-        click.option("--resume", is_flag=True, help="Continue an interrupted run in the same output folder "
-                                                    "(finished trials are not run again)."),
-        click.option("--cpus", type=int, default=None, help="Local mode: CPUs Ray may use (default: all)."),
-        click.option("--gpus", type=float, default=None, help="Local mode: GPUs Ray may use (default: all)."),
-        click.option("--experiment", default=None, help="Run name; overrides output.experiment "
-                                                        "(default: the config file's stem)."),
-    ]):
+    for opt in reversed(
+        [
+            set_option,
+            click.option(
+                "--dry-run", is_flag=True, help="Print the resolved config, search space and resources; start nothing."
+            ),
+            address_option,
+            click.option("--no-wait", is_flag=True, help="With --address: print the job id and return at once."),
+            click.option(
+                "--resume",
+                is_flag=True,
+                help="Continue an interrupted run in the same output folder (finished trials are not run again).",
+            ),
+            click.option("--cpus", type=int, default=None, help="Local mode: CPUs Ray may use (default: all)."),
+            click.option("--gpus", type=float, default=None, help="Local mode: GPUs Ray may use (default: all)."),
+            click.option(
+                "--experiment",
+                default=None,
+                help="Run name; overrides output.experiment (default: the config file's stem).",
+            ),
+        ]
+    ):
         f = opt(f)
     return f
+
+
+def _run(verb, config, overrides, no_wait, **options) -> int:
+    return run(config, verb, overrides, wait=not no_wait, echo=click.echo, **options)
 
 
 def register(group: click.Group) -> None:
@@ -49,18 +62,16 @@ def register(group: click.Group) -> None:
     @group.command()
     @config_argument
     @run_options
-    def tune(config, overrides, dry_run, address, no_wait, resume, cpus, gpus, experiment):
+    def tune(**options):
         """Run a Ray Tune search of QLoRA trials, then merge, verify and record the best.
 
         Without --address Ray starts in-process (local mode) and results land in output.dir/EXPERIMENT.
         """
-        raise SystemExit(run(config, "tune", overrides, dry_run=dry_run, address=address, wait=not no_wait,
-                             resume=resume, cpus=cpus, gpus=gpus, experiment=experiment, echo=click.echo))
+        raise SystemExit(_run(verb="tune", **options))
 
     @group.command()
     @config_argument
     @run_options
-    def train(config, overrides, dry_run, address, no_wait, resume, cpus, gpus, experiment):
+    def train(**options):
         """Run one QLoRA trial with the config's hyperparameters (same code path as a tune trial)."""
-        raise SystemExit(run(config, "train", overrides, dry_run=dry_run, address=address, wait=not no_wait,
-                             resume=resume, cpus=cpus, gpus=gpus, experiment=experiment, echo=click.echo))
+        raise SystemExit(_run(verb="train", **options))

@@ -42,9 +42,11 @@ def load_raw(path: Union[str, Path]) -> Dict[str, Any]:
     except yaml.YAMLError as e:
         mark = getattr(e, "problem_mark", None)
         where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
-        raise UserError(f"{path}: not valid YAML{where}: {getattr(e, 'problem', e)}. Fix the syntax and retry.")
+        raise UserError(
+            f"{path}: not valid YAML{where}: {getattr(e, 'problem', e)}. Fix the syntax and retry."
+        ) from None
     except UnicodeDecodeError:
-        raise UserError(f"{path}: not UTF-8 text; save the config as UTF-8.")
+        raise UserError(f"{path}: not UTF-8 text; save the config as UTF-8.") from None
     if data is None:
         data = {}
     if not isinstance(data, dict):
@@ -84,7 +86,7 @@ def resolve_paths(cfg: RunConfig, base: Path) -> RunConfig:
     def fix(p: Optional[str]) -> Optional[str]:
         if not p or "://" in p or p.startswith("hub:") or os.path.isabs(p):
             return p
-        cand = (base / p)
+        cand = base / p
         if cand.exists() or not Path(p).exists():
             return str(cand.resolve()) if cand.exists() else p
         return str(Path(p).resolve())
@@ -122,16 +124,14 @@ def format_validation_errors(err: ValidationError, data: Dict[str, Any]) -> List
             choices = _fields_at(parent)
             hint = did_you_mean(loc[-1], choices)
             where = ".".join(parent) or "the top level"
-            lines.append(
-                f"`{key}`: unknown key in {where}.{hint or ''} Known keys: {', '.join(sorted(choices))}."
-            )
+            lines.append(f"`{key}`: unknown key in {where}.{hint or ''} Known keys: {', '.join(sorted(choices))}.")
             continue
         if etype == "missing":
             lines.append(f"`{key}`: required but missing; add it to the config.")
             continue
         msg = e["msg"]
         if msg.startswith("Value error, "):
-            msg = msg[len("Value error, "):]
+            msg = msg[len("Value error, ") :]
         got = ""
         if "input" in e and not isinstance(e["input"], dict) and etype not in ("value_error",):
             got = f" (got {e['input']!r})"

@@ -29,8 +29,10 @@ class ModelConfig(_Section):
     )
     trust_remote_code: bool = Field(False, description="Allow model code from the hub repo to run.")
     attn_implementation: Optional[Literal["eager", "sdpa", "flash_attention_2", "flash_attention_3"]] = Field(
-        None, description="Attention kernels (default: transformers' choice, sdpa); flash_attention_* needs the "
-                          "flash-attn package and a GPU.")
+        None,
+        description="Attention kernels (default: transformers' choice, sdpa); flash_attention_* needs the "
+        "flash-attn package and a GPU.",
+    )
 
 
 class QuantizationConfig(_Section):
@@ -79,11 +81,13 @@ class DataConfig(_Section):
         "{input}\n", description="causal_lm only: how the input becomes the prompt; {input} is replaced."
     )
     packing: Union[bool, Literal["auto"]] = Field(
-        "auto", description="causal_lm only: pack each batch into one padding-free row (positions restart per "
-                            "example) when a check at start shows the model keeps packed examples apart. auto: "
-                            "only with flash-attention kernels, which skip the masked blocks; true: also with "
-                            "sdpa/eager, which compute attention over the whole packed row (a gain for short "
-                            "examples, a loss for long ones: docs/benchmarks.md); false: pad each batch.")
+        "auto",
+        description="causal_lm only: pack each batch into one padding-free row (positions restart per "
+        "example) when a check at start shows the model keeps packed examples apart. auto: "
+        "only with flash-attention kernels, which skip the masked blocks; true: also with "
+        "sdpa/eager, which compute attention over the whole packed row (a gain for short "
+        "examples, a loss for long ones: docs/benchmarks.md); false: pad each batch.",
+    )
 
     @field_validator("prompt_template")
     @classmethod
@@ -299,7 +303,9 @@ class RetrainConfig(_Section):
 
     name: str = Field(description="Name of the model line (the champion pointer and history are kept per name).")
     strategy: Literal["retune", "reuse"] = Field("reuse", description="retune: a search; reuse: champion's hparams.")
-    registry: Optional[str] = Field(None, description="Folder or s3:// prefix for history/champion (default: publish.to).")
+    registry: Optional[str] = Field(
+        None, description="Folder or s3:// prefix for history/champion (default: publish.to)."
+    )
     min_improvement: float = Field(0.0, ge=0.0, description="How much better the challenger must be.")
     improvement: Literal["absolute", "relative"] = Field("absolute", description="How min_improvement is read.")
     eval_data: Optional[str] = Field(None, description="Held-out set both models are scored on (default: data.test).")

@@ -13,8 +13,7 @@ def is_number(x: Any) -> TypeGuard[float]:
     return isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x)
 
 
-def fmt_number(v: Any, digits: int = 4, sci_from: float = 1e5, sci_digits: int = 2,
-               group_ints: bool = False) -> str:
+def fmt_number(v: Any, digits: int = 4, sci_from: float = 1e5, sci_digits: int = 2, group_ints: bool = False) -> str:
     """'' for None; floats to `digits` significant digits, in scientific notation (`sci_digits`) below
     1e-3 or from `sci_from` up; ints with thousands separators from 10,000 when `group_ints`."""
     if v is None:

@@ -100,8 +100,9 @@ def run_storage(cfg, run_dir: Path) -> RunStorage:
     key = "/".join(x for x in (prefix.strip("/"), cfg.experiment) if x)
     endpoint = cfg.output.endpoint_url
     return RunStorage(
-        uri=f"s3://{bucket}/{key}/{RAY_DIR}", path=f"{bucket}/{key}/{RAY_DIR}",
-        filesystem=s3_filesystem(bucket, endpoint), run_uri=f"s3://{bucket}/{key}", endpoint_url=endpoint,
+        uri=f"s3://{bucket}/{key}/{RAY_DIR}",
+        path=f"{bucket}/{key}/{RAY_DIR}",
+        filesystem=s3_filesystem(bucket, endpoint),
+        run_uri=f"s3://{bucket}/{key}",
+        endpoint_url=endpoint,
     )
-
-

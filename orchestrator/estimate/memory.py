@@ -82,8 +82,9 @@ def sequence_lengths(task: str, max_input_length: int, max_target_length: int) -
     return (max_input_length + max_target_length,)
 
 
-def activation_bytes(shape: ModelShape, batch_size: int, seq_lens: Tuple[int, ...], checkpointing: bool,
-                     act_bytes: int = 2) -> int:
+def activation_bytes(
+    shape: ModelShape, batch_size: int, seq_lens: Tuple[int, ...], checkpointing: bool, act_bytes: int = 2
+) -> int:
     """Rough activation memory of one training micro-batch (rough: +-50 %).
 
     Per transformer layer, without recomputation, b*s*h*(34 + 5*a*s/h) bytes at 16-bit activations
@@ -160,26 +161,48 @@ class Estimate:
         s = self.shape
         return {
             "model": {
-                "name": s.name, "source": s.source, "class": s.model_class, "task": s.task,
-                "total_params": s.total_params, "hidden_size": s.hidden_size, "num_heads": s.num_heads,
-                "layers": list(s.layers), "vocab_size": s.vocab_size, "output_head": s.output_head,
-                "quantized_modules": len(s.quantized), "quantized_weight_params": s.quantized_weight_numel,
+                "name": s.name,
+                "source": s.source,
+                "class": s.model_class,
+                "task": s.task,
+                "total_params": s.total_params,
+                "hidden_size": s.hidden_size,
+                "num_heads": s.num_heads,
+                "layers": list(s.layers),
+                "vocab_size": s.vocab_size,
+                "output_head": s.output_head,
+                "quantized_modules": len(s.quantized),
+                "quantized_weight_params": s.quantized_weight_numel,
                 "linear_modules_not_quantized": s.not_quantized_linear,
             },
             "lora": {
-                "target_modules": self.target_modules, "bias": self.bias,
-                "ranks": [{"r": c.r, "trainable_params": c.trainable, "all_params": c.all_params,
-                           "share_percent": 100 * c.share} for c in self.counts],
+                "target_modules": self.target_modules,
+                "bias": self.bias,
+                "ranks": [
+                    {
+                        "r": c.r,
+                        "trainable_params": c.trainable,
+                        "all_params": c.all_params,
+                        "share_percent": 100 * c.share,
+                    }
+                    for c in self.counts
+                ],
             },
             "weights_bytes": self.weights_by_format,
             "memory": {
-                "rank": self.memory_rank, "batch_size": self.batch_size, "seq_lens": list(self.seq_lens),
+                "rank": self.memory_rank,
+                "batch_size": self.batch_size,
+                "seq_lens": list(self.seq_lens),
                 "gradient_checkpointing": self.gradient_checkpointing,
                 "configured_variant": self.configured_variant,
                 "variants": [dict(asdict(v), total=v.total, fits=self.fits(v)) for v in self.variants],
             },
-            "gpu": {"gpu_mem_gib": self.gpu_mem_gib, "gpus_per_worker": self.gpus_per_worker,
-                    "num_workers": self.num_workers, "budget_bytes_per_worker": self.budget_bytes},
+            "gpu": {
+                "gpu_mem_gib": self.gpu_mem_gib,
+                "gpus_per_worker": self.gpus_per_worker,
+                "num_workers": self.num_workers,
+                "budget_bytes_per_worker": self.budget_bytes,
+            },
             "warnings": self.warnings,
             "assumptions": self.assumptions,
         }
@@ -231,15 +254,28 @@ def estimate(shape: ModelShape, cfg, ranks: Optional[Sequence[int]] = None, gpu_
     adapter = dict(adapter=4 * t, gradients=4 * t, optimizer=8 * t)
     variants = [
         # prepare_model_for_kbit_training (jobs/modeling.py, the QLoRA recipe) upcasts what is not quantized
-        VariantMemory("qlora", f"QLoRA 4-bit {q.quant_type.upper()}{' +DQ' if q.double_quant else ''}",
-                      weight_bytes(shape, "nf4", 4, q.double_quant), activations=activation_bytes(shape, cfg.training.batch_size, seq, ckpt, compute),
-                      overhead=over, **adapter),
-        VariantMemory("lora_8bit", "LoRA 8-bit", weight_bytes(shape, "int8", 4), activations=act16, overhead=over,
-                      **adapter),
+        VariantMemory(
+            "qlora",
+            f"QLoRA 4-bit {q.quant_type.upper()}{' +DQ' if q.double_quant else ''}",
+            weight_bytes(shape, "nf4", 4, q.double_quant),
+            activations=activation_bytes(shape, cfg.training.batch_size, seq, ckpt, compute),
+            overhead=over,
+            **adapter,
+        ),
+        VariantMemory(
+            "lora_8bit", "LoRA 8-bit", weight_bytes(shape, "int8", 4), activations=act16, overhead=over, **adapter
+        ),
         VariantMemory("lora_16bit", "LoRA 16-bit", weights["16bit"], activations=act16, overhead=over, **adapter),
-        VariantMemory("full", "Full FT (fp32 + AdamW)", weights["fp32"], adapter=0,
-                      gradients=4 * shape.total_params, optimizer=8 * shape.total_params,
-                      activations=act16, overhead=over),
+        VariantMemory(
+            "full",
+            "Full FT (fp32 + AdamW)",
+            weights["fp32"],
+            adapter=0,
+            gradients=4 * shape.total_params,
+            optimizer=8 * shape.total_params,
+            activations=act16,
+            overhead=over,
+        ),
     ]
     configured = {"4bit": "qlora", "8bit": "lora_8bit", "none": "lora_16bit"}[q.mode]
 
@@ -259,8 +295,9 @@ def estimate(shape: ModelShape, cfg, ranks: Optional[Sequence[int]] = None, gpu_
         )
     res = cfg.resources
     if res.gpus_per_worker == 0:
-        warnings.append(f"resources.gpus_per_worker is 0 (training on CPU); the fit is checked against one "
-                        f"{gpu_mem_gib:g} GiB GPU.")
+        warnings.append(
+            f"resources.gpus_per_worker is 0 (training on CPU); the fit is checked against one {gpu_mem_gib:g} GiB GPU."
+        )
     assumptions = [
         f"memory is per worker: each of the {res.num_workers} DDP worker(s) holds a full replica",
         f"budget per worker = gpus_per_worker x {gpu_mem_gib:g} GiB (--gpu-mem-gb); more than one GPU per "
@@ -274,9 +311,20 @@ def estimate(shape: ModelShape, cfg, ranks: Optional[Sequence[int]] = None, gpu_
         f"CUDA context and allocator slack: {CUDA_OVERHEAD_GIB:g} GiB per process",
     ]
     return Estimate(
-        shape=shape, target_modules=target_module_list(tm), bias=cfg.lora.bias, counts=counts,
-        memory_rank=top.r, weights_by_format=weights, variants=variants, configured_variant=configured,
-        batch_size=cfg.training.batch_size, seq_lens=seq, gradient_checkpointing=ckpt, gpu_mem_gib=gpu_mem_gib,
-        gpus_per_worker=res.gpus_per_worker, num_workers=res.num_workers, warnings=warnings,
+        shape=shape,
+        target_modules=target_module_list(tm),
+        bias=cfg.lora.bias,
+        counts=counts,
+        memory_rank=top.r,
+        weights_by_format=weights,
+        variants=variants,
+        configured_variant=configured,
+        batch_size=cfg.training.batch_size,
+        seq_lens=seq,
+        gradient_checkpointing=ckpt,
+        gpu_mem_gib=gpu_mem_gib,
+        gpus_per_worker=res.gpus_per_worker,
+        num_workers=res.num_workers,
+        warnings=warnings,
         assumptions=assumptions,
     )

@@ -29,8 +29,10 @@ def load_estimate_config(config_path: Optional[str], overrides: Sequence[str] = 
 
     params = parse_overrides(list(overrides))
     if config_path is None and not model:
-        raise UserError("estimate needs a CONFIG file, --model NAME_OR_CONFIG, or --table. "
-                        "Example: qlora-launch estimate --model llama-2-7b")
+        raise UserError(
+            "estimate needs a CONFIG file, --model NAME_OR_CONFIG, or --table. "
+            "Example: qlora-launch estimate --model llama-2-7b"
+        )
     if config_path is not None:
         cfg = load_config(config_path, list(overrides))
         task_from_model = False
@@ -50,8 +52,13 @@ def load_estimate_config(config_path: Optional[str], overrides: Sequence[str] = 
     return cfg, (None if task_from_model else cfg.model.task)
 
 
-def run_estimate(config_path: Optional[str] = None, overrides: Sequence[str] = (), model: Optional[str] = None,
-                 ranks: Optional[Sequence[int]] = None, gpu_mem_gib: float = 24.0) -> Estimate:
+def run_estimate(
+    config_path: Optional[str] = None,
+    overrides: Sequence[str] = (),
+    model: Optional[str] = None,
+    ranks: Optional[Sequence[int]] = None,
+    gpu_mem_gib: float = 24.0,
+) -> Estimate:
     """`qlora-launch estimate`: load the config, read the model's shape on the meta device, estimate.
 
     Raises:

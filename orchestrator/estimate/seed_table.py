@@ -45,17 +45,28 @@ class ShareTable:
         rows = []
         for r in self.ranks:
             for i, a in enumerate(self.archs):
-                row = {"rank": r, "arch": a, "total_params": self.total_params[a],
-                       "seed_percent": SEED_TABLE.get(r, (None,) * 4)[i] if a in TABLE_ARCHS else None,
-                       "seed_formula_percent": 100 * seed_formula_share(r, SHIPPED_ARCHS[a].nominal_params)}
+                row = {
+                    "rank": r,
+                    "arch": a,
+                    "total_params": self.total_params[a],
+                    "seed_percent": SEED_TABLE.get(r, (None,) * 4)[i] if a in TABLE_ARCHS else None,
+                    "seed_formula_percent": 100 * seed_formula_share(r, SHIPPED_ARCHS[a].nominal_params),
+                }
                 for label, by_arch in self.ours.items():
                     c = by_arch[a][r]
-                    row[label] = {"target_modules": self.target_sets[label][a], "trainable_params": c.trainable,
-                                  "percent": 100 * c.share}
+                    row[label] = {
+                        "target_modules": self.target_sets[label][a],
+                        "trainable_params": c.trainable,
+                        "percent": 100 * c.share,
+                    }
                 rows.append(row)
-        return {"ranks": list(self.ranks), "archs": list(self.archs), "rows": rows,
-                "seed_formula": "100 * 2*r*sqrt(N) / N, N = nominal size (7e9, 13e9, 70e9, 180e9)",
-                "share_definition": "trainable / (base + adapter), as peft's print_trainable_parameters"}
+        return {
+            "ranks": list(self.ranks),
+            "archs": list(self.archs),
+            "rows": rows,
+            "seed_formula": "100 * 2*r*sqrt(N) / N, N = nominal size (7e9, 13e9, 70e9, 180e9)",
+            "share_definition": "trainable / (base + adapter), as peft's print_trainable_parameters",
+        }
 
 
 def share_table(ranks: Sequence[int] = TABLE_RANKS, archs: Sequence[str] = TABLE_ARCHS) -> ShareTable:
@@ -68,6 +79,8 @@ def share_table(ranks: Sequence[int] = TABLE_RANKS, archs: Sequence[str] = TABLE
         "attention_qv": {a: list(SHIPPED_ARCHS[a].attention_targets) for a in archs},
         "all_linear": {a: "all-linear" for a in archs},
     }
-    ours = {label: {a: {r: count_lora(shapes[a], r, t[a]) for r in ranks} for a in archs}
-            for label, t in target_sets.items()}
+    ours = {
+        label: {a: {r: count_lora(shapes[a], r, t[a]) for r in ranks} for a in archs}
+        for label, t in target_sets.items()
+    }
     return ShareTable(tuple(ranks), tuple(archs), {a: s.total_params for a, s in shapes.items()}, target_sets, ours)

@@ -51,6 +51,7 @@ _ALIASES["t5-small"] = "t5-small"
 
 # ---- the model's shape ---------------------------------------------------------------------------
 
+
 @dataclass(frozen=True)
 class ModuleInfo:
     """One named module of the model. kind: linear | conv1d | embedding | other."""
@@ -126,7 +127,7 @@ def load_model_config(name_or_path: str, trust_remote_code: bool = False) -> Tup
         try:
             return AutoConfig.from_pretrained(str(path), trust_remote_code=trust_remote_code), label
         except (OSError, ValueError, KeyError, json.JSONDecodeError) as e:
-            raise UserError(f"{path}: not a readable model config ({type(e).__name__}: {str(e)[:200]}).")
+            raise UserError(f"{path}: not a readable model config ({type(e).__name__}: {str(e)[:200]}).") from None
 
     p = Path(name_or_path).expanduser()
     arch = shipped_arch(name_or_path)
@@ -134,8 +135,10 @@ def load_model_config(name_or_path: str, trust_remote_code: bool = False) -> Tup
         return read(ARCH_DIR / SHIPPED_ARCHS[arch].file, f"shipped config {arch} ({SHIPPED_ARCHS[arch].hub_id})")
     if p.is_dir():
         if not (p / "config.json").is_file():
-            raise UserError(f"model folder '{name_or_path}' has no config.json; pass a model folder saved with "
-                            "save_pretrained, a config.json file, or a shipped architecture name.")
+            raise UserError(
+                f"model folder '{name_or_path}' has no config.json; pass a model folder saved with "
+                "save_pretrained, a config.json file, or a shipped architecture name."
+            )
         return read(p, f"local folder {p}")
     if p.is_file():
         return read(p, f"config file {p}")
@@ -153,8 +156,9 @@ def load_model_config(name_or_path: str, trust_remote_code: bool = False) -> Tup
     )
 
 
-def inspect_model(model_config: Any, task: Optional[str] = None, name: str = "", source: str = "",
-                  trust_remote_code: bool = False) -> ModelShape:
+def inspect_model(
+    model_config: Any, task: Optional[str] = None, name: str = "", source: str = "", trust_remote_code: bool = False
+) -> ModelShape:
     """Build the model on the meta device (no memory, no weights) and read its shape.
 
     Args:
@@ -179,7 +183,7 @@ def inspect_model(model_config: Any, task: Optional[str] = None, name: str = "",
     except ValueError as e:
         other = "causal_lm" if task == "seq2seq" else "seq2seq"
         raise UserError(
-            f"model.task is {task} but {type(model_config).__name__} has no {auto.__name__[len('AutoModelFor'):]} "
+            f"model.task is {task} but {type(model_config).__name__} has no {auto.__name__[len('AutoModelFor') :]} "
             f"model ({str(e).splitlines()[0][:160]}). Set model.task: {other} if that is what the model is."
         ) from None
     finally:
@@ -272,6 +276,7 @@ def _bnb_converted(model, modules: List[ModuleInfo], conv1d_cls) -> List[str]:
 
 # ---- LoRA parameters -----------------------------------------------------------------------------
 
+
 @dataclass
 class LoraCount:
     """Trainable parameters of a LoRA adapter, as peft's get_nb_trainable_parameters reports them."""
@@ -312,14 +317,15 @@ def match_targets(shape: ModelShape, target_modules: Union[str, Sequence[str]]) 
         # peft: every Linear/Conv1D by full name, minus the output embedding of a PreTrainedModel
         keys = {m.name for m in shape.modules if m.kind in ("linear", "conv1d")} - {shape.output_head}
         return [m for m in shape.modules if m.name in keys]
-    matched = [m for m in shape.modules
-               if m.name and (m.name in targets or any(m.name.endswith(f".{t}") for t in targets))]
+    matched = [
+        m for m in shape.modules if m.name and (m.name in targets or any(m.name.endswith(f".{t}") for t in targets))
+    ]
     linear_names = sorted({m.name.rsplit(".", 1)[-1] for m in shape.modules if m.kind in ("linear", "conv1d")})
     if not matched:
         hints = "".join(did_you_mean(t, linear_names) for t in targets)
         raise UserError(
             f"lora.target_modules {targets} matches no module of {shape.model_class}. Its linear layers are named "
-            f"{', '.join(linear_names)}; or use \"all-linear\".{hints}"
+            f'{", ".join(linear_names)}; or use "all-linear".{hints}'
         )
     bad = [m for m in matched if m.kind == "other"]
     if bad:
@@ -331,8 +337,9 @@ def match_targets(shape: ModelShape, target_modules: Union[str, Sequence[str]]) 
     return matched
 
 
-def count_lora(shape: ModelShape, r: int, target_modules: Union[str, Sequence[str]] = "all-linear",
-               bias: str = "none") -> LoraCount:
+def count_lora(
+    shape: ModelShape, r: int, target_modules: Union[str, Sequence[str]] = "all-linear", bias: str = "none"
+) -> LoraCount:
     """LoRA trainable parameters for rank r, exactly as peft counts them."""
     matched = match_targets(shape, target_modules)
     lora = sum(m.lora_params(r) for m in matched)

@@ -61,6 +61,7 @@ VERBS = ("tune", "train")
 
 # ---- pure parts: what gets submitted -------------------------------------------------------------
 
+
 def build_entrypoint(cfg: RunConfig, verb: str, *, resume: bool = False) -> str:
     """The shell command the job runs on the cluster (from the job's working_dir).
 
@@ -82,9 +83,7 @@ def forwarded_secret_names(environ: Optional[Mapping[str, str]] = None) -> List[
     return [name for name in SECRET_ENV_VARS if env.get(name)]
 
 
-def build_runtime_env(
-    environ: Optional[Mapping[str, str]] = None, project_root: Path = PROJECT_ROOT
-) -> Dict[str, Any]:
+def build_runtime_env(environ: Optional[Mapping[str, str]] = None, project_root: Path = PROJECT_ROOT) -> Dict[str, Any]:
     """The job's runtime_env: this project as working_dir, secrets copied by name from `environ`.
 
     The returned dict holds secret values (it is what Ray needs); never print it. Use
@@ -94,11 +93,7 @@ def build_runtime_env(
     env_vars = {name: env[name] for name in forwarded_secret_names(env)}
     # Job logs stream as they are written instead of in 8 KiB blocks.
     env_vars["PYTHONUNBUFFERED"] = "1"
-    return {
-        "working_dir": str(project_root),
-        "excludes": list(WORKING_DIR_EXCLUDES),
-        "env_vars": env_vars,
-    }
+    return {"working_dir": str(project_root), "excludes": list(WORKING_DIR_EXCLUDES), "env_vars": env_vars}
 
 
 def describe_runtime_env(runtime_env: Mapping[str, Any]) -> Dict[str, Any]:
@@ -191,6 +186,7 @@ def prepare_for_cluster(
 
 # ---- storage credentials --------------------------------------------------------------------------
 
+
 def check_storage_credentials(cfg: RunConfig) -> Optional[str]:
     """Fail early when the run writes to S3 and boto3's credential chain finds nothing.
 
@@ -231,6 +227,7 @@ def check_storage_credentials(cfg: RunConfig) -> Optional[str]:
 
 # ---- submitting ---------------------------------------------------------------------------------
 
+
 def submit_job(
     address: Optional[str],
     entrypoint: str,
@@ -259,13 +256,7 @@ def submit_job(
 
 
 def submit_run(
-    cfg: RunConfig,
-    verb: str,
-    address: Optional[str],
-    *,
-    wait: bool = True,
-    resume: bool = False,
-    echo: Echo = print,
+    cfg: RunConfig, verb: str, address: Optional[str], *, wait: bool = True, resume: bool = False, echo: Echo = print
 ) -> int:
     """Run `tune` or `train` of `cfg` as a Ray Job on the cluster at `address`.
 

@@ -97,8 +97,9 @@ def fit_to_machine(cfg: RunConfig, total_cpus: float, echo=print) -> RunConfig:
 
 
 @contextmanager
-def ray_session(cfg: RunConfig, verb: str, *, cpus: Optional[int] = None, gpus: Optional[float] = None,
-                echo=print) -> Iterator[RunConfig]:
+def ray_session(
+    cfg: RunConfig, verb: str, *, cpus: Optional[int] = None, gpus: Optional[float] = None, echo=print
+) -> Iterator[RunConfig]:
     """Ray in-process for one `tune` or `train` (unless Ray is already up); yields cfg fitted to the machine."""
     import ray
 

@@ -24,8 +24,9 @@ from orchestrator.core.rundir import RunDir, run_dir_for
 Echo = Callable[..., None]
 
 
-def prepare(config: str, overrides: List[str], experiment: Optional[str] = None,
-            check_modules: bool = True) -> RunConfig:
+def prepare(
+    config: str, overrides: List[str], experiment: Optional[str] = None, check_modules: bool = True
+) -> RunConfig:
     """Load, override, validate and preflight a config (no side effects). Raises UserError."""
     from orchestrator.launch.preflight import check_run
 
@@ -41,14 +42,18 @@ def plan_text(cfg: RunConfig, verb: str) -> str:
     trials = 1 if verb == "train" else cfg.search.num_samples
     lines = ["Resolved config:", yaml.safe_dump(cfg.to_json(), sort_keys=False).rstrip(), ""]
     if verb == "tune":
-        lines.append(f"Search: {trials} trials, {cfg.search.algorithm} sampling, {cfg.search.scheduler} scheduler, "
-                     f"{cfg.search.metric} ({cfg.search.resolved_mode}), at most {cfg.search.max_concurrent_trials} "
-                     "at once")
+        lines.append(
+            f"Search: {trials} trials, {cfg.search.algorithm} sampling, {cfg.search.scheduler} scheduler, "
+            f"{cfg.search.metric} ({cfg.search.resolved_mode}), at most {cfg.search.max_concurrent_trials} "
+            "at once"
+        )
         lines += [f"  {s}" for s in describe_space(cfg)] or ["  (empty space: every trial uses the config's values)"]
     else:
         lines.append(f"One trial with {cfg.fixed_params() or 'the config values'}")
-    lines.append(f"Resources per trial: {r.num_workers} Ray Train worker(s) x {r.cpus_per_worker:g} CPU"
-                 f" + {r.gpus_per_worker:g} GPU; up to {min(trials, cfg.search.max_concurrent_trials)} trials at once")
+    lines.append(
+        f"Resources per trial: {r.num_workers} Ray Train worker(s) x {r.cpus_per_worker:g} CPU"
+        f" + {r.gpus_per_worker:g} GPU; up to {min(trials, cfg.search.max_concurrent_trials)} trials at once"
+    )
     return "\n".join(lines)
 
 
@@ -58,9 +63,21 @@ def output_location(cfg: RunConfig) -> str:
     return str((Path(cfg.output.dir) / cfg.experiment).resolve())
 
 
-def run(config: str, verb: str, overrides: List[str], *, dry_run: bool = False, address: Optional[str] = None,
-        wait: bool = True, resume: bool = False, cpus: Optional[int] = None, gpus: Optional[float] = None,
-        experiment: Optional[str] = None, params: Optional[Dict[str, Any]] = None, echo: Echo = print) -> int:
+def run(
+    config: str,
+    verb: str,
+    overrides: List[str],
+    *,
+    dry_run: bool = False,
+    address: Optional[str] = None,
+    wait: bool = True,
+    resume: bool = False,
+    cpus: Optional[int] = None,
+    gpus: Optional[float] = None,
+    experiment: Optional[str] = None,
+    params: Optional[Dict[str, Any]] = None,
+    echo: Echo = print,
+) -> int:
     """`tune`/`train`: validate everything, then run locally or submit to a cluster. Returns the exit code."""
     cfg = prepare(config, overrides, experiment, check_modules=address is None)
     if dry_run:
@@ -99,8 +116,15 @@ def _clean_failed(run_dir: Path, resume: bool) -> None:
         shutil.rmtree(run_dir, ignore_errors=True)
 
 
-def execute(cfg: RunConfig, verb: str, *, resume: bool = False, params: Optional[Dict[str, Any]] = None,
-            callbacks: Optional[list] = None, echo: Echo = print) -> Path:
+def execute(
+    cfg: RunConfig,
+    verb: str,
+    *,
+    resume: bool = False,
+    params: Optional[Dict[str, Any]] = None,
+    callbacks: Optional[list] = None,
+    echo: Echo = print,
+) -> Path:
     """Search (or, for `train`, one trial), then merge, record, track, upload and publish the best.
 
     Needs a connected Ray. Returns the run folder (docs/run_layout.md).

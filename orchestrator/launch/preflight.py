@@ -44,8 +44,10 @@ def check_source(key: str, source: str, columns: List[str], min_rows: int = 1) -
         return []  # resolved on the workers
     p = Path(source)
     if not p.exists():
-        return [f"`{key}`: file '{source}' does not exist. Fix the path (relative paths are read from the "
-                f"config file's folder) or create the file."]
+        return [
+            f"`{key}`: file '{source}' does not exist. Fix the path (relative paths are read from the "
+            f"config file's folder) or create the file."
+        ]
     if p.is_dir():
         return _check_saved_dataset(key, p, columns)
     fmt = FORMATS.get(p.suffix.lower())
@@ -67,8 +69,10 @@ def check_source(key: str, source: str, columns: List[str], min_rows: int = 1) -
                 f"{did_you_mean(c, header)} Set {which} to the right column."
             )
     elif rows < min_rows:
-        problems.append(f"`{key}`: '{source}' has {rows} example(s); at least {min_rows} are needed to split off "
-                        f"an eval set. Add examples or set data.eval.")
+        problems.append(
+            f"`{key}`: '{source}' has {rows} example(s); at least {min_rows} are needed to split off "
+            f"an eval set. Add examples or set data.eval."
+        )
     return problems
 
 
@@ -78,14 +82,16 @@ def _jsonl(p: Path):
     try:
         text = p.read_text(encoding="utf-8")
     except UnicodeDecodeError as e:
-        raise ValueError(f"'{p}' is not UTF-8 text (byte {e.start}); save it as UTF-8.")
+        raise ValueError(f"'{p}' is not UTF-8 text (byte {e.start}); save it as UTF-8.") from None
     for n, line in enumerate(text.splitlines(), 1):
         if not line.strip():
             continue
         try:
             row = json.loads(line)
         except json.JSONDecodeError as e:
-            raise ValueError(f"line {n} of '{p}' is not valid JSON ({e.msg}); each line must be one JSON object.")
+            raise ValueError(
+                f"line {n} of '{p}' is not valid JSON ({e.msg}); each line must be one JSON object."
+            ) from None
         if not isinstance(row, dict):
             raise ValueError(f"line {n} of '{p}' is a JSON {type(row).__name__}, not an object with named fields.")
         header |= set(row)
@@ -100,9 +106,9 @@ def _csv(p: Path):
             header = next(reader, [])
             rows = sum(1 for r in reader if any(c.strip() for c in r))
     except UnicodeDecodeError as e:
-        raise ValueError(f"'{p}' is not UTF-8 text (byte {e.start}); save it as UTF-8.")
+        raise ValueError(f"'{p}' is not UTF-8 text (byte {e.start}); save it as UTF-8.") from None
     except csv.Error as e:
-        raise ValueError(f"'{p}' is not valid CSV: {e}.")
+        raise ValueError(f"'{p}' is not valid CSV: {e}.") from None
     return set(header), rows
 
 
@@ -112,7 +118,7 @@ def _parquet(p: Path):
     try:
         meta = pq.ParquetFile(p)
     except Exception as e:  # pyarrow raises several types for corrupt files
-        raise ValueError(f"'{p}' is not a readable Parquet file: {e}.")
+        raise ValueError(f"'{p}' is not a readable Parquet file: {e}.") from None
     return set(meta.schema_arrow.names), meta.metadata.num_rows
 
 
@@ -122,8 +128,10 @@ def _check_saved_dataset(key: str, p: Path, columns: List[str]) -> List[str]:
         return [f"`{key}`: '{p}' is a folder but not a datasets save_to_disk folder (no dataset_info.json)."]
     feats = set((json.loads(info.read_text()).get("features") or {}).keys())
     missing = [c for c in columns if c not in feats]
-    return [f"`{key}`: column '{c}' is not in '{p}'; it has {', '.join(sorted(feats))}.{did_you_mean(c, feats)}"
-            for c in missing]
+    return [
+        f"`{key}`: column '{c}' is not in '{p}'; it has {', '.join(sorted(feats))}.{did_you_mean(c, feats)}"
+        for c in missing
+    ]
 
 
 def is_local_path(name: str) -> bool:
@@ -135,8 +143,10 @@ def check_model_path(name: str) -> Optional[str]:
         return None  # a hub id, resolved on the workers (from the hub or the local cache)
     p = Path(name).expanduser()
     if not p.exists():
-        return (f"`model.name_or_path`: '{name}' does not exist. Give a local model folder (e.g. build one with "
-                f"`python -m jobs.tiny_models t5 --data DATA.jsonl --out models/tiny-t5`) or a hub id like t5-small.")
+        return (
+            f"`model.name_or_path`: '{name}' does not exist. Give a local model folder (e.g. build one with "
+            f"`python -m jobs.tiny_models t5 --data DATA.jsonl --out models/tiny-t5`) or a hub id like t5-small."
+        )
     if not (p / "config.json").exists():
         return f"`model.name_or_path`: '{name}' has no config.json; point it at a folder saved with save_pretrained."
     return None
@@ -154,17 +164,21 @@ def check_model_against_config(cfg: RunConfig) -> List[str]:
             model = cls.from_config(mconf, trust_remote_code=cfg.model.trust_remote_code)
     except ValueError:
         other = "causal_lm" if cfg.model.task == "seq2seq" else "seq2seq"
-        return [f"`model.task` is {cfg.model.task} but '{cfg.model.name_or_path}' is a {mconf.model_type} model "
-                f"({type(mconf).__name__}), which has no {cfg.model.task} head. Set model.task: {other}."]
+        return [
+            f"`model.task` is {cfg.model.task} but '{cfg.model.name_or_path}' is a {mconf.model_type} model "
+            f"({type(mconf).__name__}), which has no {cfg.model.task} head. Set model.task: {other}."
+        ]
     if not isinstance(cfg.lora.target_modules, list):
         return []
     names = sorted({n.split(".")[-1] for n, m in model.named_modules() if isinstance(m, torch.nn.Linear)})
     missing = [m for m in cfg.lora.target_modules if m not in names]
     if not missing:
         return []
-    return [f"`lora.target_modules`: the model has no module named {', '.join(repr(m) for m in missing)}"
-            f".{did_you_mean(missing[0], names)} Its linear modules are: {', '.join(names)} "
-            f"(or use \"all-linear\")."]
+    return [
+        f"`lora.target_modules`: the model has no module named {', '.join(repr(m) for m in missing)}"
+        f".{did_you_mean(missing[0], names)} Its linear modules are: {', '.join(names)} "
+        f'(or use "all-linear").'
+    ]
 
 
 def check_local_start(cfg: RunConfig, *, resume: bool, gpus: Optional[float]) -> Path:

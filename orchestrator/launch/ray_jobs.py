@@ -35,6 +35,7 @@ Echo = Callable[[str], Any]
 
 # ---- credentials ----------------------------------------------------------------------------------
 
+
 @dataclass(frozen=True)
 class AuthToken:
     value: str = ""
@@ -86,6 +87,7 @@ _TOKEN_HELP = (
 
 
 # ---- talking to the cluster ----------------------------------------------------------------------
+
 
 def normalize_address(address: Optional[str]) -> str:
     """http://HOST:PORT of the dashboard, from what the user typed.
@@ -145,14 +147,17 @@ def _ray_errors(address: str, token: Optional[AuthToken], job_id: Optional[str] 
                 f"the Ray cluster at {address} rejected the auth token from {src}: it is not this cluster's token. "
                 + _TOKEN_HELP
             ) from None
-        raise UserError(f"the Ray cluster at {address} requires an auth token and none was found here. " + _TOKEN_HELP) from None
+        raise UserError(
+            f"the Ray cluster at {address} requires an auth token and none was found here. " + _TOKEN_HELP
+        ) from None
     except ConnectionError as e:
         raise UserError(_unreachable(address, str(e) or type(e).__name__)) from None
     except RuntimeError as e:
         text = str(e)
         if job_id is not None and ("404" in text or "does not exist" in text):
             raise UserError(
-                f"no job '{job_id}' on the Ray cluster at {address}. `qlora-launch jobs --address {address}` lists them."
+                f"no job '{job_id}' on the Ray cluster at {address}. "
+                f"`qlora-launch jobs --address {address}` lists them."
             ) from None
         if "404" in text or "Jobs API is not supported" in text:
             raise UserError(
@@ -210,6 +215,7 @@ def _without_env(*names: str) -> Iterator[None]:
 
 
 # ---- following a job -----------------------------------------------------------------------------
+
 
 class _LineBuffer:
     """Chunks from the log stream printed as whole lines (echo may be click.echo, which adds a newline)."""
@@ -337,6 +343,7 @@ def stop_job(address: Optional[str], job_id: str) -> bool:
 
 # ---- formatting for the CLI ----------------------------------------------------------------------
 
+
 def _ts(ms: Optional[int]) -> str:
     if not ms:
         return "-"
@@ -357,15 +364,17 @@ def format_jobs_table(jobs: List[Any]) -> List[str]:
     rows = [header]
     for j in jobs:
         md = j.metadata or {}
-        rows.append((
-            j.submission_id or j.job_id or "-",
-            str(j.status),
-            md.get("experiment", "-"),
-            md.get("verb", "-"),
-            md.get("user", "-"),
-            _ts(j.start_time),
-            _duration(j),
-        ))
+        rows.append(
+            (
+                j.submission_id or j.job_id or "-",
+                str(j.status),
+                md.get("experiment", "-"),
+                md.get("verb", "-"),
+                md.get("user", "-"),
+                _ts(j.start_time),
+                _duration(j),
+            )
+        )
     widths = [max(len(r[i]) for r in rows) for i in range(len(header))]
     return ["  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip() for r in rows]
 

@@ -19,8 +19,16 @@ from typing import Any, Dict, List
 
 from orchestrator.core.config import RunConfig
 from orchestrator.core.formatting import fmt_duration
-from orchestrator.observe.search_state import (COMPLETED, ERROR, PENDING, RUNNING, STOPPED, SearchProgress,
-                                               fmt_value, search_progress)
+from orchestrator.observe.search_state import (
+    COMPLETED,
+    ERROR,
+    PENDING,
+    RUNNING,
+    STOPPED,
+    SearchProgress,
+    fmt_value,
+    search_progress,
+)
 
 _STYLE = {PENDING: "dim", RUNNING: "cyan", COMPLETED: "green", STOPPED: "yellow", ERROR: "bold red"}
 _LABEL = {PENDING: "pending", RUNNING: "running", COMPLETED: "done", STOPPED: "stopped", ERROR: "error"}
@@ -68,8 +76,10 @@ def live_view(progress: SearchProgress):
     bar.add_column(width=30)
     bar.add_column()
     pct = progress.done_fraction()
-    bar.add_row(ProgressBar(total=100, completed=100 * pct, width=30),
-                Text(f"{100 * pct:3.0f}%  {progress.trials_text()}", style="bold"))
+    bar.add_row(
+        ProgressBar(total=100, completed=100 * pct, width=30),
+        Text(f"{100 * pct:3.0f}%  {progress.trials_text()}", style="bold"),
+    )
     bar.add_row(Text(""), Text(progress.time_text()))
     return Group(live_table(progress), Text(""), bar)
 
@@ -176,8 +186,14 @@ class ProgressCallback:
 
             # Manual refresh from Tune's loop (no thread); worker logs that Ray prints on the driver
             # go through the redirected stdout/stderr and scroll above the table.
-            self._live = Live(live_view(self.progress), console=self.console, auto_refresh=False,
-                              redirect_stdout=True, redirect_stderr=True, transient=False)
+            self._live = Live(
+                live_view(self.progress),
+                console=self.console,
+                auto_refresh=False,
+                redirect_stdout=True,
+                redirect_stderr=True,
+                transient=False,
+            )
             self._live.start()
             atexit.register(self.close)
         self._live.update(live_view(self.progress), refresh=True)
@@ -209,6 +225,7 @@ def progress_callbacks(cfg: RunConfig) -> List[object]:
 
 
 # ---- formatting helpers --------------------------------------------------------------------
+
 
 def _params(trial) -> Dict[str, Any]:
     config = getattr(trial, "config", None) or {}

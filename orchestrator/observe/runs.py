@@ -85,8 +85,9 @@ def find_run(exp: str, root=DEFAULT_ROOT) -> Path:
     names = [r["experiment"] for r in list_runs(root)]
     hint = did_you_mean(exp, names)
     known = f" Experiments in {root}: {', '.join(sorted(names))}." if names and not hint else ""
-    raise UserError(f"EXP: no run '{exp}' in '{root}'.{hint}{known} Pass a run folder, or --dir for "
-                    f"another output.dir.")
+    raise UserError(
+        f"EXP: no run '{exp}' in '{root}'.{hint}{known} Pass a run folder, or --dir for another output.dir."
+    )
 
 
 def trial_table(run_dir: Path) -> Dict[str, Any]:
@@ -104,10 +105,16 @@ def trial_table(run_dir: Path) -> Dict[str, Any]:
         rows.append(row)
     sign = 1 if mode == "min" else -1
     rows.sort(key=lambda r: (not is_number(r.get(metric)), sign * r[metric] if is_number(r.get(metric)) else 0))
-    return {"experiment": data["experiment"], "metric": metric, "mode": mode, "columns": cols, "rows": rows,
-            "best_trial": (data["best"] or {}).get("trial_id"),
-            "state": "finished" if data["results"] else "unfinished",
-            "report": _report_page(run)}
+    return {
+        "experiment": data["experiment"],
+        "metric": metric,
+        "mode": mode,
+        "columns": cols,
+        "rows": rows,
+        "best_trial": (data["best"] or {}).get("trial_id"),
+        "state": "finished" if data["results"] else "unfinished",
+        "report": _report_page(run),
+    }
 
 
 def _report_page(run: RunDir) -> Optional[str]:
@@ -118,17 +125,28 @@ def _report_page(run: RunDir) -> Optional[str]:
 
 # ---- printing -----------------------------------------------------------------------------------
 
+
 def print_runs(runs: List[Dict[str, Any]], root, console=None) -> None:
     from rich.table import Table
 
     console = console or _console()
     if not runs:
-        console.print(f"No runs in {root}. Start one with `qlora-launch tune CONFIG` (results go to "
-                      f"output.dir/EXPERIMENT), or pass --dir.")
+        console.print(
+            f"No runs in {root}. Start one with `qlora-launch tune CONFIG` (results go to "
+            f"output.dir/EXPERIMENT), or pass --dir."
+        )
         return
     table = Table(title=f"Experiments in {root}", title_justify="left", header_style="bold")
-    for col, just in (("experiment", "left"), ("state", "left"), ("trials", "right"), ("metric", "left"),
-                      ("best", "right"), ("best trial", "left"), ("finished (UTC)", "left"), ("report", "left")):
+    for col, just in (
+        ("experiment", "left"),
+        ("state", "left"),
+        ("trials", "right"),
+        ("metric", "left"),
+        ("best", "right"),
+        ("best trial", "left"),
+        ("finished (UTC)", "left"),
+        ("report", "left"),
+    ):
         table.add_column(col, justify=just, no_wrap=col != "report")
     for r in runs:
         c = r["counts"]
@@ -156,9 +174,12 @@ def print_trials(info: Dict[str, Any], console=None) -> None:
     console = console or _console()
     metric = info["metric"]
     heads = {"trial_id": "trial", "time_s": "time (s)", "peak_mem_mb": "peak mem (MB)"}
-    table = Table(title=f"{info['experiment']}: {len(info['rows'])} trials, best first by {metric} ({info['mode']})"
-                        + ("" if info["state"] == "finished" else " [unfinished]"),
-                  title_justify="left", header_style="bold")
+    table = Table(
+        title=f"{info['experiment']}: {len(info['rows'])} trials, best first by {metric} ({info['mode']})"
+        + ("" if info["state"] == "finished" else " [unfinished]"),
+        title_justify="left",
+        header_style="bold",
+    )
     for c in info["columns"]:
         table.add_column(heads.get(c, c), justify="left" if c in ("trial_id", "status") else "right", no_wrap=True)
     for r in info["rows"]:

@@ -61,9 +61,15 @@ class SearchProgress:
         clock: seconds, monotonic (tests pass a fake one).
     """
 
-    def __init__(self, metric: str, mode: str, total_trials: int, concurrency: int = 1,
-                 planned: Optional[Callable[[Dict[str, Any]], tuple]] = None,
-                 clock: Callable[[], float] = time.monotonic):
+    def __init__(
+        self,
+        metric: str,
+        mode: str,
+        total_trials: int,
+        concurrency: int = 1,
+        planned: Optional[Callable[[Dict[str, Any]], tuple]] = None,
+        clock: Callable[[], float] = time.monotonic,
+    ):
         self.metric, self.mode = metric, mode
         self.total = max(int(total_trials or 0), 1)
         self.concurrency = max(int(concurrency or 1), 1)
@@ -237,8 +243,14 @@ class SearchProgress:
 def search_progress(cfg: RunConfig, clock: Callable[[], float] = time.monotonic) -> SearchProgress:
     """A SearchProgress for `cfg`'s search (its metric, trial count, concurrency and trial length)."""
     s = cfg.search
-    return SearchProgress(s.metric, s.resolved_mode, s.num_samples,
-                          min(s.max_concurrent_trials, s.num_samples), planned=PlannedLength(cfg), clock=clock)
+    return SearchProgress(
+        s.metric,
+        s.resolved_mode,
+        s.num_samples,
+        min(s.max_concurrent_trials, s.num_samples),
+        planned=PlannedLength(cfg),
+        clock=clock,
+    )
 
 
 class PlannedLength:

@@ -31,23 +31,30 @@ def print_summary(run_dir: Path) -> int:
         console.print("[red]No trial reported the metric; nothing was merged.[/red]")
         return 1
     p = res.get("params", {})
-    console.print(f"Best trial [bold]{best['trial_id']}[/bold]: {metric} = {_fmt(best['metrics'].get(metric))} "
-                  f"at step {best['step']}, params {best['params']}")
+    console.print(
+        f"Best trial [bold]{best['trial_id']}[/bold]: {metric} = {_fmt(best['metrics'].get(metric))} "
+        f"at step {best['step']}, params {best['params']}"
+    )
     if p.get("trainable_params"):
-        console.print(f"Trainable params: {p['trainable_params']:,} of {p['total_params']:,} "
-                      f"({p['trainable_pct']:.3f}%)")
+        console.print(
+            f"Trainable params: {p['trainable_params']:,} of {p['total_params']:,} ({p['trainable_pct']:.3f}%)"
+        )
     console.print(f"Adapter: {res['paths'].get('adapter')}")
     check = res.get("merge_check")
     if check:
         verdict = "[green]passed[/green]" if check["passed"] else "[red]FAILED[/red]"
-        console.print(f"Merged:  {res['paths'].get('merged')}  (merge check {verdict}: max |Δlogit| "
-                      f"{check['max_abs_logit_diff']:.2e} <= {check['tolerance']:.0e})")
+        console.print(
+            f"Merged:  {res['paths'].get('merged')}  (merge check {verdict}: max |Δlogit| "
+            f"{check['max_abs_logit_diff']:.2e} <= {check['tolerance']:.0e})"
+        )
         if not check["passed"]:
             return 1
     console.print(f"Results: {run.results_path}, {run.trials_csv}")
     if res["paths"].get("remote_run_dir"):
-        console.print(f"On S3:   {res['paths']['remote_run_dir']}/ (run folder), {res['paths']['storage']}/ "
-                      "(checkpoints, search state)")
+        console.print(
+            f"On S3:   {res['paths']['remote_run_dir']}/ (run folder), {res['paths']['storage']}/ "
+            "(checkpoints, search state)"
+        )
     return 0
 
 

@@ -37,6 +37,7 @@ BEST_JOB_TYPE = "best-adapter"
 
 # ---- W&B --------------------------------------------------------------------------------------
 
+
 def wandb_mode(cfg: RunConfig) -> str:
     """online/offline, as the workers resolve it: auto is online only when WANDB_API_KEY is set."""
     mode = cfg.tracking.mode
@@ -49,8 +50,9 @@ def adapter_artifact_name(experiment: str) -> str:
     return f"{experiment}-adapter"
 
 
-def log_best_adapter_to_wandb(run_dir, cfg: RunConfig, aliases: Sequence[str] = ("best",),
-                              adapter_dir=None) -> Optional[Dict[str, Any]]:
+def log_best_adapter_to_wandb(
+    run_dir, cfg: RunConfig, aliases: Sequence[str] = ("best",), adapter_dir=None
+) -> Optional[Dict[str, Any]]:
     """Log the best trial's adapter as a W&B Artifact (type `model`) with `aliases`.
 
     A run of its own in the experiment's group (job_type `best-adapter`) holds the artifact, the best
@@ -77,29 +79,52 @@ def log_best_adapter_to_wandb(run_dir, cfg: RunConfig, aliases: Sequence[str] = 
     metric = results.get("metric") or cfg.search.metric
     kind = "promote" if "production" in aliases else "best"
     run = wandb.init(
-        project=cfg.tracking.project, entity=cfg.tracking.entity, group=experiment, job_type=BEST_JOB_TYPE,
-        name=f"{experiment}-{kind}", id=f"{experiment}-{kind}-{int(time.time())}", dir=str(folder.path),
-        mode=mode, reinit="create_new",
-        config={"trial_id": best.get("trial_id"), "params": best.get("params") or {},
-                "metric": metric, "mode": results.get("mode"), **(results.get("params") or {})},
+        project=cfg.tracking.project,
+        entity=cfg.tracking.entity,
+        group=experiment,
+        job_type=BEST_JOB_TYPE,
+        name=f"{experiment}-{kind}",
+        id=f"{experiment}-{kind}-{int(time.time())}",
+        dir=str(folder.path),
+        mode=mode,
+        reinit="create_new",
+        config={
+            "trial_id": best.get("trial_id"),
+            "params": best.get("params") or {},
+            "metric": metric,
+            "mode": results.get("mode"),
+            **(results.get("params") or {}),
+        },
         settings=wandb.Settings(silent=True, console="off", x_disable_stats=True, x_disable_machine_info=True),
     )
     try:
         metrics = best.get("metrics") or {}
         art = wandb.Artifact(
-            adapter_artifact_name(experiment), type=ADAPTER_ARTIFACT_TYPE,
+            adapter_artifact_name(experiment),
+            type=ADAPTER_ARTIFACT_TYPE,
             description=f"LoRA adapter of trial {best.get('trial_id')} ({metric} = {metrics.get(metric)})",
-            metadata={"experiment": experiment, "trial_id": best.get("trial_id"), "step": best.get("step"),
-                      "params": best.get("params") or {}, "metric": metric, "value": metrics.get(metric),
-                      "base_model": (folder.config() or {}).get("model", {}).get("name_or_path"),
-                      **(results.get("params") or {})},
+            metadata={
+                "experiment": experiment,
+                "trial_id": best.get("trial_id"),
+                "step": best.get("step"),
+                "params": best.get("params") or {},
+                "metric": metric,
+                "value": metrics.get(metric),
+                "base_model": (folder.config() or {}).get("model", {}).get("name_or_path"),
+                **(results.get("params") or {}),
+            },
         )
         art.add_dir(str(adapter), policy="immutable")
         run.log_artifact(art, aliases=list(aliases))
         run.summary.update({k: v for k, v in metrics.items() if is_number(v)})
         run.summary.update({"best_trial": best.get("trial_id"), "best_step": best.get("step")})
-        info = {"run_id": run.id, "artifact": adapter_artifact_name(experiment), "aliases": list(aliases),
-                "mode": mode, "run_path": str(Path(run.dir).parent) if run.dir else None}
+        info = {
+            "run_id": run.id,
+            "artifact": adapter_artifact_name(experiment),
+            "aliases": list(aliases),
+            "mode": mode,
+            "run_path": str(Path(run.dir).parent) if run.dir else None,
+        }
     finally:
         run.finish()
     return info
@@ -120,6 +145,7 @@ def wandb_sync_command(run_dir) -> Optional[str]:
 
 
 # ---- MLflow -------------------------------------------------------------------------------------
+
 
 def mlflow_tracking_uri(run_dir, cfg: RunConfig) -> str:
     """cfg.tracking.mlflow_tracking_uri, else a file store in RUN_DIR/mlruns."""
@@ -162,24 +188,42 @@ def log_run_to_mlflow(run_dir, cfg: RunConfig) -> Dict[str, Any]:
     existing = client.search_runs([exp_id], filter_string=f"tags.`qlora_launch.search` = '{uid}'")
     parents = [r for r in existing if r.data.tags.get("qlora_launch.kind") == "search"]
     if parents:
-        kids = {r.data.tags.get("qlora_launch.trial_id"): r.info.run_id for r in existing
-                if r.data.tags.get("qlora_launch.kind") == "trial"}
-        return {"tracking_uri": uri, "experiment_id": exp_id, "parent_run_id": parents[0].info.run_id,
-                "trial_runs": kids, "reused": True}
+        kids = {
+            r.data.tags.get("qlora_launch.trial_id"): r.info.run_id
+            for r in existing
+            if r.data.tags.get("qlora_launch.kind") == "trial"
+        }
+        return {
+            "tracking_uri": uri,
+            "experiment_id": exp_id,
+            "parent_run_id": parents[0].info.run_id,
+            "trial_runs": kids,
+            "reused": True,
+        }
 
     now = int(time.time() * 1000)
     best = results.get("best") or {}
-    parent = client.create_run(exp_id, run_name=experiment, tags={
-        "qlora_launch.search": uid, "qlora_launch.kind": "search", "qlora_launch.experiment": experiment,
-        "qlora_launch.run_dir": str(folder.path.resolve()), "best_trial": str(best.get("trial_id")),
-        "mlflow.note.content": f"qlora-launch search {experiment}: {results.get('num_trials', '?')} trials, "
-                               f"{metric} ({results.get('mode')}); best trial {best.get('trial_id')}.",
-    })
+    parent = client.create_run(
+        exp_id,
+        run_name=experiment,
+        tags={
+            "qlora_launch.search": uid,
+            "qlora_launch.kind": "search",
+            "qlora_launch.experiment": experiment,
+            "qlora_launch.run_dir": str(folder.path.resolve()),
+            "best_trial": str(best.get("trial_id")),
+            "mlflow.note.content": f"qlora-launch search {experiment}: {results.get('num_trials', '?')} trials, "
+            f"{metric} ({results.get('mode')}); best trial {best.get('trial_id')}.",
+        },
+    )
     pid = parent.info.run_id
     params = [Param(k, _param_str(v)) for k, v in _flatten(config).items()]
     params += [Param(f"search.best.{k}", _param_str(v)) for k, v in (best.get("params") or {}).items()]
-    bm = {k: v for k, v in (best.get("metrics") or {}).items()
-          if is_number(v) and (k.startswith("eval_") or k in ("loss", "epoch", "step"))}
+    bm = {
+        k: v
+        for k, v in (best.get("metrics") or {}).items()
+        if is_number(v) and (k.startswith("eval_") or k in ("loss", "epoch", "step"))
+    }
     metrics = [Metric(f"best.{k}", float(v), now, 0) for k, v in bm.items()]
     metrics += [Metric(k, float(v), now, 0) for k, v in (results.get("params") or {}).items() if is_number(v)]
     _log_batch(client, pid, metrics, params, [])
@@ -190,14 +234,24 @@ def log_run_to_mlflow(run_dir, cfg: RunConfig) -> Dict[str, Any]:
         last = folder.trial_result(tid)
         history = folder.trial_history(tid)
         status = row.get("status") or "COMPLETED"
-        child = client.create_run(exp_id, run_name=tid, tags={
-            "mlflow.parentRunId": pid, "qlora_launch.search": uid, "qlora_launch.kind": "trial",
-            "qlora_launch.trial_id": tid, "qlora_launch.status": status, "group": experiment,
-            "job_type": "trial", "best": str(tid == best.get("trial_id")).lower(),
-        })
+        child = client.create_run(
+            exp_id,
+            run_name=tid,
+            tags={
+                "mlflow.parentRunId": pid,
+                "qlora_launch.search": uid,
+                "qlora_launch.kind": "trial",
+                "qlora_launch.trial_id": tid,
+                "qlora_launch.status": status,
+                "group": experiment,
+                "job_type": "trial",
+                "best": str(tid == best.get("trial_id")).lower(),
+            },
+        )
         cid = child.info.run_id
-        tparams = {k: row[k] for k in row if k not in ("trial_id", metric, "steps", "planned_steps", "status",
-                                                      "time_s")}
+        tparams = {
+            k: row[k] for k in row if k not in ("trial_id", metric, "steps", "planned_steps", "status", "time_s")
+        }
         tparams.update({k: last[k] for k in ("trainable_params", "total_params", "trainable_pct") if k in last})
         tmetrics = []
         for h in history:
@@ -207,8 +261,12 @@ def log_run_to_mlflow(run_dir, cfg: RunConfig) -> Dict[str, Any]:
                     tmetrics.append(Metric(k, float(v), now, step))
                 elif k == "epoch" and is_number(v) and "loss" in h:
                     tmetrics.append(Metric("epoch", float(v), now, step))
-        for k, v in (("time_s", row.get("time_s")), ("steps", row.get("steps")),
-                     ("peak_rss_mb", last.get("peak_rss_mb")), (f"best_{metric}", row.get(metric))):
+        for k, v in (
+            ("time_s", row.get("time_s")),
+            ("steps", row.get("steps")),
+            ("peak_rss_mb", last.get("peak_rss_mb")),
+            (f"best_{metric}", row.get(metric)),
+        ):
             if is_number(v):
                 tmetrics.append(Metric(k, float(v), now, 0))
         _log_batch(client, cid, tmetrics, [Param(k, _param_str(v)) for k, v in tparams.items()], [])
@@ -223,16 +281,21 @@ def log_run_to_mlflow(run_dir, cfg: RunConfig) -> Dict[str, Any]:
     if folder.report_dir.is_dir():
         client.log_artifacts(pid, str(folder.report_dir), "report")
     client.set_terminated(pid, "FINISHED")
-    return {"tracking_uri": uri, "experiment_id": exp_id, "parent_run_id": pid, "trial_runs": trial_runs,
-            "reused": False}
+    return {
+        "tracking_uri": uri,
+        "experiment_id": exp_id,
+        "parent_run_id": pid,
+        "trial_runs": trial_runs,
+        "reused": False,
+    }
 
 
 def _log_batch(client, run_id: str, metrics: list, params: list, tags: list) -> None:
     # MLflow caps a batch at 1000 metrics and 100 params.
     for i in range(0, len(params), 100):
-        client.log_batch(run_id, params=params[i:i + 100])
+        client.log_batch(run_id, params=params[i : i + 100])
     for i in range(0, len(metrics), 1000):
-        client.log_batch(run_id, metrics=metrics[i:i + 1000])
+        client.log_batch(run_id, metrics=metrics[i : i + 1000])
     if tags:
         client.log_batch(run_id, tags=tags)
 
@@ -254,6 +317,7 @@ def _param_str(v) -> str:
 
 
 # ---- the end-of-search hook ---------------------------------------------------------------------
+
 
 def after_search(run_dir, cfg: RunConfig, echo: Callable[[str], Any] = print) -> Dict[str, Any]:
     """What `tune` does once results.json is written: the HTML report, the tracking backend's logging,
@@ -286,9 +350,11 @@ def after_search(run_dir, cfg: RunConfig, echo: Callable[[str], Any] = print) ->
     elif backend == "mlflow":
         try:
             out["mlflow"] = log_run_to_mlflow(run_dir, cfg)
-            echo(f"MLflow: experiment '{cfg.tracking.project}' at {out['mlflow']['tracking_uri']} "
-                 f"(run {out['mlflow']['parent_run_id']}); view with `mlflow ui --backend-store-uri "
-                 f"{out['mlflow']['tracking_uri']}`")
+            echo(
+                f"MLflow: experiment '{cfg.tracking.project}' at {out['mlflow']['tracking_uri']} "
+                f"(run {out['mlflow']['parent_run_id']}); view with `mlflow ui --backend-store-uri "
+                f"{out['mlflow']['tracking_uri']}`"
+            )
         except Exception as e:  # noqa: BLE001
             out["errors"].append(f"mlflow: {e}")
             echo(f"Warning: could not log the search to MLflow ({e}).")

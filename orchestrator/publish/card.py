@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
-from typing import Any, Dict, Optional
+from typing import Any, Dict, List, Optional
 
 from orchestrator.publish.manifest import RunRecord, best_metrics, parts_of, scrub, trained_config
 
@@ -25,8 +25,15 @@ def _count(v: Any) -> str:
     return f"{v:,}" if isinstance(v, int) else _fmt(v)
 
 
-def model_card(run: RunRecord, *, what: str, version: str, location: str, merge_check: Optional[Dict[str, Any]],
-               repo_id: Optional[str] = None) -> str:
+def model_card(
+    run: RunRecord,
+    *,
+    what: str,
+    version: str,
+    location: str,
+    merge_check: Optional[Dict[str, Any]],
+    repo_id: Optional[str] = None,
+) -> str:
     """README.md: metrics, base model, data fingerprints, and how to load the adapter and the merged model.
 
     Deterministic for a given run, version and location (a re-run publication skips it when unchanged).
@@ -38,8 +45,16 @@ def model_card(run: RunRecord, *, what: str, version: str, location: str, merge_
     front = ["---", f"library_name: {'peft' if 'adapter' in parts_of(what) else 'transformers'}"]
     if _HUB_ID.match(base) and not Path(base).exists():  # the Hub rejects a local path as base_model
         front.append(f"base_model: {base}")
-    front += ["tags:", "- qlora", "- lora", "- peft", "- qlora-launch",
-              f"pipeline_tag: {'text2text-generation' if seq2seq else 'text-generation'}", "---", ""]
+    front += [
+        "tags:",
+        "- qlora",
+        "- lora",
+        "- peft",
+        "- qlora-launch",
+        f"pipeline_tag: {'text2text-generation' if seq2seq else 'text-generation'}",
+        "---",
+        "",
+    ]
     exp = run.results.get("experiment") or cfg.experiment
     lines = front + [
         f"# {exp}",
@@ -63,7 +78,8 @@ def model_card(run: RunRecord, *, what: str, version: str, location: str, merge_
         "## Training",
         "",
         f"- best trial: `{run.best.get('trial_id')}`, step {_fmt(run.best.get('step'))}",
-        f"- hyperparameters searched: {', '.join(f'`{k}={_fmt(v)}`' for k, v in (run.best.get('params') or {}).items()) or '-'}",
+        "- hyperparameters searched: "
+        + (", ".join(f"`{k}={_fmt(v)}`" for k, v in (run.best.get("params") or {}).items()) or "-"),
         f"- LoRA: r={cfg.lora.r}, alpha={cfg.lora.alpha}, dropout={cfg.lora.dropout}, targets "
         f"{cfg.lora.target_modules}; learning rate {cfg.training.learning_rate:.3g}",
         f"- trainable parameters: {_count(p.get('trainable_params'))} of {_count(p.get('total_params'))}"
@@ -77,34 +93,59 @@ def model_card(run: RunRecord, *, what: str, version: str, location: str, merge_
     for split, fp in (run.results.get("data_fingerprints") or {}).items():
         lines.append(f"| {split} | `{fp}` |")
     if merge_check and "max_abs_logit_diff" in merge_check:
-        lines += ["", "## Merge check", "",
-                  f"The merged model was compared with base + adapter on {merge_check.get('num_inputs')} evaluation "
-                  f"inputs right before publishing: max |logit difference| {_fmt(merge_check.get('max_abs_logit_diff'))} "
-                  f"(tolerance {_fmt(merge_check.get('tolerance'))}, {merge_check.get('dtype')})."]
+        lines += [
+            "",
+            "## Merge check",
+            "",
+            f"The merged model was compared with base + adapter on {merge_check.get('num_inputs')} evaluation "
+            f"inputs right before publishing: max |logit difference| {_fmt(merge_check.get('max_abs_logit_diff'))} "
+            f"(tolerance {_fmt(merge_check.get('tolerance'))}, {merge_check.get('dtype')}).",
+        ]
     lines += ["", "## How to load", ""]
-    if repo_id:
-        src, kw = f'"{repo_id}"', ', subfolder="{}"'
-    else:
-        lines += ["Fetch this version first (every file is checked against `manifest.json`):", "", "```bash",
-                  f"qlora-launch pull {location} ./model", "```", ""]
-        src, kw = None, ""
+    if not repo_id:
+        lines += _snippet(
+            "Fetch this version first (every file is checked against `manifest.json`):",
+            "bash",
+            [f"qlora-launch pull {location} ./model"],
+        )
+
+    def source(part: str) -> str:  # where `from_pretrained` finds a part: the Hub repo, or the pulled folder
+        return f'"{repo_id}", subfolder="{part}"' if repo_id else f'"./model/{part}"'
+
     if "adapter" in parts_of(what):
-        a_src = src if repo_id else '"./model/adapter"'
-        lines += ["The LoRA adapter on the base model:", "", "```python", "from peft import PeftModel",
-                  f"from transformers import {auto}, AutoTokenizer", "",
-                  f'base = {auto}.from_pretrained("{base}")',
-                  f"model = PeftModel.from_pretrained(base, {a_src}{kw.format('adapter') if repo_id else ''})",
-                  f"tokenizer = AutoTokenizer.from_pretrained({a_src}{kw.format('adapter') if repo_id else ''})",
-                  "```", ""]
+        lines += _snippet(
+            "The LoRA adapter on the base model:",
+            "python",
+            [
+                "from peft import PeftModel",
+                f"from transformers import {auto}, AutoTokenizer",
+                "",
+                f'base = {auto}.from_pretrained("{base}")',
+                f"model = PeftModel.from_pretrained(base, {source('adapter')})",
+                f"tokenizer = AutoTokenizer.from_pretrained({source('adapter')})",
+            ],
+        )
     if "merged" in parts_of(what):
-        m_src = src if repo_id else '"./model/merged"'
-        lines += ["The merged model (adapter folded into the base; plain transformers, no peft):", "", "```python",
-                  f"from transformers import {auto}, AutoTokenizer", "",
-                  f"model = {auto}.from_pretrained({m_src}{kw.format('merged') if repo_id else ''})",
-                  f"tokenizer = AutoTokenizer.from_pretrained({m_src}{kw.format('merged') if repo_id else ''})",
-                  "```", ""]
-    lines += ["## Provenance", "",
-              "`manifest.json` beside this card lists the validated config, the best hyperparameters and metrics, "
-              "library versions, the qlora-launch git commit, times (UTC), and the sha256 and size of every file.",
-              ""]
+        lines += _snippet(
+            "The merged model (adapter folded into the base; plain transformers, no peft):",
+            "python",
+            [
+                f"from transformers import {auto}, AutoTokenizer",
+                "",
+                f"model = {auto}.from_pretrained({source('merged')})",
+                f"tokenizer = AutoTokenizer.from_pretrained({source('merged')})",
+            ],
+        )
+    lines += [
+        "## Provenance",
+        "",
+        "`manifest.json` beside this card lists the validated config, the best hyperparameters and metrics, "
+        "library versions, the qlora-launch git commit, times (UTC), and the sha256 and size of every file.",
+        "",
+    ]
     return scrub("\n".join(lines))
+
+
+def _snippet(title: str, language: str, code: List[str]) -> List[str]:
+    """A titled code block of the card, followed by a blank line."""
+    return [title, "", f"```{language}", *code, "```", ""]

@@ -67,12 +67,23 @@ def hub_errors(what: str) -> Iterator[None]:
         raise UserError(f"{what}: {type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}") from None
     except Exception as e:
         if type(e).__module__.split(".")[0] in ("httpx", "httpcore", "requests", "urllib3"):
-            raise UserError(f"{what}: cannot reach the Hugging Face Hub ({type(e).__name__}); check the network.") from None
+            raise UserError(
+                f"{what}: cannot reach the Hugging Face Hub ({type(e).__name__}); check the network."
+            ) from None
         raise
 
 
-def commit(repo_id: str, files: Sequence[Any], *, message: str, description: str, private: bool,
-           revision: Optional[str], tag: Optional[str], api: Any = None) -> str:
+def commit(
+    repo_id: str,
+    files: Sequence[Any],
+    *,
+    message: str,
+    description: str,
+    private: bool,
+    revision: Optional[str],
+    tag: Optional[str],
+    api: Any = None,
+) -> str:
     """Create the repo if needed, put `files` (FileEntry) in one commit, tag it; returns the commit id."""
     from huggingface_hub import CommitOperationAdd, CommitOperationDelete
 
@@ -89,8 +100,14 @@ def commit(repo_id: str, files: Sequence[Any], *, message: str, description: str
             for f in files
         ]
         ops += [CommitOperationDelete(path_in_repo=p) for p in existing if p.startswith(OWNED) and p not in new]
-        info = api.create_commit(repo_id, operations=ops, commit_message=message, commit_description=description,
-                                 revision=revision, repo_type="model")
+        info = api.create_commit(
+            repo_id,
+            operations=ops,
+            commit_message=message,
+            commit_description=description,
+            revision=revision,
+            repo_type="model",
+        )
         oid = getattr(info, "oid", None) or str(info)
         if tag:
             api.create_tag(repo_id, tag=tag, revision=oid, exist_ok=True, repo_type="model")

@@ -32,8 +32,16 @@ WHAT = ("adapter", "merged", "both")
 PARTS = ("adapter", "merged")  # folders of a publication: best/adapter and best/merged of the run folder
 
 SECRET_ENV = (
-    "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "AWS_ACCESS_KEY_ID", "HF_TOKEN", "HUGGING_FACE_HUB_TOKEN",
-    "HUGGINGFACE_TOKEN", "WANDB_API_KEY", "RAY_AUTH_TOKEN", "MLFLOW_TRACKING_TOKEN", "MLFLOW_TRACKING_PASSWORD",
+    "AWS_SECRET_ACCESS_KEY",
+    "AWS_SESSION_TOKEN",
+    "AWS_ACCESS_KEY_ID",
+    "HF_TOKEN",
+    "HUGGING_FACE_HUB_TOKEN",
+    "HUGGINGFACE_TOKEN",
+    "WANDB_API_KEY",
+    "RAY_AUTH_TOKEN",
+    "MLFLOW_TRACKING_TOKEN",
+    "MLFLOW_TRACKING_PASSWORD",
 )
 _SECRET_KEY = re.compile(
     r"(?i)^(.*[_-])?(token|secret|password|passwd|api[_-]?key|apikey|access[_-]?key(_id)?|secret[_-]?key|"
@@ -111,13 +119,17 @@ class RunRecord:
         if what not in WHAT:
             raise UserError(f"--what '{what}': use one of {', '.join(WHAT)}.")
         if not run_dir.is_dir():
-            raise UserError(f"{run_dir} is not a folder; pass the run folder that `qlora-launch tune` wrote (runs/<experiment>).")
+            raise UserError(
+                f"{run_dir} is not a folder; pass the run folder that `qlora-launch tune` wrote (runs/<experiment>)."
+            )
         problems: List[str] = []
         cfg, results = None, {}
         missing = [p.name for p in (rd.config_path, rd.results_path) if not p.is_file()]
         if missing:
-            problems.append(f"{run_dir} is not a finished tune run folder ({' and '.join(missing)} missing); pass the "
-                            "folder `qlora-launch tune` wrote (runs/<experiment>).")
+            problems.append(
+                f"{run_dir} is not a finished tune run folder ({' and '.join(missing)} missing); pass the "
+                "folder `qlora-launch tune` wrote (runs/<experiment>)."
+            )
             if len(missing) == 2 and not rd.best_dir.is_dir():
                 raise UserError(*problems)
         else:
@@ -176,7 +188,7 @@ def _sha256_only(path: Path, size: int) -> Tuple[str, Optional[str]]:
 def collect_files(run: RunRecord, what: str, hasher: Hasher = _sha256_only) -> List[FileEntry]:
     """Every file of the parts `what` names, as `adapter/...` and `merged/...`, sorted, hashed.
 
-    `hasher` may compute the store's own checksum in the same read (orchestrator.storage.s3.file_checksums).
+    `hasher` may compute the store's own checksum in the same read (orchestrator.storage.checksums.file_checksums).
     """
     out: List[FileEntry] = []
     for part in parts_of(what):
@@ -218,13 +230,16 @@ def check_version(version: str) -> str:
 
 # ---- secrets --------------------------------------------------------------------------------------
 
+
 def scrub(obj: Any, secrets: Optional[Sequence[str]] = None) -> Any:
     """A copy of `obj` with anything that looks like a credential removed."""
     if secrets is None:
         secrets = [v for k in SECRET_ENV if len(v := os.environ.get(k, "")) >= 4]
     if isinstance(obj, dict):
-        return {k: (REDACTED if isinstance(k, str) and _SECRET_KEY.match(k) and v not in (None, "") else scrub(v, secrets))
-                for k, v in obj.items()}
+        return {
+            k: (REDACTED if isinstance(k, str) and _SECRET_KEY.match(k) and v not in (None, "") else scrub(v, secrets))
+            for k, v in obj.items()
+        }
     if isinstance(obj, (list, tuple)):
         return [scrub(v, secrets) for v in obj]
     if isinstance(obj, str):
@@ -237,6 +252,7 @@ def scrub(obj: Any, secrets: Optional[Sequence[str]] = None) -> Any:
 
 # ---- provenance ---------------------------------------------------------------------------------
 
+
 def git_commit() -> Dict[str, Any]:
     """The commit of the qlora-launch source tree ($QLORA_LAUNCH_GIT_COMMIT in images without .git)."""
     env = os.environ.get("QLORA_LAUNCH_GIT_COMMIT")
@@ -246,10 +262,15 @@ def git_commit() -> Dict[str, Any]:
     if not (root / ".git").exists():
         return {"commit": None, "dirty": None}
     try:
-        commit = subprocess.run(["git", "-C", str(root), "rev-parse", "HEAD"], capture_output=True, text=True,
-                                timeout=5, check=True).stdout.strip()
-        status = subprocess.run(["git", "-C", str(root), "status", "--porcelain", "--untracked-files=no"],
-                                capture_output=True, text=True, timeout=5).stdout
+        commit = subprocess.run(
+            ["git", "-C", str(root), "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5, check=True
+        ).stdout.strip()
+        status = subprocess.run(
+            ["git", "-C", str(root), "status", "--porcelain", "--untracked-files=no"],
+            capture_output=True,
+            text=True,
+            timeout=5,
+        ).stdout
         return {"commit": commit or None, "dirty": bool(status.strip())}
     except (OSError, subprocess.SubprocessError):
         return {"commit": None, "dirty": None}
@@ -280,9 +301,17 @@ def utc_now() -> str:
     return datetime.now(timezone.utc).isoformat(timespec="seconds").replace("+00:00", "Z")
 
 
-def build_manifest(run: RunRecord, files: Sequence[FileEntry], *, version: str, what: str, location: str,
-                   merge_check: Optional[Dict[str, Any]], libraries: Sequence[str] = (),
-                   published_at: Optional[str] = None) -> Dict[str, Any]:
+def build_manifest(
+    run: RunRecord,
+    files: Sequence[FileEntry],
+    *,
+    version: str,
+    what: str,
+    location: str,
+    merge_check: Optional[Dict[str, Any]],
+    libraries: Sequence[str] = (),
+    published_at: Optional[str] = None,
+) -> Dict[str, Any]:
     """The manifest of one publication (scrubbed). `files` are all the other files published."""
     cfg = run.cfg
     manifest = {
@@ -326,13 +355,23 @@ def check_manifest(manifest: Any, where: str) -> List[Dict[str, Any]]:
     Raises:
         UserError: not a qlora-launch manifest, or a path that would escape the destination.
     """
-    if not isinstance(manifest, dict) or manifest.get("format") != FORMAT or not isinstance(manifest.get("files"), list):
+    if (
+        not isinstance(manifest, dict)
+        or manifest.get("format") != FORMAT
+        or not isinstance(manifest.get("files"), list)
+    ):
         raise UserError(f"{where} is not a qlora-launch manifest (format {FORMAT}); refusing to pull.")
     files = []
     for f in manifest["files"]:
         path = str(f.get("path", ""))
         parts = path.split("/")
-        if not path or path.startswith("/") or any(p in ("", ".", "..") for p in parts) or "\\" in path or path == MANIFEST:
+        if (
+            not path
+            or path.startswith("/")
+            or any(p in ("", ".", "..") for p in parts)
+            or "\\" in path
+            or path == MANIFEST
+        ):
             raise UserError(f"{where} lists an unsafe path {path!r}; refusing to pull.")
         if not re.fullmatch(r"[0-9a-f]{64}", str(f.get("sha256", ""))) or not isinstance(f.get("size"), int):
             raise UserError(f"{where}: entry {path!r} has no valid sha256/size; refusing to pull.")

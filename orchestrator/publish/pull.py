@@ -34,8 +34,16 @@ class Pulled:
     manifest: Dict[str, Any]
 
 
-def pull(location: str, dest: Any, *, endpoint_url: Optional[str] = None, version: Optional[str] = None,
-         echo: Optional[Echo] = None, s3_client: Any = None, hf_api: Any = None) -> Pulled:
+def pull(
+    location: str,
+    dest: Any,
+    *,
+    s3_client: Any = None,
+    hf_api: Any = None,
+    endpoint_url: Optional[str] = None,
+    version: Optional[str] = None,
+    echo: Optional[Echo] = None,
+) -> Pulled:
     """Download a publication into `dest` and check every file's sha256 and size against its manifest.
 
     Args:
@@ -84,8 +92,10 @@ def _verify_files(root: Path, files: List[Dict[str, Any]], where: str) -> None:
             continue
         size, digest = p.stat().st_size, sha256_file(p)
         if size != f["size"] or digest != f["sha256"]:
-            bad.append(f"{f['path']}: sha256 {digest[:16]}… ({size} B) but the manifest says {f['sha256'][:16]}… "
-                       f"({f['size']} B)")
+            bad.append(
+                f"{f['path']}: sha256 {digest[:16]}… ({size} B) but the manifest says {f['sha256'][:16]}… "
+                f"({f['size']} B)"
+            )
     if bad:
         raise UserError(
             *[f"{where}: {b}" for b in bad],
@@ -94,8 +104,9 @@ def _verify_files(root: Path, files: List[Dict[str, Any]], where: str) -> None:
         )
 
 
-def _pull_s3(src: Destination, staging: Path, endpoint_url: Optional[str], version: Optional[str], client: Any,
-             echo: Echo):
+def _pull_s3(
+    src: Destination, staging: Path, endpoint_url: Optional[str], version: Optional[str], client: Any, echo: Echo
+):
     from orchestrator.storage.s3 import Bucket
 
     bucket = Bucket(src.bucket, endpoint_url, client=client)
@@ -110,8 +121,10 @@ def _pull_s3(src: Destination, staging: Path, endpoint_url: Optional[str], versi
         if raw is None:
             pointer_raw = bucket.get(src.key(LATEST))
             if pointer_raw is None:
-                raise UserError(f"nothing is published at {src.uri}: no {LATEST} there (and no {MANIFEST}); "
-                                "publish first, or name a version with --version.")
+                raise UserError(
+                    f"nothing is published at {src.uri}: no {LATEST} there (and no {MANIFEST}); "
+                    "publish first, or name a version with --version."
+                )
             try:
                 pointer = json.loads(pointer_raw)
                 version = str(pointer["version"])
@@ -135,7 +148,12 @@ def _pull_s3(src: Destination, staging: Path, endpoint_url: Optional[str], versi
     bucket.download([(f"{vprefix}/{f['path']}", staging / f["path"]) for f in files])
     _verify_files(staging, files, where)
     (staging / MANIFEST).write_bytes(raw)
-    return str(manifest.get("version") or version or vprefix.rsplit("/", 1)[-1]), where, manifest, [f["path"] for f in files]
+    return (
+        str(manifest.get("version") or version or vprefix.rsplit("/", 1)[-1]),
+        where,
+        manifest,
+        [f["path"] for f in files],
+    )
 
 
 def _pull_hub(src: Destination, staging: Path, version: Optional[str], api: Any, echo: Echo):

@@ -26,7 +26,7 @@ import json
 import threading
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Dict, List, Optional, Tuple
+from typing import Any, Callable, Dict, List, Optional
 
 from orchestrator.core.errors import UserError
 from orchestrator.publish import hub
@@ -44,6 +44,7 @@ from orchestrator.publish.manifest import (
     manifest_bytes,
     utc_now,
 )
+from orchestrator.publish.merge_recheck import verify_run_merge
 
 Echo = Callable[..., None]
 
@@ -65,68 +66,8 @@ class Publication:
     dry_run: bool = False
 
 
-# ---- merge verification -------------------------------------------------------------------------
-
-def eval_examples(run: RunRecord) -> Tuple[List[str], List[str], str]:
-    """(inputs, targets, where from): the first merge.verify_samples eval examples of the run's data.
-
-    Falls back to best/samples.json (the eval inputs the merge was checked on) when the data is gone.
-    """
-    cfg = run.cfg
-    n = cfg.merge.verify_samples
-    try:
-        from jobs.data import load_splits
-
-        ev = load_splits(cfg.data)["eval"]
-        k = min(n, len(ev))
-        return ([str(x) for x in ev[cfg.data.input_column][:k]], [str(x) for x in ev[cfg.data.target_column][:k]],
-                "eval data")
-    except Exception as e:  # missing files, unreadable data: use what the run recorded
-        reason = f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"
-    samples = run.dir.samples_path
-    try:
-        rows = run.dir.samples()[:n]
-        if rows:
-            return [str(r["input"]) for r in rows], [str(r["reference"]) for r in rows], "best/samples.json"
-    except (OSError, ValueError, KeyError, TypeError):
-        pass
-    raise UserError(
-        f"cannot re-verify the merge: the eval data is not readable ({reason}) and {samples} has no samples; "
-        "make data.eval (or data.train) of the run's config.json readable here."
-    )
-
-
-def verify_run_merge(run: RunRecord) -> Dict[str, Any]:
-    """Run jobs.merge.verify_merge on the run's best adapter and merged model (imports torch lazily).
-
-    Raises:
-        UserError: the base model cannot be loaded here, or the merged model is not base + adapter.
-    """
-    try:
-        from jobs.merge import verify_merge
-    except ImportError as e:
-        raise UserError(f"re-verifying the merge needs torch, transformers and peft here ({e}).") from None
-    inputs, targets, source = eval_examples(run)
-    cfg = run.cfg
-    try:
-        check = verify_merge(cfg, run.part_dir("adapter"), run.part_dir("merged"), inputs, targets)
-    except (OSError, ValueError, RuntimeError, KeyError) as e:
-        raise UserError(
-            f"cannot re-verify the merge of {run.run_dir}: {type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}. "
-            f"The base model ({cfg.model.name_or_path}) must be loadable here."
-        ) from None
-    check = {**check, "inputs_from": source, "checked_at": utc_now()}
-    if not check.get("passed"):
-        raise UserError(
-            f"merge verification failed: the merged model differs from base + adapter by "
-            f"{check.get('max_abs_logit_diff'):.4g} (tolerance {check.get('tolerance')}) on {check.get('num_inputs')} "
-            f"eval inputs; nothing was uploaded. Re-merge (re-run tune, or set merge.dtype: float32) or publish "
-            "--what adapter from a run folder without best/merged."
-        )
-    return check
-
-
 # ---- publishing ---------------------------------------------------------------------------------
+
 
 def _size(n: int) -> str:
     for unit in ("B", "KiB", "MiB", "GiB"):
@@ -204,7 +145,7 @@ def publish_run(
         revision = revision or dest.revision or (pub_cfg.revision if pub_cfg else None)
     hasher = None
     if dest.scheme == "s3" and not dry_run:
-        from orchestrator.storage.s3 import file_checksums
+        from orchestrator.storage.checksums import file_checksums
 
         hasher = file_checksums  # the manifest's sha256 and S3's checksum from one read of each file
     files = collect_files(run, what, hasher) if hasher else collect_files(run, what)
@@ -229,18 +170,31 @@ def publish_run(
         merge_check = {"passed": None, "skipped": "the run has no merged model; the adapter is published alone"}
 
     repo_id = dest.repo_id if dest.scheme == "hf" else None
-    card = FileEntry.from_bytes(CARD, model_card(run, what=what, version=version, location=location,
-                                                 merge_check=merge_check, repo_id=repo_id).encode("utf-8"))
+    card = FileEntry.from_bytes(
+        CARD,
+        model_card(run, what=what, version=version, location=location, merge_check=merge_check, repo_id=repo_id).encode(
+            "utf-8"
+        ),
+    )
     published = files + [card]
     libraries = ("boto3",) if dest.scheme == "s3" else ("huggingface_hub",)
-    manifest = build_manifest(run, published, version=version, what=what, location=location,
-                              merge_check=merge_check, libraries=libraries)
+    manifest = build_manifest(
+        run, published, version=version, what=what, location=location, merge_check=merge_check, libraries=libraries
+    )
     manifest_entry = FileEntry.from_bytes(MANIFEST, manifest_bytes(manifest))
-    listing = [{**f.describe(), "destination": _file_destination(dest, version, f.path)}
-               for f in published + [manifest_entry]]
-    result = Publication(version=version, location=location, destination=dest.uri, files=listing,
-                         manifest=manifest, merge_check=merge_check, dry_run=dry_run,
-                         latest=f"s3://{dest.bucket}/{dest.key(LATEST)}" if dest.scheme == "s3" else None)
+    listing = [
+        {**f.describe(), "destination": _file_destination(dest, version, f.path)} for f in published + [manifest_entry]
+    ]
+    result = Publication(
+        version=version,
+        location=location,
+        destination=dest.uri,
+        files=listing,
+        manifest=manifest,
+        merge_check=merge_check,
+        dry_run=dry_run,
+        latest=f"s3://{dest.bucket}/{dest.key(LATEST)}" if dest.scheme == "s3" else None,
+    )
     if dry_run:
         _print_plan(result, run, dest, echo)
         return result
@@ -274,8 +228,10 @@ def _check_version_free(bucket, dest: Destination, version: str, files: List[Fil
 
 def _print_plan(pub: Publication, run: RunRecord, dest: Destination, echo: Echo) -> None:
     score = f"{run.metric}={run.score:.4g}" if isinstance(run.score, (int, float)) else run.metric
-    echo(f"Would publish version {pub.version} of {run.results.get('experiment')} (best trial "
-         f"{run.best.get('trial_id')}, {score}) to {pub.location}:")
+    echo(
+        f"Would publish version {pub.version} of {run.results.get('experiment')} (best trial "
+        f"{run.best.get('trial_id')}, {score}) to {pub.location}:"
+    )
     width = max(len(f["path"]) for f in pub.files)
     for f in pub.files:
         echo(f"  {f['path']:<{width}}  {_size(f['size']):>10}  {f['destination']}")
@@ -284,17 +240,34 @@ def _print_plan(pub: Publication, run: RunRecord, dest: Destination, echo: Echo)
     if dest.scheme == "s3":
         echo(f"Then {pub.latest} -> {pub.version} (written last).")
     mc = pub.merge_check or {}
-    last = (f"last recorded: {'passed' if mc.get('passed') else 'FAILED'}, max |logit diff| "
-            f"{mc.get('max_abs_logit_diff')}") if "max_abs_logit_diff" in mc else "none recorded"
+    last = (
+        (
+            f"last recorded: {'passed' if mc.get('passed') else 'FAILED'}, max |logit diff| "
+            f"{mc.get('max_abs_logit_diff')}"
+        )
+        if "max_abs_logit_diff" in mc
+        else "none recorded"
+    )
     echo(f"The merge is verified again before any upload ({last}). Dry run: nothing uploaded.")
 
 
-def _publish_s3(pub: Publication, bucket, dest: Destination, run: RunRecord, published: List[FileEntry],
-                manifest_entry: FileEntry, echo: Echo) -> Publication:
+def _publish_s3(
+    pub: Publication,
+    bucket,
+    dest: Destination,
+    run: RunRecord,
+    published: List[FileEntry],
+    manifest_entry: FileEntry,
+    echo: Echo,
+) -> Publication:
     from orchestrator.storage.s3 import Upload
 
-    items = [Upload(dest.key(pub.version, f.path), f.size, f.sha256, path=f.source, data=f.data,
-                    checksum=f.transfer_checksum) for f in published]
+    items = [
+        Upload(
+            dest.key(pub.version, f.path), f.size, f.sha256, path=f.source, data=f.data, checksum=f.transfer_checksum
+        )
+        for f in published
+    ]
     total = sum(f.size for f in published)
     echo(f"Publishing {len(items)} files ({_size(total)}) to {pub.location}/ ...")
     offset = len(dest.key(pub.version)) + 1
@@ -335,23 +308,46 @@ def _publish_s3(pub: Publication, bucket, dest: Destination, run: RunRecord, pub
         "published_at": utc_now(),
     }
     bucket.put(dest.key(LATEST), (json.dumps(pointer, indent=2) + "\n").encode("utf-8"))
-    echo(f"Published version {pub.version} to {pub.location} ({len(pub.uploaded)} uploaded, {len(pub.skipped)} "
-         f"skipped, every checksum verified); {pub.latest} -> {pub.version}.")
+    echo(
+        f"Published version {pub.version} to {pub.location} ({len(pub.uploaded)} uploaded, {len(pub.skipped)} "
+        f"skipped, every checksum verified); {pub.latest} -> {pub.version}."
+    )
     return pub
 
 
-def _publish_hub(pub: Publication, dest: Destination, run: RunRecord, published: List[FileEntry],
-                 manifest_entry: FileEntry, private: bool, revision: Optional[str], api: Any, echo: Echo) -> Publication:
+def _publish_hub(
+    pub: Publication,
+    dest: Destination,
+    run: RunRecord,
+    published: List[FileEntry],
+    manifest_entry: FileEntry,
+    private: bool,
+    revision: Optional[str],
+    api: Any,
+    echo: Echo,
+) -> Publication:
     value = run.score
     metric = f"{run.metric}={value:.4g}" if isinstance(value, (int, float)) else run.metric
     message = f"qlora-launch: {run.results.get('experiment')} best trial {run.best.get('trial_id')}, {metric}"
-    description = (f"Version {pub.version} ({pub.manifest.get('what')}). Base model "
-                   f"{run.cfg.model.name_or_path}; metric {run.metric} ({run.mode}). Files and sha256 in manifest.json.")
+    description = (
+        f"Version {pub.version} ({pub.manifest.get('what')}). Base model "
+        f"{run.cfg.model.name_or_path}; metric {run.metric} ({run.mode}). Files and sha256 in manifest.json."
+    )
     files = published + [manifest_entry]
-    echo(f"Committing {len(files)} files to hf://{dest.repo_id} (revision {revision or 'main'}, "
-         f"{'private' if private else 'public'}) ...")
-    oid = hub.commit(dest.repo_id, files, message=message, description=description, private=private,
-                     revision=revision, tag=pub.version, api=api)
+    echo(
+        f"Committing {len(files)} files to hf://{dest.repo_id} (revision {revision or 'main'}, "
+        f"{'private' if private else 'public'}) ..."
+    )
+    oid = hub.commit(
+        dest.repo_id,
+        files,
+        message=message,
+        description=description,
+        private=private,
+        revision=revision,
+        tag=pub.version,
+        api=api,
+    )
     pub.commit = oid
     pub.location = f"hf://{dest.repo_id}@{oid}"
     pub.uploaded = [f.path for f in files]
@@ -367,5 +363,6 @@ def publish_from_config(run_dir: Any, cfg: Any, echo: Optional[Echo] = None) -> 
     p = getattr(cfg, "publish", None)
     if p is None:
         return None
-    return publish_run(run_dir, p.to, what=p.what, endpoint_url=p.endpoint_url, private=p.private,
-                       revision=p.revision, echo=echo)
+    return publish_run(
+        run_dir, p.to, what=p.what, endpoint_url=p.endpoint_url, private=p.private, revision=p.revision, echo=echo
+    )

@@ -56,13 +56,25 @@ def submit_retrain(
     for rec in reversed(reg.history(name)):
         if rec.get("job_id") == submission_id:
             return RetrainOutcome(
-                name, rec["decision"], rec.get("reason", ""), rec.get("data_fingerprint", ""), rec,
+                name,
+                rec["decision"],
+                rec.get("reason", ""),
+                rec.get("data_fingerprint", ""),
+                rec,
                 reg.get_champion(name, verify=False),
-                (rec.get("challenger") or {}).get("score"), (rec.get("champion") or {}).get("score"),
+                (rec.get("challenger") or {}).get("score"),
+                (rec.get("champion") or {}).get("score"),
                 rec.get("metric"),
             )
-    return RetrainOutcome(name, SKIPPED, "no new data (the job recorded no run)", "", None,
-                          reg.get_champion(name, verify=False), metric=cfg.search.metric)
+    return RetrainOutcome(
+        name,
+        SKIPPED,
+        "no new data (the job recorded no run)",
+        "",
+        None,
+        reg.get_champion(name, verify=False),
+        metric=cfg.search.metric,
+    )
 
 
 def _eval_data_for_cluster(cfg: Any):

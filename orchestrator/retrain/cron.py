@@ -19,7 +19,9 @@ def check_timezone(tz: str):
     try:
         return ZoneInfo(tz)
     except (ZoneInfoNotFoundError, ValueError):
-        raise UserError(f"--timezone '{tz}': not a known time zone; use an IANA name like UTC or Europe/Berlin.") from None
+        raise UserError(
+            f"--timezone '{tz}': not a known time zone; use an IANA name like UTC or Europe/Berlin."
+        ) from None
 
 
 def check_cron(expr: str) -> str:

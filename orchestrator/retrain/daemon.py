@@ -142,6 +142,7 @@ def run_scheduler(
     sched.add_listener(_ledger_listener(Ledger(path)), EVENT_JOB_MISSED | EVENT_JOB_MAX_INSTANCES)
     stop = stop or threading.Event()
     if threading.current_thread() is threading.main_thread():
+
         def on_signal(signum, frame):
             if stop.is_set():  # second signal: leave now; running retrains keep their locks
                 os._exit(128 + signum)

@@ -28,7 +28,15 @@ log = logging.getLogger("qlora_launch.schedule")
 
 def retrain_argv(spec: Dict[str, Any], slot: str) -> List[str]:
     """The command a firing runs: this interpreter's `qlora-launch retrain CONFIG [--address A]`."""
-    argv = [sys.executable, "-m", "orchestrator.cli", "retrain", spec["config"], "--job-id", f"schedule-{spec['name']}-{slot}"]
+    argv = [
+        sys.executable,
+        "-m",
+        "orchestrator.cli",
+        "retrain",
+        spec["config"],
+        "--job-id",
+        f"schedule-{spec['name']}-{slot}",
+    ]
     if spec.get("address"):
         argv += ["--address", spec["address"]]
     return argv
@@ -70,8 +78,9 @@ def fire(
             # The child inherits the locked descriptor: if this scheduler dies, the lock lives
             # until the retrain itself ends, so a restarted scheduler cannot overlap it.
             try:
-                proc = subprocess.Popen(argv, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                                        pass_fds=(fd,), env=env)
+                proc = subprocess.Popen(
+                    argv, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, pass_fds=(fd,), env=env
+                )
             except OSError as e:
                 ledger.update(name, key, status="failed", finished=datetime.now(timezone.utc).isoformat())
                 log.error("schedule %s: could not start %s: %s", name, argv[0], e)

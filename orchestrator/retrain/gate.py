@@ -37,6 +37,7 @@ from orchestrator.retrain.registry import FAILED, KEPT, PROMOTED, Registry, endp
 
 # ---- the gate -------------------------------------------------------------------------------
 
+
 def metric_value(metrics: Dict[str, Any], metric: str, who: str) -> float:
     """The configured metric from an evaluator's result (with or without the eval_ prefix).
 
@@ -86,6 +87,7 @@ def compare(
 
 # ---- the flow -------------------------------------------------------------------------------
 
+
 def retrain(
     cfg: Any,
     *,
@@ -128,7 +130,9 @@ def retrain(
     fp = fingerprint_data(cfg)
     last = reg.last_successful(name)
     if last and last.get("data_fingerprint") == fp["combined"] and not force:
-        reason = f"no new data (fingerprint {fp['combined'][:12]} unchanged since run {last['id']}); use --force to retrain"
+        reason = (
+            f"no new data (fingerprint {fp['combined'][:12]} unchanged since run {last['id']}); use --force to retrain"
+        )
         return RetrainOutcome(name, SKIPPED, reason, fp["combined"], champion=champion, metric=metric)
 
     base = {
@@ -147,7 +151,10 @@ def retrain(
     try:
         if rt.strategy == "reuse":
             params = dict(champion.get("hparams") or {}) if champion else cfg.fixed_params()
-            echo(f"{name}: training a challenger with {'the champion' if champion else 'the config'}'s hyperparameters {params}")
+            echo(
+                f"{name}: training a challenger with {'the champion' if champion else 'the config'}'s "
+                f"hyperparameters {params}"
+            )
         else:
             params = None
             echo(f"{name}: re-tuning: running a search for the challenger")
@@ -197,7 +204,13 @@ def retrain(
         )
         record = reg.record_run(
             name,
-            {**base, "decision": PROMOTED, "reason": reason, "version": published.version, "location": published.location},
+            {
+                **base,
+                "decision": PROMOTED,
+                "reason": reason,
+                "version": published.version,
+                "location": published.location,
+            },
         )
         echo(f"{name}: published version {published.version} to {published.location}; champion pointer moved")
         if cfg.tracking.effective_backend == "wandb":
@@ -236,7 +249,8 @@ def plan_retrain(cfg: Any, *, force: bool = False, registry: Optional[Registry] 
     lines = [
         f"model line: {rt.name}; registry: {reg.uri}",
         f"champion: {champion['version']} at {champion['location']} ({champion.get('metric')} {champion.get('score')})"
-        if champion else "champion: none yet (the first challenger that passes the merge check is promoted)",
+        if champion
+        else "champion: none yet (the first challenger that passes the merge check is promoted)",
         f"data fingerprint: {fp[:12]} - " + ("new data" if new_data else f"unchanged since run {last['id']}"),
     ]
     if not new_data and not force:

@@ -47,13 +47,16 @@ class Ledger:
     def update(self, name: str, slot: str, **fields: Any) -> None:
         cols = ", ".join(f"{k} = ?" for k in fields)
         with self._conn() as c:
-            c.execute(f"UPDATE qlora_schedule_runs SET {cols} WHERE name = ? AND slot = ?", (*fields.values(), name, slot))
+            c.execute(
+                f"UPDATE qlora_schedule_runs SET {cols} WHERE name = ? AND slot = ?", (*fields.values(), name, slot)
+            )
 
     def mark_interrupted(self, name: str, except_slot: str) -> None:
         """Runs left 'running' by a killed scheduler whose lock is free again did not finish here."""
         with self._conn() as c:
             c.execute(
-                "UPDATE qlora_schedule_runs SET status = 'interrupted' WHERE name = ? AND status = 'running' AND slot != ?",
+                "UPDATE qlora_schedule_runs SET status = 'interrupted' "
+                "WHERE name = ? AND status = 'running' AND slot != ?",
                 (name, except_slot),
             )
 

@@ -17,17 +17,19 @@ def history_table(rows: List[Dict[str, Any]]) -> List[str]:
     table = [header]
     for r in rows:
         ch, cp = r.get("challenger") or {}, r.get("champion") or {}
-        table.append((
-            r.get("time", "")[:19],
-            r.get("name", ""),
-            r.get("decision", ""),
-            r.get("version") or "-",
-            fmt_score(ch.get("score")),
-            fmt_score(cp.get("score")),
-            (r.get("data_fingerprint") or "-")[:12],
-            r.get("job_id") or "-",
-            r.get("reason", ""),
-        ))
+        table.append(
+            (
+                r.get("time", "")[:19],
+                r.get("name", ""),
+                r.get("decision", ""),
+                r.get("version") or "-",
+                fmt_score(ch.get("score")),
+                fmt_score(cp.get("score")),
+                (r.get("data_fingerprint") or "-")[:12],
+                r.get("job_id") or "-",
+                r.get("reason", ""),
+            )
+        )
     widths = [max(len(str(row[i])) for row in table) for i in range(len(header) - 1)]
     return ["  ".join(str(c).ljust(w) for c, w in zip(row, widths)) + "  " + str(row[-1]) for row in table]
 

@@ -72,6 +72,7 @@ Publisher = Callable[[str, Any], Published]  # (run_dir, cfg)
 
 # ---- training -------------------------------------------------------------------------------
 
+
 def default_trainer(cfg: Any, params: Optional[Dict[str, Any]]) -> TrainResult:
     """Train with the same pipeline as `tune`/`train`: a search (params None) or one trial with `params`.
 
@@ -105,6 +106,7 @@ def train_result_from_run_dir(run_dir: str, params: Optional[Dict[str, Any]] = N
 
 # ---- scoring --------------------------------------------------------------------------------
 
+
 def default_evaluator(model: str, cfg: Any, data: str) -> Dict[str, float]:
     """Score a model folder (or a published location, fetched first) with jobs.evaluate."""
     from jobs.evaluate import evaluate
@@ -134,6 +136,7 @@ def _fetch_published(location: str, cfg: Any, dest: str) -> str:
 
 # ---- publishing -----------------------------------------------------------------------------
 
+
 def default_publisher(run_dir: str, cfg: Any) -> Published:
     """Publish the challenger through orchestrator.publish.push (atomic versioned path)."""
     try:
@@ -143,6 +146,4 @@ def default_publisher(run_dir: str, cfg: Any) -> Published:
     fn = getattr(pub, "publish_run", None)
     if fn is None:
         raise UserError("orchestrator.publish.push has no publish_run(); cannot promote.")
-    return Published.from_any(
-        fn(run_dir, cfg.publish.to, what=cfg.publish.what, endpoint_url=cfg.publish.endpoint_url)
-    )
+    return Published.from_any(fn(run_dir, cfg.publish.to, what=cfg.publish.what, endpoint_url=cfg.publish.endpoint_url))

@@ -87,7 +87,8 @@ class Registry:
     def names(self) -> List[str]:
         """Model names that have a champion or a history here."""
         return [
-            d for d in self.storage.list_dirs("")
+            d
+            for d in self.storage.list_dirs("")
             if NAME_RE.fullmatch(d)
             and (self.storage.exists(f"{d}/champion.json") or self.storage.has_any(f"{d}/history"))
         ]

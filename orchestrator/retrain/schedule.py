@@ -110,16 +110,31 @@ def add_schedule(
         trigger = CrontabTrigger(cron, tz)
     else:
         trigger = IntervalTrigger(seconds=float(every_s), timezone=timezone.utc)
-    spec = {"name": name, "config": cfg_path, "address": address, "cron": cron, "every_s": every_s,
-            "timezone": tz, "misfire_grace_s": misfire_grace_s}
+    spec = {
+        "name": name,
+        "config": cfg_path,
+        "address": address,
+        "cron": cron,
+        "every_s": every_s,
+        "timezone": tz,
+        "misfire_grace_s": misfire_grace_s,
+    }
     with _Admin(store) as sched:
         try:
             sched.add_job(
-                FIRE_FUNC, trigger=trigger, id=name, name=name, kwargs=spec,
-                coalesce=True, max_instances=1, misfire_grace_time=misfire_grace_s,
+                FIRE_FUNC,
+                trigger=trigger,
+                id=name,
+                name=name,
+                kwargs=spec,
+                coalesce=True,
+                max_instances=1,
+                misfire_grace_time=misfire_grace_s,
             )
         except ConflictingIdError:
-            raise UserError(f"a schedule named '{name}' exists; remove it first (`qlora-launch schedule remove {name}`).") from None
+            raise UserError(
+                f"a schedule named '{name}' exists; remove it first (`qlora-launch schedule remove {name}`)."
+            ) from None
         return _describe(sched.get_job(name), None)
 
 

@@ -30,7 +30,9 @@ def export_schedule(name: str, fmt: str, store: Optional[str] = None, image: Opt
     """
     spec = get_schedule(name, store)
     if not spec.get("cron"):
-        raise UserError(f"schedule '{name}' runs every {spec.get('every_s')}s, not on a cron; only cron schedules export.")
+        raise UserError(
+            f"schedule '{name}' runs every {spec.get('every_s')}s, not on a cron; only cron schedules export."
+        )
     if fmt == "crontab":
         return _crontab(spec, store_path(store))
     if fmt == "k8s":
@@ -59,11 +61,16 @@ def _k8s(spec: Dict[str, Any], image: str) -> str:
 
     k8s_name = ("qlora-retrain-" + re.sub(r"[^a-z0-9-]", "-", spec["name"].lower())).strip("-")[:52].rstrip("-")
     cfg_name = Path(spec["config"]).name
-    args = ["retrain", f"/etc/qlora-launch/{cfg_name}"] + (["--address", spec["address"]] if spec.get("address") else [])
+    args = ["retrain", f"/etc/qlora-launch/{cfg_name}"] + (
+        ["--address", spec["address"]] if spec.get("address") else []
+    )
     manifest = {
         "apiVersion": "batch/v1",
         "kind": "CronJob",
-        "metadata": {"name": k8s_name, "labels": {"app.kubernetes.io/name": "qlora-launch", "qlora-launch/schedule": spec["name"]}},
+        "metadata": {
+            "name": k8s_name,
+            "labels": {"app.kubernetes.io/name": "qlora-launch", "qlora-launch/schedule": spec["name"]},
+        },
         "spec": {
             "schedule": spec["cron"],
             "timeZone": spec.get("timezone") or "UTC",
@@ -79,13 +86,17 @@ def _k8s(spec: Dict[str, Any], image: str) -> str:
                         "metadata": {"labels": {"app.kubernetes.io/name": "qlora-launch"}},
                         "spec": {
                             "restartPolicy": "Never",
-                            "containers": [{
-                                "name": "retrain",
-                                "image": image,
-                                "command": ["qlora-launch"],
-                                "args": args,
-                                "volumeMounts": [{"name": "config", "mountPath": "/etc/qlora-launch", "readOnly": True}],
-                            }],
+                            "containers": [
+                                {
+                                    "name": "retrain",
+                                    "image": image,
+                                    "command": ["qlora-launch"],
+                                    "args": args,
+                                    "volumeMounts": [
+                                        {"name": "config", "mountPath": "/etc/qlora-launch", "readOnly": True}
+                                    ],
+                                }
+                            ],
                             "volumes": [{"name": "config", "configMap": {"name": k8s_name}}],
                         },
                     },

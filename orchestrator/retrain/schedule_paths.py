@@ -21,7 +21,7 @@ def store_path(store: Optional[str] = None) -> Path:
     try:
         p.parent.mkdir(parents=True, exist_ok=True)
     except OSError as e:
-        raise UserError(f"cannot create {p.parent} for the schedule store: {e.strerror}; pass --store FILE.")
+        raise UserError(f"cannot create {p.parent} for the schedule store: {e.strerror}; pass --store FILE.") from None
     return p.resolve()
 
 

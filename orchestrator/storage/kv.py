@@ -10,10 +10,9 @@ from __future__ import annotations
 
 import json
 import os
-import re
 import tempfile
 from pathlib import Path
-from typing import Any, Iterator, List, Optional, Tuple
+from typing import Any, Iterator, List, Optional
 
 from orchestrator.core.errors import UserError
 from orchestrator.core.s3_uri import is_s3, join, parse_s3
@@ -90,7 +89,9 @@ class LocalStorage(Storage):
             path.parent.mkdir(parents=True, exist_ok=True)
             fd, tmp = tempfile.mkstemp(prefix=".tmp-", dir=path.parent)
         except OSError as e:
-            raise UserError(f"cannot write under {path.parent}: {e.strerror}; check the path and permissions.")
+            raise UserError(
+                f"cannot write under {path.parent}: {e.strerror}; check the path and permissions."
+            ) from None
         try:
             with os.fdopen(fd, "wb") as f:
                 f.write(data)
@@ -157,7 +158,7 @@ class S3Storage(Storage):
         return join(self.prefix, key) if self.prefix else key.strip("/")
 
     def _rel(self, full: str) -> str:
-        return full[len(self.prefix) + 1:] if self.prefix else full
+        return full[len(self.prefix) + 1 :] if self.prefix else full
 
     def _call(self, what: str, fn, *args, **kwargs):
         """fn(*args, **kwargs); a missing key raises NotFound, any other S3 error a UserError (s3_errors)."""
@@ -207,7 +208,7 @@ class S3Storage(Storage):
     def list_dirs(self, prefix: str = "") -> List[str]:
         names = []
         for full, page in self._pages(prefix, Delimiter="/"):
-            names += [p["Prefix"][len(full):].rstrip("/") for p in page.get("CommonPrefixes", [])]
+            names += [p["Prefix"][len(full) :].rstrip("/") for p in page.get("CommonPrefixes", [])]
         return sorted(names)
 
     def has_any(self, prefix: str) -> bool:

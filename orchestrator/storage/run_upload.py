@@ -25,8 +25,8 @@ def check_s3_output(cfg, resume: bool) -> None:
     """
     if not is_s3(cfg.output.dir):
         return
-    from orchestrator.storage.s3 import Bucket
     from orchestrator.launch.cluster import check_storage_credentials
+    from orchestrator.storage.s3 import Bucket
 
     check_storage_credentials(cfg)
     bucket, prefix = parse_s3(cfg.output.dir)
@@ -48,7 +48,8 @@ def upload_run_dir(run_dir: Path, storage: RunStorage, echo: Callable[[str], Non
     """
     if not storage.remote or not storage.run_uri:
         return []
-    from orchestrator.storage.s3 import Bucket, Upload, file_checksums
+    from orchestrator.storage.checksums import file_checksums
+    from orchestrator.storage.s3 import Bucket, Upload
 
     bucket, key = parse_s3(storage.run_uri)
     items = []

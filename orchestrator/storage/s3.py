@@ -14,7 +14,6 @@ per request. `AWS_RETRY_MODE` and `AWS_MAX_ATTEMPTS` override both, as everywher
 
 from __future__ import annotations
 
-import base64
 import contextlib
 import hashlib
 import io
@@ -25,9 +24,8 @@ from pathlib import Path
 from typing import Any, Callable, Dict, Iterator, List, Optional, Sequence, Tuple
 
 from orchestrator.core.errors import UserError
+from orchestrator.storage.checksums import PART_SIZE, MiB, bytes_checksum, s3_checksum, strip_parts
 
-MiB = 1 << 20
-PART_SIZE = 16 * MiB  # multipart threshold and part size: 13 parts for a 200 MB file
 CONCURRENCY = 8  # parts (and small files) in flight at once
 RETRY_MODE = "adaptive"
 MAX_ATTEMPTS = 8  # per request, the first try included
@@ -73,57 +71,9 @@ def transfer_config(concurrency: int = CONCURRENCY, part_size: int = PART_SIZE):
 
 # ---- checksums ---------------------------------------------------------------------------------
 
-def _b64(digest: bytes) -> str:
-    return base64.b64encode(digest).decode("ascii")
-
-
-def actual_part_size(size: int, part_size: int = PART_SIZE) -> int:
-    """The part size s3transfer really uses for a file of `size` bytes (it grows it past 10,000 parts)."""
-    from s3transfer.utils import ChunksizeAdjuster
-
-    return ChunksizeAdjuster().adjust_chunksize(part_size, size)
-
-
-def file_checksums(path: Path, size: int, part_size: int = PART_SIZE) -> Tuple[str, str]:
-    """(hex SHA-256 of the file, the ChecksumSHA256 S3 reports for it), from one read of the file.
-
-    The second is the SHA-256 of the bytes for a single-part upload, else the SHA-256 of the parts'
-    SHA-256 digests (without AWS's `-N` suffix), with the part size the transfer will use.
-    """
-    chunk = actual_part_size(size, part_size) if size >= part_size else 0
-    full, part, filled, digests = hashlib.sha256(), hashlib.sha256(), 0, []
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(MiB), b""):
-            full.update(block)
-            while chunk and block:
-                take = block[: chunk - filled]
-                part.update(take)
-                filled += len(take)
-                block = block[len(take):]
-                if filled == chunk:
-                    digests.append(part.digest())
-                    part, filled = hashlib.sha256(), 0
-    if not chunk:
-        return full.hexdigest(), _b64(full.digest())
-    if filled:
-        digests.append(part.digest())
-    return full.hexdigest(), _b64(hashlib.sha256(b"".join(digests)).digest())
-
-
-def s3_checksum(path: Path, size: int, part_size: int = PART_SIZE) -> str:
-    """The ChecksumSHA256 S3 reports for `path` uploaded with our transfer config (without `-N`)."""
-    return file_checksums(path, size, part_size)[1]
-
-
-def bytes_checksum(data: bytes) -> str:
-    return _b64(hashlib.sha256(data).digest())
-
-
-def _strip_parts(checksum: Optional[str]) -> Optional[str]:
-    return checksum.split("-", 1)[0] if checksum else checksum
-
 
 # ---- errors ------------------------------------------------------------------------------------
+
 
 @contextlib.contextmanager
 def s3_errors(what: str, bucket: str, endpoint_url: Optional[str]) -> Iterator[None]:
@@ -170,6 +120,7 @@ def s3_errors(what: str, bucket: str, endpoint_url: Optional[str]) -> Iterator[N
 
 # ---- one bucket ---------------------------------------------------------------------------------
 
+
 @dataclass
 class Upload:
     """One object to write: from a local file (`path`) or from memory (`data`)."""
@@ -192,8 +143,14 @@ class RemoteObject:
 class Bucket:
     """Uploads, downloads and small reads/writes in one bucket through one client."""
 
-    def __init__(self, bucket: str, endpoint_url: Optional[str] = None, client: Any = None,
-                 concurrency: int = CONCURRENCY, part_size: int = PART_SIZE):
+    def __init__(
+        self,
+        bucket: str,
+        endpoint_url: Optional[str] = None,
+        client: Any = None,
+        concurrency: int = CONCURRENCY,
+        part_size: int = PART_SIZE,
+    ):
         self.name = bucket
         self.endpoint_url = endpoint_url
         self.concurrency = concurrency
@@ -233,8 +190,12 @@ class Bucket:
         digest = hashlib.sha256(data).hexdigest()
         with self.errors(self.url(key)):
             self.client.put_object(
-                Bucket=self.name, Key=key, Body=data, ContentType=content_type,
-                ChecksumSHA256=bytes_checksum(data), Metadata={"sha256": digest},
+                Bucket=self.name,
+                Key=key,
+                Body=data,
+                ContentType=content_type,
+                ChecksumSHA256=bytes_checksum(data),
+                Metadata={"sha256": digest},
             )
 
     def delete(self, key: str) -> None:
@@ -245,7 +206,9 @@ class Bucket:
         """{key: size} of every object under `prefix/`."""
         out: Dict[str, int] = {}
         with self.errors(self.url(prefix)):
-            for page in self.client.get_paginator("list_objects_v2").paginate(Bucket=self.name, Prefix=prefix.rstrip("/") + "/"):
+            for page in self.client.get_paginator("list_objects_v2").paginate(
+                Bucket=self.name, Prefix=prefix.rstrip("/") + "/"
+            ):
                 for o in page.get("Contents", []):
                     out[o["Key"]] = o["Size"]
         return out
@@ -262,15 +225,18 @@ class Bucket:
                 raise
         return RemoteObject(
             size=h["ContentLength"],
-            checksum=_strip_parts(h.get("ChecksumSHA256")),
+            checksum=strip_parts(h.get("ChecksumSHA256")),
             sha256_meta=(h.get("Metadata") or {}).get("sha256"),
         )
 
     # -- checks ---------------------------------------------------------------------------------
     def expected_checksum(self, item: Upload) -> str:
         if item.checksum is None:
-            item.checksum = (bytes_checksum(item.data) if item.data is not None
-                             else s3_checksum(item.path, item.size, self.part_size))
+            item.checksum = (
+                bytes_checksum(item.data)
+                if item.data is not None
+                else s3_checksum(item.path, item.size, self.part_size)
+            )
         return item.checksum
 
     def matches(self, item: Upload, remote: Optional[RemoteObject]) -> bool:
@@ -326,7 +292,8 @@ class Bucket:
         if bad:
             raise UserError(
                 f"the checksum of {len(bad)} uploaded object(s) does not match the local file: "
-                + ", ".join(self.url(k) for k in bad) + "; re-run the publish (they are uploaded again)."
+                + ", ".join(self.url(k) for k in bad)
+                + "; re-run the publish (they are uploaded again)."
             )
         for item in todo:
             event("verified", item.key, item.size)
@@ -358,8 +325,9 @@ class Bucket:
                     # Single PUT: send the full-object SHA-256 so the server rejects a corrupt body.
                     extra["ChecksumSHA256"] = self.expected_checksum(item)
                 src = str(item.path) if item.data is None else io.BytesIO(item.data)
-                futures.append((item, manager.upload(src, self.name, item.key, extra_args=extra,
-                                                     subscribers=[Done(item)])))
+                futures.append(
+                    (item, manager.upload(src, self.name, item.key, extra_args=extra, subscribers=[Done(item)]))
+                )
             for item, fut in futures:
                 # The first failure (after botocore's retries) ends the publication; what made it is
                 # skipped by a re-run.

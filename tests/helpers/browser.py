@@ -25,10 +25,12 @@ import pytest
 
 CHROMIUM = next((shutil.which(n) for n in ("chromium", "chromium-browser", "google-chrome") if shutil.which(n)), None)
 needs_chromium = pytest.mark.skipif(
-    CHROMIUM is None, reason="headless Chromium not installed (Debian: apt-get install -y chromium)")
+    CHROMIUM is None, reason="headless Chromium not installed (Debian: apt-get install -y chromium)"
+)
 
 
 # ---- a minimal DevTools-protocol client ---------------------------------------------------------
+
 
 class DevTools:
     """Just enough of RFC 6455 + CDP to navigate, evaluate, collect console/network events, screenshot."""
@@ -37,9 +39,12 @@ class DevTools:
         u = urlparse(ws_url)
         self.sock = socket.create_connection((u.hostname, u.port), timeout=timeout)
         key = base64.b64encode(os.urandom(16)).decode()
-        self.sock.sendall((f"GET {u.path} HTTP/1.1\r\nHost: {u.hostname}:{u.port}\r\nUpgrade: websocket\r\n"
-                           f"Connection: Upgrade\r\nSec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n\r\n")
-                          .encode())
+        self.sock.sendall(
+            (
+                f"GET {u.path} HTTP/1.1\r\nHost: {u.hostname}:{u.port}\r\nUpgrade: websocket\r\n"
+                f"Connection: Upgrade\r\nSec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n\r\n"
+            ).encode()
+        )
         buf = b""
         while b"\r\n\r\n" not in buf:
             chunk = self.sock.recv(4096)
@@ -137,12 +142,27 @@ class HeadlessChromium:
     def __init__(self, width: int = 1400, height: int = 1000):
         self.profile = tempfile.mkdtemp(prefix="chromium-profile-")
         self.proc = subprocess.Popen(
-            [CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-             "--disable-component-update", "--disable-sync", "--no-first-run", "--disable-default-apps",
-             "--hide-scrollbars", "--mute-audio", "--enable-unsafe-swiftshader",  # WebGL (parcoords) in software
-             f"--user-data-dir={self.profile}", "--remote-debugging-port=0", f"--window-size={width},{height}",
-             "about:blank"],
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            [
+                CHROMIUM,
+                "--headless",
+                "--no-sandbox",
+                "--disable-gpu",
+                "--disable-background-networking",
+                "--disable-component-update",
+                "--disable-sync",
+                "--no-first-run",
+                "--disable-default-apps",
+                "--hide-scrollbars",
+                "--mute-audio",
+                "--enable-unsafe-swiftshader",  # WebGL (parcoords) in software
+                f"--user-data-dir={self.profile}",
+                "--remote-debugging-port=0",
+                f"--window-size={width},{height}",
+                "about:blank",
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
         port_file = Path(self.profile) / "DevToolsActivePort"
         deadline = time.time() + 30
         while not (port_file.exists() and port_file.read_text().strip()):
@@ -187,10 +207,13 @@ class HeadlessChromium:
             h = int(self.cdp.evaluate("Math.ceil(document.documentElement.scrollHeight)"))
             # A viewport as tall as the page (rather than captureBeyondViewport, which leaves WebGL
             # plots half painted), then let plotly redraw every plot at the new size.
-            self.cdp.call("Emulation.setDeviceMetricsOverride", width=width, height=h, deviceScaleFactor=1,
-                          mobile=False)
-            self.cdp.evaluate("Promise.all([...document.querySelectorAll('.js-plotly-plot')]"
-                              ".map(p => Plotly.Plots.resize(p))).then(() => true)")
+            self.cdp.call(
+                "Emulation.setDeviceMetricsOverride", width=width, height=h, deviceScaleFactor=1, mobile=False
+            )
+            self.cdp.evaluate(
+                "Promise.all([...document.querySelectorAll('.js-plotly-plot')]"
+                ".map(p => Plotly.Plots.resize(p))).then(() => true)"
+            )
             time.sleep(1.0)
         shot = self.cdp.call("Page.captureScreenshot", format="png")
         Path(path).write_bytes(base64.b64decode(shot["data"]))

@@ -72,10 +72,20 @@ class FakeHfApi:
                     files[op.path_in_repo] = f.read()
             elif isinstance(op, CommitOperationDelete):
                 files.pop(op.path_in_repo, None)
-        oid = hashlib.sha1(json.dumps(sorted((k, hashlib.sha256(v).hexdigest()) for k, v in files.items())).encode()
-                           + str(len(self.commits)).encode()).hexdigest()
-        self.commits.append({"oid": oid, "message": commit_message, "description": commit_description,
-                             "revision": revision, "ops": ops, "files": files})
+        oid = hashlib.sha1(
+            json.dumps(sorted((k, hashlib.sha256(v).hexdigest()) for k, v in files.items())).encode()
+            + str(len(self.commits)).encode()
+        ).hexdigest()
+        self.commits.append(
+            {
+                "oid": oid,
+                "message": commit_message,
+                "description": commit_description,
+                "revision": revision,
+                "ops": ops,
+                "files": files,
+            }
+        )
         self.calls.append(("create_commit", repo_id, {"revision": revision}))
         return types.SimpleNamespace(oid=oid, commit_url=f"https://huggingface.co/{repo_id}/commit/{oid}")
 
@@ -103,9 +113,11 @@ class TcpProxy:
     connections with S3's `503 SlowDown`. botocore must retry both.
     """
 
-    SLOW_DOWN = (b"HTTP/1.1 503 Slow Down\r\nContent-Type: application/xml\r\nConnection: close\r\n"
-                 b"Content-Length: 120\r\n\r\n"
-                 + b"<Error><Code>SlowDown</Code><Message>Please reduce your request rate.</Message></Error>".ljust(120))
+    SLOW_DOWN = (
+        b"HTTP/1.1 503 Slow Down\r\nContent-Type: application/xml\r\nConnection: close\r\n"
+        b"Content-Length: 120\r\n\r\n"
+        + b"<Error><Code>SlowDown</Code><Message>Please reduce your request rate.</Message></Error>".ljust(120)
+    )
 
     def __init__(self, upstream: str):
         u = urlparse(upstream)
@@ -183,8 +195,10 @@ class TcpProxy:
                     return
                 data += chunk
             head, body = data.split(b"\r\n\r\n", 1)
-            headers = {k.strip().lower(): v.strip() for k, _, v in
-                       (ln.decode("latin-1").partition(":") for ln in head.split(b"\r\n")[1:])}
+            headers = {
+                k.strip().lower(): v.strip()
+                for k, _, v in (ln.decode("latin-1").partition(":") for ln in head.split(b"\r\n")[1:])
+            }
             if headers.get("expect", "").lower() != "100-continue":
                 left = int(headers.get("content-length", 0)) - len(body)
                 while left > 0:

@@ -31,11 +31,7 @@ from typing import Iterator, Optional
 
 import pytest
 
-DUMMY_AWS_ENV = {
-    "AWS_ACCESS_KEY_ID": "testing",
-    "AWS_SECRET_ACCESS_KEY": "testing",
-    "AWS_DEFAULT_REGION": "us-east-1",
-}
+DUMMY_AWS_ENV = {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing", "AWS_DEFAULT_REGION": "us-east-1"}
 
 
 def free_port() -> int:
@@ -58,9 +54,7 @@ def start_s3_server(port: Optional[int] = None, timeout_s: float = 30.0) -> "tup
     """Start moto_server on 127.0.0.1 and wait until it answers; returns (process, endpoint URL)."""
     port = port or free_port()
     proc = subprocess.Popen(
-        [moto_server_bin(), "-H", "127.0.0.1", "-p", str(port)],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
+        [moto_server_bin(), "-H", "127.0.0.1", "-p", str(port)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
     )
     endpoint = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + timeout_s
@@ -73,7 +67,7 @@ def start_s3_server(port: Optional[int] = None, timeout_s: float = 30.0) -> "tup
         except (urllib.error.URLError, ConnectionError, OSError):
             if time.monotonic() > deadline:
                 stop_s3_server(proc)
-                raise RuntimeError(f"moto_server did not answer on {endpoint} within {timeout_s:.0f}s")
+                raise RuntimeError(f"moto_server did not answer on {endpoint} within {timeout_s:.0f}s") from None
             time.sleep(0.1)
 
 

@@ -36,8 +36,8 @@ def iter_wandb_records(path) -> Iterator[Any]:
         if left < 7:  # block trailer padding
             pos += left
             continue
-        crc, length, kind = struct.unpack("<IHB", data[pos:pos + 7])
-        body = data[pos + 7:pos + 7 + length]
+        crc, length, kind = struct.unpack("<IHB", data[pos : pos + 7])
+        body = data[pos + 7 : pos + 7 + length]
         if kind == 0 and length == 0:
             pos += left
             continue
@@ -67,15 +67,33 @@ def read_wandb_offline_run(folder) -> Dict[str, Any]:
     logs = sorted(folder.glob("*.wandb"))
     if not logs:
         raise FileNotFoundError(f"no .wandb file in {folder}")
-    out: Dict[str, Any] = {"folder": str(folder), "id": None, "project": None, "entity": None, "group": None,
-                           "job_type": None, "name": None, "config": {}, "history": [], "summary": {},
-                           "artifacts": [], "exit_code": None, "empty": False}
+    out: Dict[str, Any] = {
+        "folder": str(folder),
+        "id": None,
+        "project": None,
+        "entity": None,
+        "group": None,
+        "job_type": None,
+        "name": None,
+        "config": {},
+        "history": [],
+        "summary": {},
+        "artifacts": [],
+        "exit_code": None,
+        "empty": False,
+    }
     for rec in iter_wandb_records(logs[0]):
         kind = rec.WhichOneof("record_type")
         if kind == "run":
             r = rec.run
-            out.update(id=r.run_id, project=r.project, entity=r.entity or None, group=r.run_group or None,
-                       job_type=r.job_type or None, name=r.display_name or None)
+            out.update(
+                id=r.run_id,
+                project=r.project,
+                entity=r.entity or None,
+                group=r.run_group or None,
+                job_type=r.job_type or None,
+                name=r.display_name or None,
+            )
             _apply_items(out["config"], r.config.update)
         elif kind == "config":
             _apply_items(out["config"], rec.config.update)
@@ -87,21 +105,32 @@ def read_wandb_offline_run(folder) -> Dict[str, Any]:
             _apply_items(out["summary"], rec.summary.update)
         elif kind == "artifact":
             a = rec.artifact
-            entries = [{"path": e.path, "digest": e.digest, "size": e.size, "local_path": e.local_path or None}
-                       for e in a.manifest.contents]
+            entries = [
+                {"path": e.path, "digest": e.digest, "size": e.size, "local_path": e.local_path or None}
+                for e in a.manifest.contents
+            ]
             if not entries and a.manifest.manifest_file_path:
                 entries = _manifest_file_entries(a.manifest.manifest_file_path)
-            out["artifacts"].append({"name": a.name, "type": a.type, "aliases": list(a.aliases),
-                                     "digest": a.digest, "metadata": _loads(a.metadata) if a.metadata else {},
-                                     "files": entries})
+            out["artifacts"].append(
+                {
+                    "name": a.name,
+                    "type": a.type,
+                    "aliases": list(a.aliases),
+                    "digest": a.digest,
+                    "metadata": _loads(a.metadata) if a.metadata else {},
+                    "files": entries,
+                }
+            )
         elif kind == "exit":
             out["exit_code"] = rec.exit.exit_code
     if out["id"] is None:  # header only: the process died before W&B flushed anything
         out["id"] = folder.name.split("-", 3)[-1] if folder.name.startswith("offline-run-") else folder.name
         out["empty"] = True
     # Config values are stored as {"value": ...} in the transaction log.
-    out["config"] = {k: (v.get("value") if isinstance(v, dict) and set(v) <= {"value", "desc"} else v)
-                     for k, v in out["config"].items()}
+    out["config"] = {
+        k: (v.get("value") if isinstance(v, dict) and set(v) <= {"value", "desc"} else v)
+        for k, v in out["config"].items()
+    }
     return out
 
 
@@ -136,5 +165,7 @@ def _manifest_file_entries(path: str) -> List[Dict[str, Any]]:
     except (OSError, ValueError):
         return []
     contents = doc.get("contents") or {}
-    return [{"path": p, "digest": e.get("digest"), "size": e.get("size"), "local_path": e.get("local_path")}
-            for p, e in contents.items()]
+    return [
+        {"path": p, "digest": e.get("digest"), "size": e.get("size"), "local_path": e.get("local_path")}
+        for p, e in contents.items()
+    ]

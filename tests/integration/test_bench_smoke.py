@@ -17,8 +17,13 @@ REPO = Path(__file__).resolve().parents[2]
 
 def _quick(script: str, tmp_path: Path, *extra: str) -> dict:
     out = tmp_path / "figures.json"
-    p = subprocess.run([sys.executable, str(REPO / "bench" / script), "--quick", "--json-out", str(out), *extra],
-                       cwd=REPO, capture_output=True, text=True, timeout=600)
+    p = subprocess.run(
+        [sys.executable, str(REPO / "bench" / script), "--quick", "--json-out", str(out), *extra],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert p.returncode == 0, f"{script} failed:\n{p.stdout[-3000:]}\n{p.stderr[-3000:]}"
     return json.loads(out.read_text())
 

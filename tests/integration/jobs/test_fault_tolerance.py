@@ -41,9 +41,15 @@ def wait_for(cond, timeout, what):
 def test_killed_worker_resumes_from_its_checkpoint(tmp_path, tiny_t5, ray_local_2cpu):
     from orchestrator.launch.pipeline import run
 
-    cfg = write_config(tmp_path / "ft.yaml", tiny_t5, tmp_path / "runs",
-                       training={"epochs": 30, "eval_steps": 10}, tracking={"wandb": False},
-                       search={"metric": "eval_loss"}, fault_tolerance={"max_failures": 2})
+    cfg = write_config(
+        tmp_path / "ft.yaml",
+        tiny_t5,
+        tmp_path / "runs",
+        training={"epochs": 30, "eval_steps": 10},
+        tracking={"wandb": False},
+        search={"metric": "eval_loss"},
+        fault_tolerance={"max_failures": 2},
+    )
     run_dir = tmp_path / "runs" / "ft"
     result = {}
     t = threading.Thread(target=lambda: result.setdefault("code", run(str(cfg), "train", [], echo=lambda *a: None)))
@@ -51,11 +57,15 @@ def test_killed_worker_resumes_from_its_checkpoint(tmp_path, tiny_t5, ray_local_
     try:
         # Kill once Tune has recorded a report with a checkpoint (a checkpoint folder alone may not be
         # registered yet).
-        wait_for(lambda: any(h and h[0].get("checkpoint_path") for h in tune_histories(run_dir).values()),
-                 240, "the first reported checkpoint")
+        wait_for(
+            lambda: any(h and h[0].get("checkpoint_path") for h in tune_histories(run_dir).values()),
+            240,
+            "the first reported checkpoint",
+        )
         # Our own Ray's training worker: a descendant of this process (Ray runs in-process here).
-        workers = [p for p in psutil.Process().children(recursive=True)
-                   if "RayTrainWorker" in " ".join(p.cmdline()[:1])]
+        workers = [
+            p for p in psutil.Process().children(recursive=True) if "RayTrainWorker" in " ".join(p.cmdline()[:1])
+        ]
         assert len(workers) == 1, workers
         workers[0].send_signal(signal.SIGKILL)
     finally:
@@ -76,19 +86,26 @@ def test_killed_worker_resumes_from_its_checkpoint(tmp_path, tiny_t5, ray_local_
 
 
 def test_killed_driver_is_resumed_without_rerunning_finished_trials(tmp_path, tiny_t5):
-    cfg = write_config(tmp_path / "rs.yaml", tiny_t5, tmp_path / "runs",
-                       training={"epochs": 2, "eval_steps": 5}, tracking={"wandb": False},
-                       search={"metric": "eval_loss", "num_samples": 2, "max_concurrent_trials": 1,
-                               "scheduler": "fifo"})
+    cfg = write_config(
+        tmp_path / "rs.yaml",
+        tiny_t5,
+        tmp_path / "runs",
+        training={"epochs": 2, "eval_steps": 5},
+        tracking={"wandb": False},
+        search={"metric": "eval_loss", "num_samples": 2, "max_concurrent_trials": 1, "scheduler": "fifo"},
+    )
     run_dir = tmp_path / "runs" / "rs"
     cli = [sys.executable, "-m", "orchestrator.cli", "tune", str(cfg)]
     env = {**os.environ, "PYTHONPATH": str(REPO)}
-    proc = subprocess.Popen(cli, cwd=tmp_path, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                            start_new_session=True)
+    proc = subprocess.Popen(
+        cli, cwd=tmp_path, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True
+    )
     try:
+
         def one_done_and_next_started():
             hist = tune_histories(run_dir)
             return sum(1 for h in hist.values() if h and h[-1]["step"] == 10) >= 1 and len(hist) >= 2
+
         wait_for(one_done_and_next_started, 400, "a finished trial and a running one")
         before = {k: len(v) for k, v in tune_histories(run_dir).items() if v and v[-1]["step"] == 10}
     finally:

@@ -23,9 +23,9 @@ from typing import Dict, List
 import pytest
 from click.testing import CliRunner
 
+from orchestrator.cli import cli
 from orchestrator.launch import cluster as submit
 from orchestrator.launch import ray_jobs
-from orchestrator.cli import cli
 from tests.helpers.s3_server import s3_bucket, s3_server  # noqa: F401  (pytest fixtures)
 
 pytestmark = pytest.mark.integration
@@ -45,8 +45,14 @@ def _free_port() -> int:
 def _node_ports() -> List[str]:
     """Every port a node opens, picked free, so this cluster never collides with another on the machine."""
     args = []
-    for flag in ("--node-manager-port", "--object-manager-port", "--dashboard-agent-listen-port",
-                 "--dashboard-agent-grpc-port", "--runtime-env-agent-port", "--metrics-export-port"):
+    for flag in (
+        "--node-manager-port",
+        "--object-manager-port",
+        "--dashboard-agent-listen-port",
+        "--dashboard-agent-grpc-port",
+        "--runtime-env-agent-port",
+        "--metrics-export-port",
+    ):
         args += [flag, str(_free_port())]
     return args + ["--min-worker-port", "0", "--max-worker-port", "0"]  # 0: workers take OS-assigned ports
 
@@ -62,8 +68,9 @@ class LoopbackCluster:
     def ray_cli(self, *args: str) -> subprocess.CompletedProcess:
         """The `ray` CLI against this cluster's dashboard, with the token (as a user would run it)."""
         env = {k: v for k, v in self.env.items() if k != "RAY_ADDRESS"}  # RAY_ADDRESS would beat --address
-        return subprocess.run([RAY, *args, "--address", self.address], env=env, capture_output=True, text=True,
-                              timeout=60)
+        return subprocess.run(
+            [RAY, *args, "--address", self.address], env=env, capture_output=True, text=True, timeout=60
+        )
 
     def get(self, path: str, token: str = None):
         import requests
@@ -133,25 +140,67 @@ def ray_cluster_2nodes_token():
     # Ray processes that look the cluster up (Train's state API) would otherwise find every Ray on this
     # shared machine and give up ("Found multiple active Ray instances").
     env["RAY_ADDRESS"] = f"127.0.0.1:{gcs_port}"
-    common = ["--block", "--num-cpus", "2", "--num-gpus", "0", "--object-store-memory", str(150 * 1024 ** 2),
-              "--node-ip-address", "127.0.0.1", "--disable-usage-stats"]
+    common = [
+        "--block",
+        "--num-cpus",
+        "2",
+        "--num-gpus",
+        "0",
+        "--object-store-memory",
+        str(150 * 1024**2),
+        "--node-ip-address",
+        "127.0.0.1",
+        "--disable-usage-stats",
+    ]
     # One temp dir per node, as on separate machines: nodes sharing one would share runtime_resources/,
     # and one node's runtime-env agent deletes the job's working_dir copy while the other still runs in it.
     logs = [temp_dir / "head.out", temp_dir / "worker.out"]
     cluster = LoopbackCluster(f"http://127.0.0.1:{dash_port}", token, temp_dir, env)
     try:
-        cluster.procs.append(subprocess.Popen(
-            [RAY, "start", "--head", "--port", str(gcs_port), "--dashboard-host", "127.0.0.1",
-             "--dashboard-port", str(dash_port), "--ray-client-server-port", str(_free_port()),
-             "--temp-dir", str(temp_dir / "h"), *common, *_node_ports()],
-            env=env, stdout=open(logs[0], "w"), stderr=subprocess.STDOUT, start_new_session=True,
-        ))
+        cluster.procs.append(
+            subprocess.Popen(
+                [
+                    RAY,
+                    "start",
+                    "--head",
+                    "--port",
+                    str(gcs_port),
+                    "--dashboard-host",
+                    "127.0.0.1",
+                    "--dashboard-port",
+                    str(dash_port),
+                    "--ray-client-server-port",
+                    str(_free_port()),
+                    "--temp-dir",
+                    str(temp_dir / "h"),
+                    *common,
+                    *_node_ports(),
+                ],
+                env=env,
+                stdout=open(logs[0], "w"),
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
+        )
         _wait_for("the head's dashboard", lambda: cluster.get("/api/version").ok, cluster.procs, logs)
-        cluster.procs.append(subprocess.Popen(
-            [RAY, "start", "--address", f"127.0.0.1:{gcs_port}", "--temp-dir", str(temp_dir / "w"),
-             *common, *_node_ports()],
-            env=env, stdout=open(logs[1], "w"), stderr=subprocess.STDOUT, start_new_session=True,
-        ))
+        cluster.procs.append(
+            subprocess.Popen(
+                [
+                    RAY,
+                    "start",
+                    "--address",
+                    f"127.0.0.1:{gcs_port}",
+                    "--temp-dir",
+                    str(temp_dir / "w"),
+                    *common,
+                    *_node_ports(),
+                ],
+                env=env,
+                stdout=open(logs[1], "w"),
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
+        )
 
         def two_nodes():
             nodes = cluster.get("/nodes?view=summary").json()["data"]["summary"]
@@ -202,15 +251,21 @@ def _wait_status(cluster, job_id: str, wanted: set, timeout: float = 60) -> str:
 
 # ---- a trivial job: submission, following, listing -------------------------------------------------
 
+
 def test_job_runs_on_the_two_node_cluster_and_is_listed(launcher_env, tmp_path):
     cluster = launcher_env
     (tmp_path / "wd").mkdir()
     (tmp_path / "wd" / "probe.py").write_text(PROBE)
     lines = []
     job_id = f"qlora-probe-{secrets.token_hex(3)}"
-    rc = submit.submit_job(cluster.address, "python probe.py", runtime_env={"working_dir": str(tmp_path / "wd")},
-                           metadata={"experiment": "probe", "verb": "tune", "user": "test"},
-                           submission_id=job_id, echo=lines.append)
+    rc = submit.submit_job(
+        cluster.address,
+        "python probe.py",
+        runtime_env={"working_dir": str(tmp_path / "wd")},
+        metadata={"experiment": "probe", "verb": "tune", "user": "test"},
+        submission_id=job_id,
+        echo=lines.append,
+    )
     out = "\n".join(lines)
     assert rc == 0, out
     assert f"Submitted job {job_id}" in out and "alive_nodes=2 cpus=4.0" in out
@@ -233,8 +288,16 @@ def test_job_runs_on_the_two_node_cluster_and_is_listed(launcher_env, tmp_path):
 def test_stop_a_running_job(launcher_env):
     cluster = launcher_env
     job_id = f"qlora-sleep-{secrets.token_hex(3)}"
-    assert submit.submit_job(cluster.address, "python -c 'import time; time.sleep(300)'",
-                             submission_id=job_id, wait=False, echo=lambda s: None) == 0
+    assert (
+        submit.submit_job(
+            cluster.address,
+            "python -c 'import time; time.sleep(300)'",
+            submission_id=job_id,
+            wait=False,
+            echo=lambda s: None,
+        )
+        == 0
+    )
     assert _wait_status(cluster, job_id, {"RUNNING"}) == "RUNNING"
     r = qlora("stop", job_id, "--address", cluster.address)
     assert r.exit_code == 0 and "Stop requested" in r.output
@@ -253,6 +316,7 @@ def test_token_from_the_token_file(launcher_env, monkeypatch, tmp_path):
 
 
 # ---- bad input: a clear message and exit 2 each ----------------------------------------------------
+
 
 def test_wrong_token(launcher_env, monkeypatch):
     monkeypatch.setenv("RAY_AUTH_TOKEN", "not-the-cluster-token")
@@ -285,18 +349,33 @@ def test_unreachable_address(launcher_env):
 
 # ---- the real thing: `qlora-launch tune --address` ------------------------------------------------
 
+
 @pytest.fixture(scope="module")
 def tiny_t5(tmp_path_factory):
     """A tiny T5 with random weights and a tokenizer trained on the seed data (no downloads)."""
     out = tmp_path_factory.mktemp("model") / "tiny-t5"
-    subprocess.run([sys.executable, "-m", "jobs.tiny_models", "t5", "--data",
-                    str(ROOT / "examples/data/seed/train.jsonl"), "--out", str(out)],
-                   check=True, capture_output=True, timeout=300, cwd=ROOT)
+    subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "jobs.tiny_models",
+            "t5",
+            "--data",
+            str(ROOT / "examples/data/seed/train.jsonl"),
+            "--out",
+            str(out),
+        ],
+        check=True,
+        capture_output=True,
+        timeout=300,
+        cwd=ROOT,
+    )
     return out
 
 
-def test_tune_submitted_through_the_cli_lands_results_in_storage(s3_bucket, launcher_env, tiny_t5, tmp_path,
-                                                                 monkeypatch):
+def test_tune_submitted_through_the_cli_lands_results_in_storage(
+    s3_bucket, launcher_env, tiny_t5, tmp_path, monkeypatch
+):
     """Shared storage is S3 (moto on loopback): both nodes' workers write checkpoints there."""
     cluster = launcher_env  # (after s3_bucket: it clears the AWS variables that made the bucket)
     monkeypatch.setenv("WANDB_API_KEY", "wandb-secret-must-not-show")
@@ -305,14 +384,30 @@ def test_tune_submitted_through_the_cli_lands_results_in_storage(s3_bucket, laun
     monkeypatch.setenv("AWS_DEFAULT_REGION", "us-east-1")
     monkeypatch.chdir(tmp_path)  # the launcher runs from anywhere; the project travels as working_dir
     r = qlora(
-        "tune", str(ROOT / "examples/t5_tiny_summarize_local.yaml"), "--address", cluster.address,
-        "--experiment", "e2e",
-        "--set", f"model.name_or_path={tiny_t5}",
-        "--set", f"output.dir=s3://{s3_bucket.name}/runs", "--set", f"output.endpoint_url={s3_bucket.endpoint}",
-        "--set", "search.num_samples=2", "--set", "search.max_concurrent_trials=2",
-        "--set", "search.scheduler=fifo",
-        "--set", "training.max_steps=4", "--set", "training.eval_steps=2",
-        "--set", "tracking.wandb=false",
+        "tune",
+        str(ROOT / "examples/t5_tiny_summarize_local.yaml"),
+        "--address",
+        cluster.address,
+        "--experiment",
+        "e2e",
+        "--set",
+        f"model.name_or_path={tiny_t5}",
+        "--set",
+        f"output.dir=s3://{s3_bucket.name}/runs",
+        "--set",
+        f"output.endpoint_url={s3_bucket.endpoint}",
+        "--set",
+        "search.num_samples=2",
+        "--set",
+        "search.max_concurrent_trials=2",
+        "--set",
+        "search.scheduler=fifo",
+        "--set",
+        "training.max_steps=4",
+        "--set",
+        "training.eval_steps=2",
+        "--set",
+        "tracking.wandb=false",
     )
     out = r.output
     if os.environ.get("QLORA_DEBUG_OUT"):
@@ -324,8 +419,11 @@ def test_tune_submitted_through_the_cli_lands_results_in_storage(s3_bucket, laun
     assert job_id.startswith("qlora-tune-e2e-") and f"Job {job_id} SUCCEEDED." in out
 
     c = s3_bucket.client()
-    keys = {o["Key"] for page in c.get_paginator("list_objects_v2").paginate(Bucket=s3_bucket.name)
-            for o in page.get("Contents", [])}
+    keys = {
+        o["Key"]
+        for page in c.get_paginator("list_objects_v2").paginate(Bucket=s3_bucket.name)
+        for o in page.get("Contents", [])
+    }
     get = lambda k: c.get_object(Bucket=s3_bucket.name, Key=k)["Body"].read()  # noqa: E731
     results = json.loads(get("runs/e2e/results.json"))
     assert results["experiment"] == "e2e" and results["best"] is not None
@@ -344,24 +442,53 @@ def test_tune_submitted_through_the_cli_lands_results_in_storage(s3_bucket, laun
     assert ray_list.returncode == 0 and job_id in ray_list.stdout, ray_list.stderr
 
     # The same experiment again, without --resume: the job refuses to touch the run already on S3.
-    again = qlora("train", str(ROOT / "examples/t5_tiny_summarize_local.yaml"), "--address", cluster.address,
-                  "--experiment", "e2e", "--set", f"model.name_or_path={tiny_t5}",
-                  "--set", f"output.dir=s3://{s3_bucket.name}/runs",
-                  "--set", f"output.endpoint_url={s3_bucket.endpoint}", "--set", "tracking.wandb=false")
+    again = qlora(
+        "train",
+        str(ROOT / "examples/t5_tiny_summarize_local.yaml"),
+        "--address",
+        cluster.address,
+        "--experiment",
+        "e2e",
+        "--set",
+        f"model.name_or_path={tiny_t5}",
+        "--set",
+        f"output.dir=s3://{s3_bucket.name}/runs",
+        "--set",
+        f"output.endpoint_url={s3_bucket.endpoint}",
+        "--set",
+        "tracking.wandb=false",
+    )
     assert again.exit_code == 1 and "already holds a run" in again.output, again.output[-3000:]
-    assert {o["Key"] for page in c.get_paginator("list_objects_v2").paginate(Bucket=s3_bucket.name)
-            for o in page.get("Contents", [])} == keys  # nothing written
+    assert {
+        o["Key"]
+        for page in c.get_paginator("list_objects_v2").paginate(Bucket=s3_bucket.name)
+        for o in page.get("Contents", [])
+    } == keys  # nothing written
 
 
 def test_tune_with_s3_output_and_no_credentials(launcher_env, tiny_t5):
-    r = qlora("tune", str(ROOT / "examples/t5_tiny_summarize_local.yaml"), "--address", launcher_env.address,
-              "--set", f"model.name_or_path={tiny_t5}", "--set", "output.dir=s3://qlora-test-bucket/runs")
+    r = qlora(
+        "tune",
+        str(ROOT / "examples/t5_tiny_summarize_local.yaml"),
+        "--address",
+        launcher_env.address,
+        "--set",
+        f"model.name_or_path={tiny_t5}",
+        "--set",
+        "output.dir=s3://qlora-test-bucket/runs",
+    )
     assert r.exit_code == 2, r.output
     assert "AWS credentials" in r.output and "Traceback" not in r.output
     assert "Submitted job" not in r.output
 
 
 def test_tune_with_unreachable_address(launcher_env, tiny_t5):
-    r = qlora("tune", str(ROOT / "examples/t5_tiny_summarize_local.yaml"),
-              "--address", f"http://127.0.0.1:{_free_port()}", "--set", f"model.name_or_path={tiny_t5}")
+    r = qlora(
+        "tune",
+        str(ROOT / "examples/t5_tiny_summarize_local.yaml"),
+        "--address",
+        f"http://127.0.0.1:{_free_port()}",
+        "--set",
+        f"model.name_or_path={tiny_t5}",
+    )
     assert r.exit_code == 2 and "cannot reach the Ray dashboard" in r.output, r.output

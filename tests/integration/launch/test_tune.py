@@ -35,8 +35,9 @@ def reload_and_compare(run_dir: Path, task: str):
     enc = tok([r[cfg["data"]["input_column"]] for r in rows], return_tensors="pt", padding=True)
     kw = {}
     if task == "seq2seq":
-        kw["labels"] = tok(text_target=[r[cfg["data"]["target_column"]] for r in rows], return_tensors="pt",
-                           padding=True)["input_ids"]
+        kw["labels"] = tok(
+            text_target=[r[cfg["data"]["target_column"]] for r in rows], return_tensors="pt", padding=True
+        )["input_ids"]
     with torch.no_grad():
         a, b = merged(**enc, **kw).logits, ref(**enc, **kw).logits
         # the adapter really changes the model: without it the logits differ
@@ -97,18 +98,28 @@ def test_t5_search_logged_each_trial_to_wandb_offline_once(tuned_t5_run):
 def test_causal_lm_search_through_the_cli(tmp_path, tiny_llama, ray_local_2cpu):
     """Causal LM with packed batches (data.packing: true): the search still picks and ships a better model."""
     cfg_path = write_config(
-        tmp_path / "llama.yaml", tiny_llama, tmp_path / "runs",
+        tmp_path / "llama.yaml",
+        tiny_llama,
+        tmp_path / "runs",
         model={"task": "causal_lm"},
         lora={"target_modules": "all-linear", "r": 8},
         data={"prompt_template": "Summarize: {input}\nSummary: ", "test": None, "packing": True},
         training={"epochs": 4, "learning_rate": 3e-3},
-        search={"metric": "eval_loss", "num_samples": 2, "scheduler": "fifo", "grace_period": 1,
-                "space": {"lora.r": {"type": "choice", "values": [4, 8]},
-                          "training.learning_rate": {"type": "loguniform", "low": 3e-4, "high": 3e-3}}},
+        search={
+            "metric": "eval_loss",
+            "num_samples": 2,
+            "scheduler": "fifo",
+            "grace_period": 1,
+            "space": {
+                "lora.r": {"type": "choice", "values": [4, 8]},
+                "training.learning_rate": {"type": "loguniform", "low": 3e-4, "high": 3e-3},
+            },
+        },
         tracking={"wandb": False},
     )
     result = CliRunner().invoke(
-        __import__("orchestrator.cli", fromlist=["cli"]).cli, ["tune", str(cfg_path)], catch_exceptions=False)
+        __import__("orchestrator.cli", fromlist=["cli"]).cli, ["tune", str(cfg_path)], catch_exceptions=False
+    )
     assert result.exit_code == 0, result.output[-3000:]
     run_dir = tmp_path / "runs" / "llama"
     res = json.loads((run_dir / "results.json").read_text())

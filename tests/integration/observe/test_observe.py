@@ -35,6 +35,7 @@ def png_size(path: Path):
 
 # ---- fixtures -----------------------------------------------------------------------------------
 
+
 @pytest.fixture
 def run_copy(tuned_t5_run, tmp_path) -> Path:
     return copy_run(tuned_t5_run, tmp_path / "runs" / tuned_t5_run.name)
@@ -49,6 +50,7 @@ def _cfg(run_dir: Path, **tracking):
 
 
 # ---- the report in a browser --------------------------------------------------------------------
+
 
 @needs_chromium
 def test_report_renders_in_headless_chromium_without_errors(run_copy, tmp_path):
@@ -75,8 +77,9 @@ def test_report_renders_in_headless_chromium_without_errors(run_copy, tmp_path):
     try:
         browser.open(index.resolve().as_uri())
         assert browser.problems() == []
-        assert all(u.startswith(("file:", "data:", "blob:", "about:")) for u in browser.requested_urls()), \
+        assert all(u.startswith(("file:", "data:", "blob:", "about:")) for u in browser.requested_urls()), (
             browser.requested_urls()
+        )
         state = browser.cdp.evaluate("""({
             plots: [...document.querySelectorAll('.js-plotly-plot')].map(d => [d.id, !!d.querySelector('.main-svg')]),
             curves: document.querySelectorAll('#plot-loss .scatterlayer .trace').length,
@@ -87,8 +90,13 @@ def test_report_renders_in_headless_chromium_without_errors(run_copy, tmp_path):
             errors: window.__reportErrors.length,
             banner: !document.getElementById('report-errors').hidden,
         })""")
-        assert dict(state["plots"]) == {"plot-loss": True, "plot-metric": True, "plot-scatter": True,
-                                        "plot-parallel": True, "plot-resources": True}
+        assert dict(state["plots"]) == {
+            "plot-loss": True,
+            "plot-metric": True,
+            "plot-scatter": True,
+            "plot-parallel": True,
+            "plot-resources": True,
+        }
         assert state["curves"] >= n_trials  # one line per trial (+ the stop markers)
         assert state["parcoordLines"] > 0
         assert sorted(state["rows"]) == sorted(r["trial_id"] for r in results["trials"])
@@ -125,6 +133,7 @@ def test_report_renders_in_headless_chromium_without_errors(run_copy, tmp_path):
 
 # ---- W&B -----------------------------------------------------------------------------------------
 
+
 def test_wandb_offline_runs_one_per_trial_grouped_with_history_and_best_artifact(run_copy):
     from orchestrator.observe.tracking import BEST_JOB_TYPE, after_search, wandb_sync_command
     from tests.helpers.wandb_files import read_wandb_offline_runs
@@ -149,8 +158,10 @@ def test_wandb_offline_runs_one_per_trial_grouped_with_history_and_best_artifact
     by_trial = {r["config"].get("trial_id"): r for r in trials}
     # One run per trial, all in the experiment's group, with the W&B ids the workers chose.
     empty = [r["id"] for r in runs if r["empty"]]
-    assert not empty, (f"W&B logs with nothing in them (a trial killed before W&B flushed; "
-                       f"x_transaction_log_flush_interval in start_tracking): {empty}")
+    assert not empty, (
+        f"W&B logs with nothing in them (a trial killed before W&B flushed; "
+        f"x_transaction_log_flush_interval in start_tracking): {empty}"
+    )
     assert sorted(by_trial) == sorted(t["trial_id"] for t in results["trials"]), [r["folder"] for r in runs]
     assert len(trials) == len(results["trials"])
     for t in results["trials"]:
@@ -182,16 +193,20 @@ def test_wandb_offline_runs_one_per_trial_grouped_with_history_and_best_artifact
 
 
 def test_tracking_off_imports_no_wandb(run_copy):
-    code = (f"import json, sys; from orchestrator.core.config import RunConfig; from orchestrator.observe.tracking import after_search\n"
-            f"raw = json.loads(open({str(run_copy / 'config.json')!r}).read()); raw['tracking']['wandb'] = False\n"
-            f"out = after_search({str(run_copy)!r}, RunConfig.model_validate(raw), echo=lambda *a: None)\n"
-            f"assert out['report'] and out['wandb'] is None and out['sync_command'] is None, out\n"
-            f"assert 'wandb' not in sys.modules and 'mlflow' not in sys.modules, 'imported a tracker'\n")
+    code = (
+        "import json, sys; from orchestrator.core.config import RunConfig\n"
+        "from orchestrator.observe.tracking import after_search\n"
+        f"raw = json.loads(open({str(run_copy / 'config.json')!r}).read()); raw['tracking']['wandb'] = False\n"
+        f"out = after_search({str(run_copy)!r}, RunConfig.model_validate(raw), echo=lambda *a: None)\n"
+        f"assert out['report'] and out['wandb'] is None and out['sync_command'] is None, out\n"
+        f"assert 'wandb' not in sys.modules and 'mlflow' not in sys.modules, 'imported a tracker'\n"
+    )
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=Path(__file__).parents[3])
     assert r.returncode == 0, r.stderr[-3000:]
 
 
 # ---- MLflow --------------------------------------------------------------------------------------
+
 
 def test_mlflow_backend_on_a_local_file_store(run_copy, tmp_path):
     from mlflow.tracking import MlflowClient
@@ -219,7 +234,7 @@ def test_mlflow_backend_on_a_local_file_store(run_copy, tmp_path):
     for t in results["trials"]:
         run = client.get_run(info["trial_runs"][t["trial_id"]])
         assert run.data.tags["qlora_launch.status"] == t["status"]
-        for k, v in results["best"]["params"].items():
+        for k in results["best"]["params"]:
             assert float(run.data.params[k]) == pytest.approx(float(t[k]))
         assert int(run.data.params["trainable_params"]) > 0
         history = json.loads((run_copy / "trials" / t["trial_id"] / "log_history.json").read_text())
@@ -227,14 +242,16 @@ def test_mlflow_backend_on_a_local_file_store(run_copy, tmp_path):
         logged = sorted((m.step, m.value) for m in client.get_metric_history(run.info.run_id, "loss"))
         assert logged == pytest.approx(sorted(losses))
         evals = [(h["step"], h[metric]) for h in history if metric in h]
-        assert sorted((m.step, m.value) for m in client.get_metric_history(run.info.run_id, metric)) == \
-            pytest.approx(sorted(evals))
+        assert sorted((m.step, m.value) for m in client.get_metric_history(run.info.run_id, metric)) == pytest.approx(
+            sorted(evals)
+        )
 
     # The adapter is an artifact of the search run, byte for byte.
     names = {a.path for a in client.list_artifacts(parent.info.run_id, "best_adapter")}
     assert "best_adapter/adapter_model.safetensors" in names
-    got = Path(client.download_artifacts(parent.info.run_id, "best_adapter/adapter_model.safetensors",
-                                         str(tmp_path / "dl")))
+    got = Path(
+        client.download_artifacts(parent.info.run_id, "best_adapter/adapter_model.safetensors", str(tmp_path / "dl"))
+    )
     local = run_copy / "best" / "adapter" / "adapter_model.safetensors"
     assert hashlib.sha256(got.read_bytes()).hexdigest() == hashlib.sha256(local.read_bytes()).hexdigest()
 
@@ -245,6 +262,7 @@ def test_mlflow_backend_on_a_local_file_store(run_copy, tmp_path):
 
 
 # ---- runs / runs show / live progress callback ----------------------------------------------------
+
 
 def test_runs_lists_the_experiment_and_shows_its_trials(run_copy):
     from click.testing import CliRunner
@@ -276,6 +294,7 @@ def test_progress_callback_is_a_tune_callback(run_copy):
 
 
 # ---- docs/report.png ------------------------------------------------------------------------------
+
 
 def main(argv: List[str]) -> None:
     """python -m tests.integration.observe.test_observe RUN_DIR OUT.png: write the report, screenshot it."""

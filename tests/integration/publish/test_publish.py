@@ -65,13 +65,14 @@ def sha(path: Path) -> str:
 
 def run_files(run: Path, what: str = "both") -> Dict[str, str]:
     out = {}
-    for part in (("adapter", "merged") if what == "both" else (what,)):
+    for part in ("adapter", "merged") if what == "both" else (what,):
         base = run / "best" / part
         out.update({f"{part}/{p.relative_to(base).as_posix()}": sha(p) for p in base.rglob("*") if p.is_file()})
     return out
 
 
 # ---- one publication of the tuned run, shared by the round-trip tests ----------------------------------
+
 
 @pytest.fixture(scope="module")
 def published(tuned_t5_run, s3_server):
@@ -97,8 +98,9 @@ def test_publish_to_s3_then_pull_gives_back_the_same_verified_files(published, t
     assert version and "passed: max |logit diff|" in published["output"]
     vp = f"models/t5/{version}/"
     expected = run_files(tuned_t5_run)
-    assert sorted(stored) == sorted([f"{vp}{p}" for p in expected] + [f"{vp}README.md", f"{vp}manifest.json",
-                                                                        "models/t5/latest.json"])
+    assert sorted(stored) == sorted(
+        [f"{vp}{p}" for p in expected] + [f"{vp}README.md", f"{vp}manifest.json", "models/t5/latest.json"]
+    )
     manifest = json.loads(stored[f"{vp}manifest.json"])
     assert {f["path"]: f["sha256"] for f in manifest["files"] if f["path"] != "README.md"} == expected
     assert manifest["merge_check"]["passed"] and manifest["merge_check"]["inputs_from"] == "eval data"
@@ -117,8 +119,12 @@ def test_publish_to_s3_then_pull_gives_back_the_same_verified_files(published, t
     dest = tmp_path / "model"
     res = CliRunner().invoke(cli, ["pull", published["uri"], str(dest), "--endpoint-url", ep])
     assert res.exit_code == 0, res.output
-    assert {p.relative_to(dest).as_posix(): sha(p) for p in dest.rglob("*") if p.is_file()
-            if p.parent.name in ("adapter", "merged")} == expected
+    assert {
+        p.relative_to(dest).as_posix(): sha(p)
+        for p in dest.rglob("*")
+        if p.is_file()
+        if p.parent.name in ("adapter", "merged")
+    } == expected
     assert (dest / "manifest.json").read_bytes() == stored[f"{vp}manifest.json"]
     # The versioned location (what publish_run returns) pulls the same version.
     got = pull(f"{published['uri']}/{version}", tmp_path / "again", endpoint_url=ep)
@@ -137,7 +143,9 @@ def test_the_pulled_models_give_the_same_logits_as_before_publishing(published, 
     tok = AutoTokenizer.from_pretrained(dest / "merged")
     rows = [json.loads(line) for line in Path(cfg["data"]["eval"]).read_text().splitlines()[:3]]
     enc = tok([r[cfg["data"]["input_column"]] for r in rows], return_tensors="pt", padding=True)
-    labels = tok(text_target=[r[cfg["data"]["target_column"]] for r in rows], return_tensors="pt", padding=True)["input_ids"]
+    labels = tok(text_target=[r[cfg["data"]["target_column"]] for r in rows], return_tensors="pt", padding=True)[
+        "input_ids"
+    ]
 
     def logits(model):
         with torch.no_grad():
@@ -145,9 +153,12 @@ def test_the_pulled_models_give_the_same_logits_as_before_publishing(published, 
 
     merged_before = logits(AutoModelForSeq2SeqLM.from_pretrained(tuned_t5_run / "best" / "merged"))
     merged_after = logits(AutoModelForSeq2SeqLM.from_pretrained(dest / "merged"))  # plain transformers
-    adapter_before = logits(PeftModel.from_pretrained(AutoModelForSeq2SeqLM.from_pretrained(base_path),
-                                                      tuned_t5_run / "best" / "adapter"))
-    adapter_after = logits(PeftModel.from_pretrained(AutoModelForSeq2SeqLM.from_pretrained(base_path), dest / "adapter"))
+    adapter_before = logits(
+        PeftModel.from_pretrained(AutoModelForSeq2SeqLM.from_pretrained(base_path), tuned_t5_run / "best" / "adapter")
+    )
+    adapter_after = logits(
+        PeftModel.from_pretrained(AutoModelForSeq2SeqLM.from_pretrained(base_path), dest / "adapter")
+    )
     assert torch.equal(merged_before, merged_after)
     assert torch.equal(adapter_before, adapter_after)
     assert (merged_after - adapter_after).abs().max().item() <= 1e-3  # the merge is base + adapter
@@ -159,8 +170,9 @@ def test_a_tampered_file_is_refused_on_pull_and_dest_is_not_written(published, t
     version = latest(ep, bucket, "models/t5")
     # A copy of the publication under another prefix, with one file changed after publishing.
     for key in objects(ep, bucket, "models/t5/"):
-        c.copy_object(Bucket=bucket, Key=key.replace("models/t5/", "tampered/", 1),
-                      CopySource={"Bucket": bucket, "Key": key})
+        c.copy_object(
+            Bucket=bucket, Key=key.replace("models/t5/", "tampered/", 1), CopySource={"Bucket": bucket, "Key": key}
+        )
     key = f"tampered/{version}/adapter/adapter_model.safetensors"
     body = bytearray(c.get_object(Bucket=bucket, Key=key)["Body"].read())
     body[-1] ^= 0xFF
@@ -174,6 +186,7 @@ def test_a_tampered_file_is_refused_on_pull_and_dest_is_not_written(published, t
 
 
 # ---- the fault test: the server goes away mid-publication -------------------------------------------------
+
 
 @pytest.fixture
 def flaky_s3(s3_server):
@@ -205,8 +218,12 @@ def test_server_lost_mid_upload_keeps_latest_and_a_rerun_resumes(tuned_t5_run, f
     bucket = new_bucket(real)
     uri = f"s3://{bucket}/models/t5"
     # Version A: the adapter alone, through the tune-end hook (publish: section of the config).
-    cfg = RunConfig.model_validate({**json.loads((tuned_t5_run / "config.json").read_text()),
-                                    "publish": {"to": uri, "what": "adapter", "endpoint_url": proxy.endpoint}})
+    cfg = RunConfig.model_validate(
+        {
+            **json.loads((tuned_t5_run / "config.json").read_text()),
+            "publish": {"to": uri, "what": "adapter", "endpoint_url": proxy.endpoint},
+        }
+    )
     a = publish_from_config(tuned_t5_run, cfg)
     assert a.location == f"{uri}/{a.version}" and latest(real, bucket, "models/t5") == a.version
 
@@ -238,8 +255,9 @@ def test_server_lost_mid_upload_keeps_latest_and_a_rerun_resumes(tuned_t5_run, f
     proxy.drop(2)
     proxy.throttle(2)
     counts: Dict[str, int] = {}
-    b = publish_run(tuned_t5_run, uri, what="both", endpoint_url=proxy.endpoint,
-                    s3_client=counting_client(proxy.endpoint, counts))
+    b = publish_run(
+        tuned_t5_run, uri, what="both", endpoint_url=proxy.endpoint, s3_client=counting_client(proxy.endpoint, counts)
+    )
     assert b.version == b_version and proxy.dropped == 2 and proxy.throttled == 2
     assert sorted(b.skipped) == sorted(made_it)  # not uploaded again
     assert len(b.uploaded) == len(run_files(tuned_t5_run)) + 2 - 3  # + README.md + manifest.json - made it
@@ -253,8 +271,13 @@ def test_server_lost_mid_upload_keeps_latest_and_a_rerun_resumes(tuned_t5_run, f
     # Publishing a complete version again only moves latest.json back to it; a version name that is
     # taken by different files is refused before anything is written.
     counts = {}
-    again = publish_run(tuned_t5_run, uri, what="adapter", endpoint_url=proxy.endpoint,
-                        s3_client=counting_client(proxy.endpoint, counts))
+    again = publish_run(
+        tuned_t5_run,
+        uri,
+        what="adapter",
+        endpoint_url=proxy.endpoint,
+        s3_client=counting_client(proxy.endpoint, counts),
+    )
     assert again.version == a.version and again.uploaded == [] and counts == {"PutObject": 1}
     assert latest(real, bucket, "models/t5") == a.version
     with pytest.raises(UserError, match="already exists .* with different files"):
@@ -263,6 +286,7 @@ def test_server_lost_mid_upload_keeps_latest_and_a_rerun_resumes(tuned_t5_run, f
 
 
 # ---- bad input: exit 2, a clear message, nothing marked latest --------------------------------------------
+
 
 def publish_cli(*args: str):
     return CliRunner().invoke(cli, ["publish", *args])
@@ -278,14 +302,23 @@ def assert_refused(res, *words: str) -> None:
 def test_malformed_uri_and_missing_bucket(tuned_t5_run, s3_server):
     assert_refused(publish_cli(str(tuned_t5_run), "--to", "s3:/models/t5"), "s3://bucket/prefix")
     assert_refused(publish_cli(str(tuned_t5_run), "--to", "hf://just-a-name"), "hf://org/name")
-    assert_refused(publish_cli(str(tuned_t5_run), "--to", "s3://no-such-bucket-qlora/x", "--endpoint-url", s3_server),
-                   "bucket 'no-such-bucket-qlora' does not exist")
+    assert_refused(
+        publish_cli(str(tuned_t5_run), "--to", "s3://no-such-bucket-qlora/x", "--endpoint-url", s3_server),
+        "bucket 'no-such-bucket-qlora' does not exist",
+    )
     assert_refused(CliRunner().invoke(cli, ["pull", "s3://Bad_Bucket/x", "/tmp/never-written"]), "s3://bucket/prefix")
 
 
 def test_missing_credentials(tuned_t5_run, s3_bucket, monkeypatch, tmp_path):
-    for k in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "AWS_PROFILE",
-              "AWS_CONTAINER_CREDENTIALS_RELATIVE_URI", "AWS_CONTAINER_CREDENTIALS_FULL_URI", "AWS_WEB_IDENTITY_TOKEN_FILE"):
+    for k in (
+        "AWS_ACCESS_KEY_ID",
+        "AWS_SECRET_ACCESS_KEY",
+        "AWS_SESSION_TOKEN",
+        "AWS_PROFILE",
+        "AWS_CONTAINER_CREDENTIALS_RELATIVE_URI",
+        "AWS_CONTAINER_CREDENTIALS_FULL_URI",
+        "AWS_WEB_IDENTITY_TOKEN_FILE",
+    ):
         monkeypatch.delenv(k, raising=False)
     monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", str(tmp_path / "none"))
     monkeypatch.setenv("AWS_CONFIG_FILE", str(tmp_path / "none"))
@@ -298,11 +331,22 @@ def test_missing_credentials(tuned_t5_run, s3_bucket, monkeypatch, tmp_path):
 
 def test_access_denied_marks_nothing_latest(tuned_t5_run, s3_bucket):
     c = s3_bucket.client()
-    c.put_bucket_policy(Bucket=s3_bucket.name, Policy=json.dumps({
-        "Version": "2012-10-17",
-        "Statement": [{"Effect": "Deny", "Principal": "*", "Action": "s3:PutObject",
-                       "Resource": f"arn:aws:s3:::{s3_bucket.name}/*"}],
-    }))
+    c.put_bucket_policy(
+        Bucket=s3_bucket.name,
+        Policy=json.dumps(
+            {
+                "Version": "2012-10-17",
+                "Statement": [
+                    {
+                        "Effect": "Deny",
+                        "Principal": "*",
+                        "Action": "s3:PutObject",
+                        "Resource": f"arn:aws:s3:::{s3_bucket.name}/*",
+                    }
+                ],
+            }
+        ),
+    )
     res = publish_cli(str(tuned_t5_run), "--to", f"s3://{s3_bucket.name}/m", "--endpoint-url", s3_bucket.endpoint)
     assert_refused(res, "access denied", "bucket policy")
     assert objects(s3_bucket.endpoint, s3_bucket.name) == {}
@@ -334,6 +378,7 @@ def test_a_merged_model_that_is_not_base_plus_adapter_is_not_published(tuned_t5_
 
 # ---- the Hub, at the HfApi boundary, with the tuned run ---------------------------------------------------
 
+
 def test_hub_one_commit_of_the_tuned_run_and_the_dry_run_lists_the_same_files(tuned_t5_run, monkeypatch, tmp_path):
     import huggingface_hub
 
@@ -353,7 +398,9 @@ def test_hub_one_commit_of_the_tuned_run_and_the_dry_run_lists_the_same_files(tu
     assert results["data_fingerprints"]["train"] in card and 'subfolder="merged"' in card
     got = pull("hf://my-org/t5-summarizer", tmp_path / "model")
     dest = tmp_path / "model"
-    assert run_files(tuned_t5_run) == {p.relative_to(dest).as_posix(): sha(p) for p in dest.rglob("*")
-                                       if p.is_file() and p.parent.name in ("adapter", "merged")}
+    assert run_files(tuned_t5_run) == {
+        p.relative_to(dest).as_posix(): sha(p)
+        for p in dest.rglob("*")
+        if p.is_file() and p.parent.name in ("adapter", "merged")
+    }
     assert got.version == json.loads(commit["files"]["manifest.json"])["version"]
-

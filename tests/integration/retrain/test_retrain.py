@@ -53,15 +53,22 @@ class World:
         self.write_data(["a cat sat", "a dog ran"])
         (tmp / "test.jsonl").write_text('{"input": "held out", "output": "out"}\n')
         self.config = tmp / "summarize.yaml"
-        self.config.write_text(yaml.safe_dump({
-            "model": {"name_or_path": "t5-small"},
-            "data": {"train": "train.jsonl", "test": "test.jsonl"},
-            "training": {"learning_rate": 2e-4},
-            "search": {"metric": "eval_loss", "space": {"training.learning_rate": {"type": "loguniform", "low": 1e-5, "high": 1e-3}}},
-            "output": {"dir": str(tmp / "runs")},
-            "publish": {"to": self.prefix, "endpoint_url": self.endpoint},
-            "retrain": {"name": NAME, "min_improvement": 0.05, **retrain_cfg},
-        }))
+        self.config.write_text(
+            yaml.safe_dump(
+                {
+                    "model": {"name_or_path": "t5-small"},
+                    "data": {"train": "train.jsonl", "test": "test.jsonl"},
+                    "training": {"learning_rate": 2e-4},
+                    "search": {
+                        "metric": "eval_loss",
+                        "space": {"training.learning_rate": {"type": "loguniform", "low": 1e-5, "high": 1e-3}},
+                    },
+                    "output": {"dir": str(tmp / "runs")},
+                    "publish": {"to": self.prefix, "endpoint_url": self.endpoint},
+                    "retrain": {"name": NAME, "min_improvement": 0.05, **retrain_cfg},
+                }
+            )
+        )
         self.next_loss = 1.0
         self.merge_ok = True
         self.trained: List[Optional[Dict[str, Any]]] = []
@@ -105,8 +112,14 @@ class World:
         return Published(version, loc)
 
     def retrain(self, **kw):
-        return retrain(self.cfg(), trainer=self.trainer, evaluator=self.evaluator, publisher=self.publisher,
-                       echo=lambda s: None, **kw)
+        return retrain(
+            self.cfg(),
+            trainer=self.trainer,
+            evaluator=self.evaluator,
+            publisher=self.publisher,
+            echo=lambda s: None,
+            **kw,
+        )
 
 
 @pytest.fixture
@@ -123,6 +136,7 @@ def champion_bytes(w: World) -> bytes:
 
 
 # ---- the gate ------------------------------------------------------------------------------------
+
 
 def test_first_run_promotes_and_unchanged_data_is_skipped(world):
     out = world.retrain()
@@ -248,11 +262,17 @@ def test_a_failed_run_is_recorded_and_does_not_consume_the_data(world):
 
 def test_evaluation_without_the_metric_is_a_clear_error(world):
     with pytest.raises(UserError, match="has no numeric 'eval_loss' \\(it returned eval_rouge1\\)"):
-        retrain(world.cfg(), trainer=world.trainer, evaluator=lambda m, c, d: {"eval_rouge1": 0.3},
-                publisher=world.publisher, echo=lambda s: None)
+        retrain(
+            world.cfg(),
+            trainer=world.trainer,
+            evaluator=lambda m, c, d: {"eval_rouge1": 0.3},
+            publisher=world.publisher,
+            echo=lambda s: None,
+        )
 
 
 # ---- bad input through the CLI: exit 2, a clear message, no traceback -------------------------------
+
 
 def test_retrain_config_without_eval_set_or_retrain_section_exits_2(world):
     data = yaml.safe_load(world.config.read_text())
@@ -268,8 +288,10 @@ def test_retrain_config_without_eval_set_or_retrain_section_exits_2(world):
 
 def test_champion_pointer_at_a_missing_version_exits_2(world):
     world.registry.set_champion(NAME, version="v9", location=f"{world.prefix}/v9", metric="eval_loss", score=1.0)
-    for args in (["retrain", str(world.config)],
-                 ["champion", NAME, "--registry", world.prefix, "--endpoint-url", world.endpoint]):
+    for args in (
+        ["retrain", str(world.config)],
+        ["champion", NAME, "--registry", world.prefix, "--endpoint-url", world.endpoint],
+    ):
         r = cli_run(*args)
         assert r.exit_code == 2, r.output
         assert "points at version 'v9'" in r.output and "does not exist" in r.output and "Traceback" not in r.output
@@ -285,19 +307,29 @@ def test_unknown_model_and_unreachable_registry_exit_2(world, tmp_path):
 
 # ---- on a cluster: the same flow as a Ray Job --------------------------------------------------------
 
+
 def test_address_submits_the_retrain_as_a_ray_job(world):
     seen = {}
 
     def fake_submit(address, entrypoint, *, runtime_env, metadata, submission_id, wait, echo):
         # what the cluster would run: python -m orchestrator.launch.entry retrain --config-b64 ... --job-id ID
         argv = shlex.split(entrypoint)
-        assert argv[:4] == ["python", "-m", "orchestrator.launch.entry", "retrain"] and argv[argv.index("--job-id") + 1] == submission_id
+        assert (
+            argv[:4] == ["python", "-m", "orchestrator.launch.entry", "retrain"]
+            and argv[argv.index("--job-id") + 1] == submission_id
+        )
         seen.update(address=address, metadata=metadata, runtime_env=runtime_env)
         from orchestrator.core.config import RunConfig
 
         cfg = RunConfig.model_validate(json.loads(base64.b64decode(argv[argv.index("--config-b64") + 1])))
-        retrain(cfg, job_id=submission_id, trainer=world.trainer, evaluator=world.evaluator,
-                publisher=world.publisher, echo=lambda s: None)
+        retrain(
+            cfg,
+            job_id=submission_id,
+            trainer=world.trainer,
+            evaluator=world.evaluator,
+            publisher=world.publisher,
+            echo=lambda s: None,
+        )
         return 0
 
     out = submit_retrain(world.cfg(), "http://head:8265", submit=fake_submit, echo=lambda s: None)
@@ -307,6 +339,7 @@ def test_address_submits_the_retrain_as_a_ray_job(world):
 
 
 # ---- the scheduler: killed and restarted -------------------------------------------------------------
+
 
 def _ledger_rows(store: Path) -> List[Dict[str, Any]]:
     try:
@@ -330,15 +363,25 @@ def test_scheduler_killed_and_restarted_keeps_schedules_and_runs_no_slot_twice(t
     (tmp_path / "train.jsonl").write_text('{"input": "a b", "output": "a"}\n')
     (tmp_path / "test.jsonl").write_text('{"input": "c d", "output": "c"}\n')
     cfg_path = tmp_path / "tick.yaml"
-    cfg_path.write_text(yaml.safe_dump({
-        "model": {"name_or_path": "t5-small"},
-        "data": {"train": "train.jsonl", "test": "test.jsonl"},
-        "publish": {"to": "s3://not-contacted/x"},
-        "retrain": {"name": NAME, "registry": str(tmp_path / "registry")},
-    }))
+    cfg_path.write_text(
+        yaml.safe_dump(
+            {
+                "model": {"name_or_path": "t5-small"},
+                "data": {"train": "train.jsonl", "test": "test.jsonl"},
+                "publish": {"to": "s3://not-contacted/x"},
+                "retrain": {"name": NAME, "registry": str(tmp_path / "registry")},
+            }
+        )
+    )
     reg = Registry.open(str(tmp_path / "registry"))
-    reg.record_run(NAME, {"kind": "retrain", "decision": "kept",
-                          "data_fingerprint": fingerprint_data(load_config(cfg_path))["combined"]})
+    reg.record_run(
+        NAME,
+        {
+            "kind": "retrain",
+            "decision": "kept",
+            "data_fingerprint": fingerprint_data(load_config(cfg_path))["combined"],
+        },
+    )
     store = store_path(str(tmp_path / "home" / "schedules.sqlite"))
     r = cli_run("schedule", "add", "tick", "--every", "2", str(cfg_path), "--store", str(store))
     assert r.exit_code == 0, r.output
@@ -347,8 +390,11 @@ def test_scheduler_killed_and_restarted_keeps_schedules_and_runs_no_slot_twice(t
     daemon_log = open(tmp_path / "daemon.log", "ab")
 
     def start():
-        return subprocess.Popen([exe, "schedule", "run", "--store", str(store), "--poll", "0.3"],
-                                stdout=daemon_log, stderr=subprocess.STDOUT)
+        return subprocess.Popen(
+            [exe, "schedule", "run", "--store", str(store), "--poll", "0.3"],
+            stdout=daemon_log,
+            stderr=subprocess.STDOUT,
+        )
 
     def done():
         return [x for x in _ledger_rows(store) if x["status"] in ("ok", "failed")]
@@ -409,8 +455,11 @@ def test_real_training_beats_the_published_champion_and_is_promoted(tmp_path, s3
     as v0), promoted, pointer moved. Then the real CLI skips the unchanged data."""
     monkeypatch.setenv("WANDB_MODE", "disabled")
     model = tmp_path / "tiny-t5"
-    subprocess.run([sys.executable, "-m", "jobs.tiny_models", "t5", "--data", str(SEED / "train.jsonl"),
-                    "--out", str(model)], check=True, capture_output=True)
+    subprocess.run(
+        [sys.executable, "-m", "jobs.tiny_models", "t5", "--data", str(SEED / "train.jsonl"), "--out", str(model)],
+        check=True,
+        capture_output=True,
+    )
     prefix = f"s3://{s3_bucket.name}/models/{NAME}"
     v0 = open_storage(f"{prefix}/v0", s3_bucket.endpoint)
     from orchestrator.publish.manifest import FORMAT, FileEntry, manifest_bytes
@@ -422,24 +471,51 @@ def test_real_training_beats_the_published_champion_and_is_promoted(tmp_path, s3
     v0.write_bytes("manifest.json", manifest_bytes({"format": FORMAT, "version": "v0", "files": entries}))
     reg = Registry.open(prefix, s3_bucket.endpoint)
     champion_hparams = {"training.learning_rate": 1e-2, "lora.r": 4}
-    reg.set_champion(NAME, version="v0", location=f"{prefix}/v0", metric="eval_loss", score=None, hparams=champion_hparams)
-    reg.record_run(NAME, {"kind": "retrain", "decision": "promoted", "version": "v0", "location": f"{prefix}/v0",
-                          "data_fingerprint": "older data", "challenger": {"hparams": champion_hparams}})
+    reg.set_champion(
+        NAME, version="v0", location=f"{prefix}/v0", metric="eval_loss", score=None, hparams=champion_hparams
+    )
+    reg.record_run(
+        NAME,
+        {
+            "kind": "retrain",
+            "decision": "promoted",
+            "version": "v0",
+            "location": f"{prefix}/v0",
+            "data_fingerprint": "older data",
+            "challenger": {"hparams": champion_hparams},
+        },
+    )
     cfg_path = tmp_path / "t5_tiny_retrain.yaml"
-    cfg_path.write_text(yaml.safe_dump({
-        "model": {"name_or_path": str(model), "task": "seq2seq"},
-        "quantization": {"mode": "4bit", "compute_dtype": "float32"},
-        "lora": {"r": 8, "alpha": 16, "dropout": 0.0, "target_modules": ["q", "k", "v"]},
-        "data": {"train": str(SEED / "train.jsonl"), "eval": str(SEED / "eval.jsonl"), "test": str(SEED / "test.jsonl"),
-                 "input_column": "article", "target_column": "summary", "max_input_length": 64, "max_target_length": 16},
-        "training": {"max_steps": 10, "batch_size": 2, "eval_steps": 5, "generation_max_length": 8},
-        "search": {"metric": "eval_loss", "space": {"training.learning_rate": {"type": "loguniform", "low": 1e-4, "high": 1e-1},
-                                                    "lora.r": {"type": "choice", "values": [4, 8]}}},
-        "tracking": {"wandb": False},
-        "output": {"dir": str(tmp_path / "runs")},
-        "publish": {"to": prefix, "endpoint_url": s3_bucket.endpoint},
-        "retrain": {"name": NAME, "strategy": "reuse"},
-    }))
+    cfg_path.write_text(
+        yaml.safe_dump(
+            {
+                "model": {"name_or_path": str(model), "task": "seq2seq"},
+                "quantization": {"mode": "4bit", "compute_dtype": "float32"},
+                "lora": {"r": 8, "alpha": 16, "dropout": 0.0, "target_modules": ["q", "k", "v"]},
+                "data": {
+                    "train": str(SEED / "train.jsonl"),
+                    "eval": str(SEED / "eval.jsonl"),
+                    "test": str(SEED / "test.jsonl"),
+                    "input_column": "article",
+                    "target_column": "summary",
+                    "max_input_length": 64,
+                    "max_target_length": 16,
+                },
+                "training": {"max_steps": 10, "batch_size": 2, "eval_steps": 5, "generation_max_length": 8},
+                "search": {
+                    "metric": "eval_loss",
+                    "space": {
+                        "training.learning_rate": {"type": "loguniform", "low": 1e-4, "high": 1e-1},
+                        "lora.r": {"type": "choice", "values": [4, 8]},
+                    },
+                },
+                "tracking": {"wandb": False},
+                "output": {"dir": str(tmp_path / "runs")},
+                "publish": {"to": prefix, "endpoint_url": s3_bucket.endpoint},
+                "retrain": {"name": NAME, "strategy": "reuse"},
+            }
+        )
+    )
 
     out = retrain(load_config(cfg_path), publisher=_s3_publisher)  # real trainer and evaluator
 

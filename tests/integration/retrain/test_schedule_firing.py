@@ -21,11 +21,14 @@ UTC = timezone.utc
 
 # ---- one firing: lock and ledger -------------------------------------------------------------------
 
+
 def _recorder(marker: Path, sleep_s: float):
     """argv_for: a run that appends its slot to `marker` after sleeping (stands in for a retrain)."""
+
     def argv_for(spec, slot):
         code = f"import time; time.sleep({sleep_s}); open({str(marker)!r}, 'a').write({slot!r} + '\\n')"
         return [sys.executable, "-c", code]
+
     return argv_for
 
 
@@ -79,8 +82,11 @@ def test_misfire_policy_coalesces_recent_misses_and_skips_stale_ones(config, tmp
 
     marker = tmp_path / "runs.txt"
     stop = threading.Event()
-    t = threading.Thread(target=run_scheduler, args=(store,),
-                         kwargs=dict(poll_s=0.2, stop=stop, argv_for=_recorder(marker, 0), echo=lambda s: None))
+    t = threading.Thread(
+        target=run_scheduler,
+        args=(store,),
+        kwargs=dict(poll_s=0.2, stop=stop, argv_for=_recorder(marker, 0), echo=lambda s: None),
+    )
     t.start()
     deadline = time.monotonic() + 20
     while time.monotonic() < deadline and not (marker.exists() and marker.read_text()):

@@ -39,14 +39,25 @@ SECRET = "qlora-secret-" + uuid.uuid4().hex
 
 def _env() -> Dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith(("AWS_", "RAY_ADDRESS"))}
-    env.update(AWS_ACCESS_KEY_ID=KEY_ID, AWS_SECRET_ACCESS_KEY=SECRET, AWS_DEFAULT_REGION="us-east-1",
-               PYTHONPATH=str(ROOT), PYTHONUNBUFFERED="1")
+    env.update(
+        AWS_ACCESS_KEY_ID=KEY_ID,
+        AWS_SECRET_ACCESS_KEY=SECRET,
+        AWS_DEFAULT_REGION="us-east-1",
+        PYTHONPATH=str(ROOT),
+        PYTHONUNBUFFERED="1",
+    )
     return env
 
 
 def _qlora(*args: str, cwd: Path) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "orchestrator.cli", *args], cwd=cwd, env=_env(),
-                          capture_output=True, text=True, timeout=900)
+    return subprocess.run(
+        [sys.executable, "-m", "orchestrator.cli", *args],
+        cwd=cwd,
+        env=_env(),
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
 
 
 def _objects(bucket) -> Dict[str, bytes]:
@@ -58,12 +69,16 @@ def _objects(bucket) -> Dict[str, bytes]:
     return out
 
 
-def _config(tmp_path: Path, tiny_t5: Path, bucket, experiment: str = "s3run", max_steps: int = 4,
-            eval_steps: int = 2) -> Path:
+def _config(
+    tmp_path: Path, tiny_t5: Path, bucket, experiment: str = "s3run", max_steps: int = 4, eval_steps: int = 2
+) -> Path:
     return write_config(
-        tmp_path / f"{experiment}.yaml", tiny_t5, Path("unused"),
+        tmp_path / f"{experiment}.yaml",
+        tiny_t5,
+        Path("unused"),
         output={"dir": f"s3://{bucket.name}/runs", "endpoint_url": bucket.endpoint, "experiment": experiment},
-        training={"max_steps": max_steps, "eval_steps": eval_steps}, tracking={"wandb": False},
+        training={"max_steps": max_steps, "eval_steps": eval_steps},
+        tracking={"wandb": False},
     )
 
 
@@ -89,8 +104,14 @@ def test_train_keeps_its_state_on_s3_and_resumes_from_there(s3_bucket, tiny_t5, 
 
     # The run folder is on S3 too, byte for byte.
     local = {p.relative_to(staged).as_posix(): p for p in staged.rglob("*") if p.is_file()}
-    for rel in ("results.json", "trials.csv", "best/adapter/adapter_model.safetensors",
-                "best/merged/model.safetensors", "best/merge_check.json", "report/index.html"):
+    for rel in (
+        "results.json",
+        "trials.csv",
+        "best/adapter/adapter_model.safetensors",
+        "best/merged/model.safetensors",
+        "best/merge_check.json",
+        "report/index.html",
+    ):
         assert rel in local, sorted(local)
     for rel, p in local.items():
         assert hashlib.sha256(objs[prefix + rel]).hexdigest() == hashlib.sha256(p.read_bytes()).hexdigest(), rel
@@ -115,8 +136,9 @@ def test_train_keeps_its_state_on_s3_and_resumes_from_there(s3_bucket, tiny_t5, 
     r2 = _qlora("train", str(cfg), "--cpus", "2", "--resume", cwd=work)
     assert r2.returncode == 0, (r2.stdout + r2.stderr)[-4000:]
     objs2 = _objects(s3_bucket)
-    assert sorted(k for k in objs2 if k.startswith(prefix + "ray/train-")) == \
-        sorted(k for k in objs if k.startswith(prefix + "ray/train-"))  # no new checkpoint: not re-run
+    assert sorted(k for k in objs2 if k.startswith(prefix + "ray/train-")) == sorted(
+        k for k in objs if k.startswith(prefix + "ray/train-")
+    )  # no new checkpoint: not re-run
     resumed = json.loads((work / "runs" / "s3run" / "results.json").read_text())
     assert resumed["best"]["trial_id"] == results["best"]["trial_id"]
     assert resumed["best"]["metrics"] == results["best"]["metrics"]
@@ -127,10 +149,27 @@ def test_killed_worker_resumes_from_its_checkpoint_on_s3(s3_bucket, tiny_t5, tmp
     """A lost worker (a spot node) costs a restart from the last checkpoint, read back from S3."""
     cfg = _config(tmp_path, tiny_t5, s3_bucket, experiment="s3kill", max_steps=100, eval_steps=10)
     env = _env()
-    proc = subprocess.Popen([sys.executable, "-m", "orchestrator.cli", "train", str(cfg), "--cpus", "2",
-                             "--set", "search.metric=eval_loss", "--set", "fault_tolerance.max_failures=2"],
-                            cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                            start_new_session=True)
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "orchestrator.cli",
+            "train",
+            str(cfg),
+            "--cpus",
+            "2",
+            "--set",
+            "search.metric=eval_loss",
+            "--set",
+            "fault_tolerance.max_failures=2",
+        ],
+        cwd=tmp_path,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        start_new_session=True,
+    )
     killed = None
     try:
         deadline = time.time() + 400
@@ -138,10 +177,16 @@ def test_killed_worker_resumes_from_its_checkpoint_on_s3(s3_bucket, tiny_t5, tmp
             # Kill once Ray Train has registered a checkpoint (its snapshot on S3 lists one); a checkpoint
             # folder alone may not be registered yet.
             snaps = [k for k in _keys(s3_bucket) if k.endswith("/checkpoint_manager_snapshot.json")]
-            if snaps and b'"checkpoint_dir_name"' in s3_bucket.client().get_object(
-                    Bucket=s3_bucket.name, Key=snaps[0])["Body"].read():
-                workers = [p for p in psutil.Process(proc.pid).children(recursive=True)
-                           if "RayTrainWorker" in " ".join(p.cmdline()[:1])]
+            if (
+                snaps
+                and b'"checkpoint_dir_name"'
+                in s3_bucket.client().get_object(Bucket=s3_bucket.name, Key=snaps[0])["Body"].read()
+            ):
+                workers = [
+                    p
+                    for p in psutil.Process(proc.pid).children(recursive=True)
+                    if "RayTrainWorker" in " ".join(p.cmdline()[:1])
+                ]
                 assert len(workers) == 1, workers
                 workers[0].send_signal(signal.SIGKILL)
                 killed = workers[0].pid
@@ -154,10 +199,12 @@ def test_killed_worker_resumes_from_its_checkpoint_on_s3(s3_bucket, tiny_t5, tmp
     assert killed, "no checkpoint reached S3 before the run ended"
     assert proc.returncode == 0, out[-4000:]
     objs = _objects(s3_bucket)
-    result = json.loads(next(v for k, v in objs.items() if k.startswith("runs/s3kill/trials/")
-                             and k.endswith("/result.json")))
-    assert result["step"] == 100 and result["resumed_from_step"] >= 10 and result["resumed_from_step"] % 10 == 0, \
-        {k: result.get(k) for k in ("step", "resumed_from_step")}
+    result = json.loads(
+        next(v for k, v in objs.items() if k.startswith("runs/s3kill/trials/") and k.endswith("/result.json"))
+    )
+    assert result["step"] == 100 and result["resumed_from_step"] >= 10 and result["resumed_from_step"] % 10 == 0, {
+        k: result.get(k) for k in ("step", "resumed_from_step")
+    }
     log = json.loads(next(v for k, v in objs.items() if k.endswith("/log_history.json")))
     train_steps = [h["step"] for h in log if "loss" in h]
     assert train_steps == sorted(set(train_steps)) and train_steps[0] == 1 and train_steps[-1] == 100
@@ -165,14 +212,22 @@ def test_killed_worker_resumes_from_its_checkpoint_on_s3(s3_bucket, tiny_t5, tmp
 
 def _keys(bucket):
     c = bucket.client()
-    return [o["Key"] for page in c.get_paginator("list_objects_v2").paginate(Bucket=bucket.name)
-            for o in page.get("Contents", [])]
+    return [
+        o["Key"]
+        for page in c.get_paginator("list_objects_v2").paginate(Bucket=bucket.name)
+        for o in page.get("Contents", [])
+    ]
 
 
 def _refused(tiny_t5, tmp_path, output_dir: str, endpoint: str) -> str:
     """`train` with this S3 output: exit 2, no traceback, nothing written here; returns the output."""
-    cfg = write_config(tmp_path / "c.yaml", tiny_t5, Path("unused"), tracking={"wandb": False},
-                       output={"dir": output_dir, "endpoint_url": endpoint})
+    cfg = write_config(
+        tmp_path / "c.yaml",
+        tiny_t5,
+        Path("unused"),
+        tracking={"wandb": False},
+        output={"dir": output_dir, "endpoint_url": endpoint},
+    )
     r = CliRunner().invoke(cli, ["train", str(cfg)])
     assert r.exit_code == 2 and "Traceback" not in r.output, r.output
     assert not (tmp_path / "runs").exists()

@@ -79,15 +79,23 @@ def test_misspelt_key(runner, cfg_path, tmp_path):
     cfg = yaml.safe_load(cfg_path.read_text())
     cfg["trainng"] = cfg.pop("training")
     cfg_path.write_text(yaml.safe_dump(cfg))
-    assert_user_error(invoke(runner, "tune", cfg_path), "`trainng`", "Did you mean 'training'?",
-                      out_dir=tmp_path / "runs")
+    assert_user_error(
+        invoke(runner, "tune", cfg_path), "`trainng`", "Did you mean 'training'?", out_dir=tmp_path / "runs"
+    )
 
 
 def test_wrong_type_and_ranges_all_at_once(runner, cfg_path, tmp_path):
     edit(cfg_path, training={"learning_rate": 0, "batch_size": "big"}, lora={"r": 0, "dropout": 1.2})
     r = invoke(runner, "tune", cfg_path)
-    assert_user_error(r, "4 problems", "`training.learning_rate`", "`training.batch_size`", "`lora.r`",
-                      "`lora.dropout`", out_dir=tmp_path / "runs")
+    assert_user_error(
+        r,
+        "4 problems",
+        "`training.learning_rate`",
+        "`training.batch_size`",
+        "`lora.r`",
+        "`lora.dropout`",
+        out_dir=tmp_path / "runs",
+    )
 
 
 def test_debug_shows_the_traceback(runner, cfg_path):
@@ -100,14 +108,21 @@ def test_debug_shows_the_traceback(runner, cfg_path):
 
 def test_missing_data_file(runner, cfg_path, tmp_path):
     edit(cfg_path, data={"train": str(tmp_path / "missing.jsonl")})
-    assert_user_error(invoke(runner, "tune", cfg_path), "`data.train`", "missing.jsonl", "does not exist",
-                      out_dir=tmp_path / "runs")
+    assert_user_error(
+        invoke(runner, "tune", cfg_path), "`data.train`", "missing.jsonl", "does not exist", out_dir=tmp_path / "runs"
+    )
 
 
 def test_missing_column_lists_the_columns_it_has(runner, cfg_path, tmp_path):
     edit(cfg_path, data={"target_column": "sumary"})
-    assert_user_error(invoke(runner, "tune", cfg_path), "`data.target_column`", "'sumary'", "article, summary",
-                      "Did you mean 'summary'?", out_dir=tmp_path / "runs")
+    assert_user_error(
+        invoke(runner, "tune", cfg_path),
+        "`data.target_column`",
+        "'sumary'",
+        "article, summary",
+        "Did you mean 'summary'?",
+        out_dir=tmp_path / "runs",
+    )
 
 
 def test_empty_dataset(runner, cfg_path, tmp_path):
@@ -123,36 +138,53 @@ def test_undecodable_line(runner, cfg_path, tmp_path, seed_data):
     lines[2] = lines[2][:-5]  # cut a line short
     bad.write_text("\n".join(lines))
     edit(cfg_path, data={"train": str(bad)})
-    assert_user_error(invoke(runner, "tune", cfg_path), "`data.train`", "line 3", "not valid JSON",
-                      out_dir=tmp_path / "runs")
+    assert_user_error(
+        invoke(runner, "tune", cfg_path), "`data.train`", "line 3", "not valid JSON", out_dir=tmp_path / "runs"
+    )
     bad.write_bytes(b'{"article": "\xff\xfe", "summary": "x"}\n')
     assert_user_error(invoke(runner, "tune", cfg_path), "not UTF-8")
 
 
 def test_model_path_that_does_not_exist(runner, cfg_path, tmp_path):
     edit(cfg_path, model={"name_or_path": str(tmp_path / "no-model")})
-    assert_user_error(invoke(runner, "tune", cfg_path), "`model.name_or_path`", "does not exist",
-                      "jobs.tiny_models", out_dir=tmp_path / "runs")
+    assert_user_error(
+        invoke(runner, "tune", cfg_path),
+        "`model.name_or_path`",
+        "does not exist",
+        "jobs.tiny_models",
+        out_dir=tmp_path / "runs",
+    )
 
 
 def test_target_module_the_model_does_not_have(runner, cfg_path, tmp_path):
     edit(cfg_path, lora={"target_modules": ["q", "q_proj"]})
     r = invoke(runner, "tune", cfg_path)
-    assert_user_error(r, "`lora.target_modules`", "'q_proj'", "Its linear modules are: ", "lm_head", "wi",
-                      out_dir=tmp_path / "runs")
+    assert_user_error(
+        r, "`lora.target_modules`", "'q_proj'", "Its linear modules are: ", "lm_head", "wi", out_dir=tmp_path / "runs"
+    )
 
 
 def test_task_the_model_does_not_have(runner, cfg_path, tmp_path, tiny_llama):
     edit(cfg_path, model={"name_or_path": str(tiny_llama)})
-    assert_user_error(invoke(runner, "tune", cfg_path), "`model.task` is seq2seq", "llama model",
-                      "Set model.task: causal_lm", out_dir=tmp_path / "runs")
+    assert_user_error(
+        invoke(runner, "tune", cfg_path),
+        "`model.task` is seq2seq",
+        "llama model",
+        "Set model.task: causal_lm",
+        out_dir=tmp_path / "runs",
+    )
 
 
 def test_gpus_asked_for_where_none_exist(runner, cfg_path, tmp_path, monkeypatch):
     monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "")
     edit(cfg_path, resources={"gpus_per_worker": 1})
-    assert_user_error(invoke(runner, "tune", cfg_path), "`resources.gpus_per_worker` is 1",
-                      "has 0 GPU(s)", "gpus_per_worker: 0", out_dir=tmp_path / "runs")
+    assert_user_error(
+        invoke(runner, "tune", cfg_path),
+        "`resources.gpus_per_worker` is 1",
+        "has 0 GPU(s)",
+        "gpus_per_worker: 0",
+        out_dir=tmp_path / "runs",
+    )
 
 
 def test_an_existing_run_is_not_overwritten(runner, cfg_path, tmp_path):

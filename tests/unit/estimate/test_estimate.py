@@ -27,10 +27,19 @@ def tiny_models(tmp_path_factory):
     root = tmp_path_factory.mktemp("tiny")
     out = {arch: make_tiny_model(arch, [str(SEED_TRAIN)], str(root / arch)) for arch in ("t5", "llama")}
     GPT2LMHeadModel(GPT2Config(n_embd=64, n_layer=2, n_head=4, vocab_size=300, n_positions=64)).save_pretrained(
-        root / "gpt2")
+        root / "gpt2"
+    )
     out["gpt2"] = root / "gpt2"
-    FalconForCausalLM(FalconConfig(hidden_size=64, num_hidden_layers=2, num_attention_heads=4, num_kv_heads=2,
-                                   new_decoder_architecture=True, vocab_size=300)).save_pretrained(root / "falcon")
+    FalconForCausalLM(
+        FalconConfig(
+            hidden_size=64,
+            num_hidden_layers=2,
+            num_attention_heads=4,
+            num_kv_heads=2,
+            new_decoder_architecture=True,
+            vocab_size=300,
+        )
+    ).save_pretrained(root / "falcon")
     out["falcon"] = root / "falcon"
     return out
 
@@ -66,8 +75,9 @@ CASES = [
 ]
 
 
-@pytest.mark.parametrize("arch,targets,bias", CASES, ids=[f"{a}-{t if isinstance(t, str) else '+'.join(t)}-{b}"
-                                                          for a, t, b in CASES])
+@pytest.mark.parametrize(
+    "arch,targets,bias", CASES, ids=[f"{a}-{t if isinstance(t, str) else '+'.join(t)}-{b}" for a, t, b in CASES]
+)
 def test_trainable_params_equal_peft_exactly(tiny_models, arch, targets, bias):
     shape = _shape(tiny_models[arch])
     for r in (1, 4, 16):
@@ -80,8 +90,15 @@ def test_all_linear_leaves_out_the_output_head(tiny_models):
     shape = _shape(tiny_models["llama"])
     names = {m.name for m in shapes.match_targets(shape, "all-linear")}
     assert shape.output_head == "lm_head" and "lm_head" not in names
-    assert {n.rsplit(".", 1)[-1] for n in names} == {"q_proj", "k_proj", "v_proj", "o_proj", "gate_proj",
-                                                    "up_proj", "down_proj"}
+    assert {n.rsplit(".", 1)[-1] for n in names} == {
+        "q_proj",
+        "k_proj",
+        "v_proj",
+        "o_proj",
+        "gate_proj",
+        "up_proj",
+        "down_proj",
+    }
 
 
 def test_bad_target_modules_are_user_errors(tiny_models):
@@ -123,7 +140,8 @@ def test_weight_formats_are_ordered_and_4bit_is_about_a_quarter():
     # 4.127 bits per quantized weight; embeddings and lm_head (4 % of the parameters) stay 16-bit
     assert 0.27 < w["nf4"] / w["16bit"] < 0.30
     assert est.quantized_tensor_bytes(4096 * 4096, 4, double_quant=True) / (4096 * 4096) == pytest.approx(
-        4.127 / 8, rel=1e-3)
+        4.127 / 8, rel=1e-3
+    )
 
 
 def test_falcon_linear_layers_are_reported_as_not_quantized():
@@ -136,6 +154,7 @@ def test_falcon_linear_layers_are_reported_as_not_quantized():
 
 
 # ---- CLI -----------------------------------------------------------------------------------------
+
 
 def _run(*args):
     return CliRunner().invoke(cli, ["estimate", *args])
@@ -193,16 +212,19 @@ def test_cli_table_shows_seed_and_ours():
     assert len(data["rows"]) == 20
 
 
-@pytest.mark.parametrize("args,message", [
-    (("does/not/exist.yaml",), "does not exist"),
-    (("--model", "llama-2-8b"), "Did you mean 'llama-2-7b'"),
-    (("--model", "no-such-model-anywhere"), "shipped architecture"),
-    ((), "needs a CONFIG"),
-    (("--model", "llama-2-7b", "--set", "lora.target_modules=[qproj]"), "matches no module"),
-    (("--model", "llama-2-7b", "--set", "model.task=seq2seq"), "model.task is seq2seq"),
-    (("--model", "llama-2-7b", "--set", "lora.rr=4"), "lora.rr"),
-    (("--model", "llama-2-7b", "--gpu-mem-gb", "0"), "--gpu-mem-gb"),
-])
+@pytest.mark.parametrize(
+    "args,message",
+    [
+        (("does/not/exist.yaml",), "does not exist"),
+        (("--model", "llama-2-8b"), "Did you mean 'llama-2-7b'"),
+        (("--model", "no-such-model-anywhere"), "shipped architecture"),
+        ((), "needs a CONFIG"),
+        (("--model", "llama-2-7b", "--set", "lora.target_modules=[qproj]"), "matches no module"),
+        (("--model", "llama-2-7b", "--set", "model.task=seq2seq"), "model.task is seq2seq"),
+        (("--model", "llama-2-7b", "--set", "lora.rr=4"), "lora.rr"),
+        (("--model", "llama-2-7b", "--gpu-mem-gb", "0"), "--gpu-mem-gb"),
+    ],
+)
 def test_cli_bad_input_exits_2_with_a_clear_message(args, message):
     res = _run(*args)
     assert res.exit_code == 2, res.output

@@ -9,13 +9,20 @@ from orchestrator.core.config_load import validate_dict
 
 
 def cfg_for(model, seed_data, task="seq2seq", **data):
-    return validate_dict({
-        "model": {"name_or_path": str(model), "task": task},
-        "data": {"train": str(seed_data / "train.jsonl"), "eval": str(seed_data / "eval.jsonl"),
-                 "input_column": "article", "target_column": "summary", **data},
-        "quantization": {"compute_dtype": "float32"},
-        "lora": {"target_modules": "all-linear"},
-    })
+    return validate_dict(
+        {
+            "model": {"name_or_path": str(model), "task": task},
+            "data": {
+                "train": str(seed_data / "train.jsonl"),
+                "eval": str(seed_data / "eval.jsonl"),
+                "input_column": "article",
+                "target_column": "summary",
+                **data,
+            },
+            "quantization": {"compute_dtype": "float32"},
+            "lora": {"target_modules": "all-linear"},
+        }
+    )
 
 
 def test_seq2seq_examples_are_unpadded_and_batches_pad_to_their_longest(tiny_t5, seed_data):
@@ -140,13 +147,16 @@ def test_rouge_scores_generations():
     assert none["rouge1"] == 0.0
 
 
-@pytest.mark.parametrize("task,packing,attn,expected", [
-    ("causal_lm", "auto", "sdpa", False),  # sdpa computes attention over the whole packed row
-    ("causal_lm", "auto", "flash_attention_2", True),
-    ("causal_lm", True, "sdpa", True),
-    ("causal_lm", False, "flash_attention_2", False),
-    ("seq2seq", True, "sdpa", False),  # encoder-decoder batches are always padded
-])
+@pytest.mark.parametrize(
+    "task,packing,attn,expected",
+    [
+        ("causal_lm", "auto", "sdpa", False),  # sdpa computes attention over the whole packed row
+        ("causal_lm", "auto", "flash_attention_2", True),
+        ("causal_lm", True, "sdpa", True),
+        ("causal_lm", False, "flash_attention_2", False),
+        ("seq2seq", True, "sdpa", False),  # encoder-decoder batches are always padded
+    ],
+)
 def test_when_packing_is_wanted(tiny_t5, seed_data, task, packing, attn, expected):
     from types import SimpleNamespace
 

@@ -15,11 +15,11 @@ from types import SimpleNamespace
 import pytest
 from click.testing import CliRunner
 
-from orchestrator.launch import cluster as submit
-from orchestrator.launch import ray_jobs
 from orchestrator.cli import cli
 from orchestrator.core.config import RunConfig
 from orchestrator.core.errors import UserError
+from orchestrator.launch import cluster as submit
+from orchestrator.launch import ray_jobs
 
 SECRETS = {
     "WANDB_API_KEY": "wandb-secret-value-123",
@@ -45,8 +45,15 @@ def make_cfg(**sections) -> RunConfig:
 @pytest.fixture
 def clean_env(monkeypatch, tmp_path):
     """No secrets, no Ray token, no AWS config from the machine running the tests."""
-    for name in (*submit.SECRET_ENV_VARS, "RAY_AUTH_TOKEN", "RAY_AUTH_TOKEN_PATH", "RAY_ADDRESS",
-                 "AWS_PROFILE", "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"):
+    for name in (
+        *submit.SECRET_ENV_VARS,
+        "RAY_AUTH_TOKEN",
+        "RAY_AUTH_TOKEN_PATH",
+        "RAY_ADDRESS",
+        "AWS_PROFILE",
+        "AWS_ACCESS_KEY_ID",
+        "AWS_SECRET_ACCESS_KEY",
+    ):
         monkeypatch.delenv(name, raising=False)
     monkeypatch.setenv("HOME", str(tmp_path))
     monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", str(tmp_path / "no-credentials"))
@@ -56,6 +63,7 @@ def clean_env(monkeypatch, tmp_path):
 
 
 # ---- entrypoint ----------------------------------------------------------------------------------
+
 
 def test_entrypoint_carries_the_config_as_base64_json():
     cfg = make_cfg()
@@ -95,6 +103,7 @@ def test_entrypoint_rejects_unknown_verb():
 
 # ---- runtime_env and secrets -----------------------------------------------------------------------
 
+
 def test_runtime_env_forwards_only_set_secrets_by_name():
     env = {"WANDB_API_KEY": "w", "HF_TOKEN": "", "RAY_AUTH_TOKEN": "ray-tok", "OTHER": "x"}
     rt = submit.build_runtime_env(env)
@@ -110,11 +119,25 @@ def test_working_dir_excludes_match_with_rays_own_matcher():
 
     root = submit.PROJECT_ROOT
     match = _get_excludes(root, submit.WORKING_DIR_EXCLUDES)
-    for rel in (".venv", ".venv/lib/x.py", "runs/exp/results.json", "models/tiny-t5", "wandb/run-1",
-                "mlruns/0", ".git/HEAD", "bench/out/a.json", "jobs/__pycache__/x.pyc"):
+    for rel in (
+        ".venv",
+        ".venv/lib/x.py",
+        "runs/exp/results.json",
+        "models/tiny-t5",
+        "wandb/run-1",
+        "mlruns/0",
+        ".git/HEAD",
+        "bench/out/a.json",
+        "jobs/__pycache__/x.pyc",
+    ):
         assert match(root / rel), rel
-    for rel in ("jobs/entry.py", "orchestrator/submit.py", "examples/data/seed/train.jsonl",
-                "examples/models/readme.txt", "requirements.lock"):
+    for rel in (
+        "jobs/entry.py",
+        "orchestrator/submit.py",
+        "examples/data/seed/train.jsonl",
+        "examples/models/readme.txt",
+        "requirements.lock",
+    ):
         assert not match(root / rel), rel
 
 
@@ -140,8 +163,15 @@ class FakeClient:
         return kw.get("submission_id") or "raysubmit_x"
 
     def get_job_info(self, job_id):
-        return SimpleNamespace(status=self.final_status, message="boom\nmore" if self.final_status != "SUCCEEDED" else "",
-                               submission_id=job_id, job_id=None, metadata={}, start_time=1, end_time=2)
+        return SimpleNamespace(
+            status=self.final_status,
+            message="boom\nmore" if self.final_status != "SUCCEEDED" else "",
+            submission_id=job_id,
+            job_id=None,
+            metadata={},
+            start_time=1,
+            end_time=2,
+        )
 
     async def tail_job_logs(self, job_id):
         for chunk in self.logs:
@@ -201,6 +231,7 @@ def test_no_wait_returns_after_submission(clean_env, fake_cluster):
 
 # ---- token lookup ----------------------------------------------------------------------------------
 
+
 def test_token_from_env_first(tmp_path):
     (tmp_path / ".ray").mkdir()
     (tmp_path / ".ray" / "auth_token").write_text("from-file")
@@ -246,11 +277,15 @@ def test_unknown_job_is_a_user_error():
 
 # ---- addresses -------------------------------------------------------------------------------------
 
-@pytest.mark.parametrize("given,expected", [
-    ("http://head:8265", "http://head:8265"),
-    ("head:8265", "http://head:8265"),
-    ("https://ray.example.com/", "https://ray.example.com"),
-])
+
+@pytest.mark.parametrize(
+    "given,expected",
+    [
+        ("http://head:8265", "http://head:8265"),
+        ("head:8265", "http://head:8265"),
+        ("https://ray.example.com/", "https://ray.example.com"),
+    ],
+)
 def test_normalize_address(given, expected):
     assert ray_jobs.normalize_address(given) == expected
 
@@ -282,10 +317,13 @@ def test_cluster_commands_have_help():
 
 # ---- paths and storage -----------------------------------------------------------------------------
 
+
 def test_prepare_for_cluster_paths(tmp_path):
     root = submit.PROJECT_ROOT
-    cfg = make_cfg(data={"train": str(root / "examples/data/seed/train.jsonl"), "eval": "/elsewhere/eval.jsonl"},
-                   model={"name_or_path": str(root / "models/tiny-t5")})
+    cfg = make_cfg(
+        data={"train": str(root / "examples/data/seed/train.jsonl"), "eval": "/elsewhere/eval.jsonl"},
+        model={"name_or_path": str(root / "models/tiny-t5")},
+    )
     out, notes = submit.prepare_for_cluster(cfg, cwd=tmp_path)
     assert out.data.train == "examples/data/seed/train.jsonl"  # travels in the working_dir
     assert out.data.eval == "/elsewhere/eval.jsonl"
@@ -332,11 +370,17 @@ def test_s3_check_runs_before_anything_is_submitted(clean_env, monkeypatch):
 
 # ---- output formatting -----------------------------------------------------------------------------
 
+
 def test_jobs_table_never_shows_runtime_env():
-    job = SimpleNamespace(submission_id="qlora-tune-exp1-abc", job_id="01000000", status="RUNNING",
-                          metadata={"experiment": "exp1", "verb": "tune", "user": "alice"},
-                          start_time=1_700_000_000_000, end_time=None,
-                          runtime_env={"env_vars": {"HF_TOKEN": SECRETS["HF_TOKEN"]}})
+    job = SimpleNamespace(
+        submission_id="qlora-tune-exp1-abc",
+        job_id="01000000",
+        status="RUNNING",
+        metadata={"experiment": "exp1", "verb": "tune", "user": "alice"},
+        start_time=1_700_000_000_000,
+        end_time=None,
+        runtime_env={"env_vars": {"HF_TOKEN": SECRETS["HF_TOKEN"]}},
+    )
     table = "\n".join(ray_jobs.format_jobs_table([job]))
     assert "qlora-tune-exp1-abc" in table and "RUNNING" in table and "exp1" in table
     assert SECRETS["HF_TOKEN"] not in table

@@ -26,13 +26,22 @@ class Clock:
 
 
 def trial(tid, lr, r):
-    return SimpleNamespace(trial_id=tid, config={"params": {"training.learning_rate": lr, "lora.r": r}},
-                           last_result={}, local_path=f"/runs/x/ray/tune/{tid}")
+    return SimpleNamespace(
+        trial_id=tid,
+        config={"params": {"training.learning_rate": lr, "lora.r": r}},
+        last_result={},
+        local_path=f"/runs/x/ray/tune/{tid}",
+    )
 
 
 def result(step, metric, t, epoch=None):
-    return {"training_iteration": step // 5, "step": step, "epoch": epoch if epoch is not None else step / 5,
-            "eval_rougeL": metric, "time_total_s": t}
+    return {
+        "training_iteration": step // 5,
+        "step": step,
+        "epoch": epoch if epoch is not None else step / 5,
+        "eval_rougeL": metric,
+        "time_total_s": t,
+    }
 
 
 def progress(clock, total=4, conc=2):
@@ -81,8 +90,7 @@ def test_state_detects_early_stop_completion_and_failure():
 def test_non_tty_prints_plain_lines_only_at_start_end_and_heartbeat():
     clock = Clock()
     out = io.StringIO()
-    cb = ProgressCallback(progress(clock), console=Console(file=out, force_terminal=False, width=200),
-                          heartbeat_s=60)
+    cb = ProgressCallback(progress(clock), console=Console(file=out, force_terminal=False, width=200), heartbeat_s=60)
     drive(cb, clock)
     cb.on_experiment_end([])
     text = out.getvalue()
@@ -125,7 +133,7 @@ def test_tty_draws_a_refreshing_table_with_progress_line():
     plain = ANSI.sub("", out.getvalue())
     assert plain.endswith("\n") and plain.rindex("Loading weights: 50%") < plain.rindex("status")
     head = plain.rindex("status")
-    last = plain[plain.rindex("\n", 0, head) + 1:]  # the final frame stays on screen
+    last = plain[plain.rindex("\n", 0, head) + 1 :]  # the final frame stays on screen
     for col in ("trial", "status", "learning_rate", "r", "iter", "step", "eval_rougeL", "trial best", "time"):
         assert col in last
     assert re.search(r"t_00000\s+running\s+0\.005\s+8\s+2\s+10\s+0\.1\s+0\.1\s+20s", last), last
@@ -154,12 +162,19 @@ def test_time_left_estimate():
 def test_search_progress_reads_the_config():
     from orchestrator.core.config import RunConfig
 
-    cfg = RunConfig.model_validate({
-        "model": {"name_or_path": "x", "task": "seq2seq"}, "data": {"train": "t.jsonl"},
-        "training": {"max_steps": 20},
-        "search": {"num_samples": 6, "max_concurrent_trials": 2, "metric": "eval_loss",
-                   "space": {"training.learning_rate": {"type": "loguniform", "low": 1e-4, "high": 1e-2}}},
-    })
+    cfg = RunConfig.model_validate(
+        {
+            "model": {"name_or_path": "x", "task": "seq2seq"},
+            "data": {"train": "t.jsonl"},
+            "training": {"max_steps": 20},
+            "search": {
+                "num_samples": 6,
+                "max_concurrent_trials": 2,
+                "metric": "eval_loss",
+                "space": {"training.learning_rate": {"type": "loguniform", "low": 1e-4, "high": 1e-2}},
+            },
+        }
+    )
     p = search_progress(cfg)
     assert (p.metric, p.mode, p.total, p.concurrency) == ("eval_loss", "min", 6, 2)
     t = p.start("a", {"training.learning_rate": 1e-3})
@@ -175,8 +190,9 @@ def test_callback_pickles_for_tune_state(tmp_path):
 
     from orchestrator.core.config import RunConfig
 
-    cfg = RunConfig.model_validate({"model": {"name_or_path": "x", "task": "seq2seq"}, "data": {"train": "t.jsonl"},
-                                    "training": {"epochs": 2}})
+    cfg = RunConfig.model_validate(
+        {"model": {"name_or_path": "x", "task": "seq2seq"}, "data": {"train": "t.jsonl"}, "training": {"epochs": 2}}
+    )
     cb = ProgressCallback(search_progress(cfg), console=Console(file=io.StringIO(), force_terminal=True))
     cb.on_trial_start(0, [], trial("a", 0.001, 4))  # a live display is running
     again = pickle.loads(pickle.dumps(cb))

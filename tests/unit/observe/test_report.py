@@ -19,8 +19,15 @@ METRIC = "eval_rougeL"
 def _history(steps: int, lr: float, seed: float, eval_every: int = 5):
     h = []
     for s in range(1, steps + 1):
-        h.append({"loss": 3.0 - s * 0.05 * seed, "learning_rate": lr * (1 - s / 41), "grad_norm": 4.0, "epoch": s / 5,
-                  "step": s})
+        h.append(
+            {
+                "loss": 3.0 - s * 0.05 * seed,
+                "learning_rate": lr * (1 - s / 41),
+                "grad_norm": 4.0,
+                "epoch": s / 5,
+                "step": s,
+            }
+        )
         if s % eval_every == 0:
             h.append({"eval_loss": 9.0 - s * 0.01, METRIC: min(0.5, 0.01 * s * seed), "step": s, "epoch": s / 5})
     return h
@@ -30,20 +37,52 @@ def make_run(root: Path, name: str = "exp1", with_results: bool = True) -> Path:
     """A run folder shaped like `tune`'s (docs/run_layout.md): 3 trials, one stopped early by ASHA."""
     run = root / name
     trials = [
-        {"trial_id": "abc12_00000", "training.learning_rate": 0.005, "lora.r": 8, METRIC: 0.4, "steps": 40,
-         "planned_steps": 40, "status": "COMPLETED", "time_s": 37.7},
-        {"trial_id": "abc12_00001", "training.learning_rate": 0.0008, "lora.r": 4, METRIC: 0.1, "steps": 10,
-         "planned_steps": 40, "status": "STOPPED_EARLY", "time_s": 12.3},
-        {"trial_id": "abc12_00002", "training.learning_rate": 0.02, "lora.r": 4, METRIC: 0.3, "steps": 40,
-         "planned_steps": 40, "status": "COMPLETED", "time_s": 36.0},
+        {
+            "trial_id": "abc12_00000",
+            "training.learning_rate": 0.005,
+            "lora.r": 8,
+            METRIC: 0.4,
+            "steps": 40,
+            "planned_steps": 40,
+            "status": "COMPLETED",
+            "time_s": 37.7,
+        },
+        {
+            "trial_id": "abc12_00001",
+            "training.learning_rate": 0.0008,
+            "lora.r": 4,
+            METRIC: 0.1,
+            "steps": 10,
+            "planned_steps": 40,
+            "status": "STOPPED_EARLY",
+            "time_s": 12.3,
+        },
+        {
+            "trial_id": "abc12_00002",
+            "training.learning_rate": 0.02,
+            "lora.r": 4,
+            METRIC: 0.3,
+            "steps": 40,
+            "planned_steps": 40,
+            "status": "COMPLETED",
+            "time_s": 36.0,
+        },
     ]
     for i, t in enumerate(trials):
         d = run / "trials" / t["trial_id"]
         d.mkdir(parents=True)
         (d / "log_history.json").write_text(json.dumps(_history(t["steps"], t["training.learning_rate"], 1 + i / 3)))
-        (d / "result.json").write_text(json.dumps({"time_total_s": t["time_s"], "peak_rss_mb": 600.0 + 10 * i,
-                                                   "trainable_params": 18432, "total_params": 216064,
-                                                   "trainable_pct": 8.53}))
+        (d / "result.json").write_text(
+            json.dumps(
+                {
+                    "time_total_s": t["time_s"],
+                    "peak_rss_mb": 600.0 + 10 * i,
+                    "trainable_params": 18432,
+                    "total_params": 216064,
+                    "trainable_pct": 8.53,
+                }
+            )
+        )
     with (run / "trials.csv").open("w", newline="") as f:
         w = csv.DictWriter(f, fieldnames=list(trials[0]))
         w.writeheader()
@@ -54,32 +93,61 @@ def make_run(root: Path, name: str = "exp1", with_results: bool = True) -> Path:
         "lora": {"r": 6, "alpha": 16, "dropout": 0.1, "target_modules": ["q", "k", "v"]},
         "data": {"input_column": "article", "target_column": "summary"},
         "training": {"epochs": 8, "learning_rate": 0.001, "batch_size": 2},
-        "search": {"num_samples": 3, "metric": METRIC, "mode": None, "scheduler": "asha", "algorithm": "random",
-                   "space": {"training.learning_rate": {"type": "loguniform", "low": 3e-4, "high": 3e-2},
-                             "lora.r": {"type": "choice", "values": [4, 8]}}},
+        "search": {
+            "num_samples": 3,
+            "metric": METRIC,
+            "mode": None,
+            "scheduler": "asha",
+            "algorithm": "random",
+            "space": {
+                "training.learning_rate": {"type": "loguniform", "low": 3e-4, "high": 3e-2},
+                "lora.r": {"type": "choice", "values": [4, 8]},
+            },
+        },
         "tracking": {"wandb": True, "backend": "wandb", "project": "p", "entity": None, "mode": "auto"},
         "output": {"dir": str(root), "experiment": name},
     }
     (run / "config.json").write_text(json.dumps(config))
     (run / "best").mkdir()
-    (run / "best" / "samples.json").write_text(json.dumps([
-        {"input": "An <b>article</b> about <script>alert(1)</script> models.", "reference": "Models are good.",
-         "prediction": "models are good"},
-        {"input": "Second article.", "reference": "Short summary.", "prediction": "Something else."},
-    ]))
+    (run / "best" / "samples.json").write_text(
+        json.dumps(
+            [
+                {
+                    "input": "An <b>article</b> about <script>alert(1)</script> models.",
+                    "reference": "Models are good.",
+                    "prediction": "models are good",
+                },
+                {"input": "Second article.", "reference": "Short summary.", "prediction": "Something else."},
+            ]
+        )
+    )
     if with_results:
         best = trials[0]
-        (run / "results.json").write_text(json.dumps({
-            "experiment": name, "metric": METRIC, "mode": "max", "num_trials": 3, "trials": trials,
-            "best": {"trial_id": best["trial_id"], "params": {"training.learning_rate": 0.005, "lora.r": 8},
-                     "metrics": {METRIC: 0.4, "eval_loss": 8.6, "loss": 1.0, "peak_rss_mb": 600.0}, "step": 40,
-                     "checkpoint": "x"},
-            "params": {"trainable_params": 18432, "total_params": 216064, "trainable_pct": 8.530805687203792},
-            "paths": {"run_dir": str(run), "adapter": str(run / "best" / "adapter")},
-            "merge_check": {"passed": True, "max_abs_logit_diff": 1.5e-5, "tolerance": 1e-3},
-            "started_at": "2026-01-01T10:00:00+00:00", "finished_at": "2026-01-01T10:01:30+00:00",
-            "versions": {"ray": "2.60.0"}, "data_fingerprints": {"train": "ab" * 32},
-        }))
+        (run / "results.json").write_text(
+            json.dumps(
+                {
+                    "experiment": name,
+                    "metric": METRIC,
+                    "mode": "max",
+                    "num_trials": 3,
+                    "trials": trials,
+                    "best": {
+                        "trial_id": best["trial_id"],
+                        "params": {"training.learning_rate": 0.005, "lora.r": 8},
+                        "metrics": {METRIC: 0.4, "eval_loss": 8.6, "loss": 1.0, "peak_rss_mb": 600.0},
+                        "step": 40,
+                        "checkpoint": "x",
+                    },
+                    "params": {"trainable_params": 18432, "total_params": 216064, "trainable_pct": 8.530805687203792},
+                    "paths": {"run_dir": str(run), "adapter": str(run / "best" / "adapter")},
+                    "merge_check": {"passed": True, "max_abs_logit_diff": 1.5e-5, "tolerance": 1e-3},
+                    "started_at": "2026-01-01T10:00:00+00:00",
+                    "finished_at": "2026-01-01T10:01:30+00:00",
+                    "versions": {"ray": "2.60.0"},
+                    "data_fingerprints": {"train": "ab" * 32},
+                }
+            )
+        )
     return run
 
 
@@ -90,6 +158,7 @@ def png_size(path: Path):
 
 
 # ---- the report ----------------------------------------------------------------------------------
+
 
 def test_report_writes_a_self_contained_page_and_pngs_of_the_expected_size(tmp_path):
     from orchestrator.observe.report.html import write_report
@@ -171,8 +240,10 @@ def test_helpers():
     assert pick_pair(["lora.r", "training.learning_rate", "lora.alpha"], []) == ("training.learning_rate", "lora.r")
     assert pick_pair(["lora.alpha"], []) == ("lora.alpha", None)
     assert pick_pair(["a", "b"], []) == ("a", "b")
-    assert series([{"loss": 2.0, "step": 2}, {"loss": 3.0, "step": 1}, {"eval_loss": 1, "step": 3}], "loss") == \
-        ([1, 2], [3.0, 2.0])
+    assert series([{"loss": 2.0, "step": 2}, {"loss": 3.0, "step": 1}, {"eval_loss": 1, "step": 3}], "loss") == (
+        [1, 2],
+        [3.0, 2.0],
+    )
     assert short_id("abc12_00003") == "#3" and short_id("x") == "x"
     assert rouge_l("the cat sat", "the cat sat") == 1.0 and rouge_l("", "x") == 0.0
     assert rouge_l("a b c d", "a c") == pytest.approx(2 * (2 / 4) * 1 / (2 / 4 + 1))
@@ -181,6 +252,7 @@ def test_helpers():
 
 
 # ---- runs ----------------------------------------------------------------------------------------
+
 
 def test_runs_lists_finished_and_unfinished_runs_newest_first(tmp_path):
     from orchestrator.observe.runs import list_runs
@@ -219,6 +291,7 @@ def test_runs_cli_and_show(tmp_path):
 
 # ---- the offline W&B transaction-log reader --------------------------------------------------------
 
+
 def _leveldb_log(records, block=32 * 1024) -> bytes:
     """Records framed the way W&B writes `.wandb` files (LevelDB log, 7-byte W&B header)."""
     import zlib
@@ -231,7 +304,7 @@ def _leveldb_log(records, block=32 * 1024) -> bytes:
             if left < 7:
                 out += b"\0" * left
                 continue
-            chunk, data = data[: left - 7], data[left - 7:]
+            chunk, data = data[: left - 7], data[left - 7 :]
             kind = (1 if first else 4) if not data else (2 if first else 3)
             crc = zlib.crc32(chunk, zlib.crc32(bytes([kind]))) & 0xFFFFFFFF
             out += struct.pack("<IHB", crc, len(chunk), kind) + chunk

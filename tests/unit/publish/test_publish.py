@@ -37,6 +37,7 @@ def passed(run):
 
 # ---- a fake run folder and a fake Hub --------------------------------------------------------------
 
+
 def make_run(root: Path, publish: Optional[Dict[str, Any]] = None, **cfg_extra: Any) -> Path:
     """A finished run folder with small random 'weights' (same bytes for the same root name)."""
     rng = random.Random(root.name)
@@ -56,24 +57,39 @@ def make_run(root: Path, publish: Optional[Dict[str, Any]] = None, **cfg_extra: 
     cfg = {
         "model": {"name_or_path": "google-t5/t5-small"},
         "data": {"train": str(root / "train.jsonl"), "eval": str(root / "eval.jsonl")},
-        "search": {"metric": "eval_loss", "num_samples": 2,
-                   "space": {"training.learning_rate": {"type": "loguniform", "low": 1e-5, "high": 1e-3}}},
+        "search": {
+            "metric": "eval_loss",
+            "num_samples": 2,
+            "space": {"training.learning_rate": {"type": "loguniform", "low": 1e-5, "high": 1e-3}},
+        },
         "output": {"dir": str(root / "runs"), "experiment": "exp"},
         **cfg_extra,
     }
     if publish:
         cfg["publish"] = publish
     (run / "config.json").write_text(json.dumps(RunConfig.model_validate(cfg).to_json()))
-    (run / "results.json").write_text(json.dumps({
-        "experiment": "exp", "metric": "eval_loss", "mode": "min",
-        "best": {"trial_id": "t0", "params": {"training.learning_rate": 1e-4}, "step": 20, "checkpoint": "/x",
-                 "metrics": {"eval_loss": 0.5, "loss": 0.6, "hostname": "box", "node_ip": "10.0.0.1", "pid": 7}},
-        "params": {"trainable_params": 18432, "total_params": 216064, "trainable_pct": 8.53},
-        "data_fingerprints": {"train": "a" * 64, "eval": "b" * 64},
-        "versions": {"transformers": "5.23.0"},
-        "merge_check": dict(PASSED),
-        "started_at": "2026-01-02T03:04:05+00:00", "finished_at": "2026-01-02T03:14:05+00:00",
-    }))
+    (run / "results.json").write_text(
+        json.dumps(
+            {
+                "experiment": "exp",
+                "metric": "eval_loss",
+                "mode": "min",
+                "best": {
+                    "trial_id": "t0",
+                    "params": {"training.learning_rate": 1e-4},
+                    "step": 20,
+                    "checkpoint": "/x",
+                    "metrics": {"eval_loss": 0.5, "loss": 0.6, "hostname": "box", "node_ip": "10.0.0.1", "pid": 7},
+                },
+                "params": {"trainable_params": 18432, "total_params": 216064, "trainable_pct": 8.53},
+                "data_fingerprints": {"train": "a" * 64, "eval": "b" * 64},
+                "versions": {"transformers": "5.23.0"},
+                "merge_check": dict(PASSED),
+                "started_at": "2026-01-02T03:04:05+00:00",
+                "finished_at": "2026-01-02T03:14:05+00:00",
+            }
+        )
+    )
     return run
 
 
@@ -97,21 +113,38 @@ def _stub_merge_check(monkeypatch):
 
 # ---- URIs ------------------------------------------------------------------------------------------
 
-@pytest.mark.parametrize("uri, scheme, where", [
-    ("s3://models/summarizer", "s3", ("models", "summarizer")),
-    ("s3://models", "s3", ("models", "")),
-    ("s3://my.bucket-1/a/b/", "s3", ("my.bucket-1", "a/b")),
-    ("hf://my-org/t5-sum", "hf", ("my-org/t5-sum", None)),
-    ("hf://my-org/t5-sum@dev", "hf", ("my-org/t5-sum", "dev")),
-])
+
+@pytest.mark.parametrize(
+    "uri, scheme, where",
+    [
+        ("s3://models/summarizer", "s3", ("models", "summarizer")),
+        ("s3://models", "s3", ("models", "")),
+        ("s3://my.bucket-1/a/b/", "s3", ("my.bucket-1", "a/b")),
+        ("hf://my-org/t5-sum", "hf", ("my-org/t5-sum", None)),
+        ("hf://my-org/t5-sum@dev", "hf", ("my-org/t5-sum", "dev")),
+    ],
+)
 def test_destinations_that_parse(uri, scheme, where):
     d = parse_destination(uri)
     assert d.scheme == scheme
     assert ((d.bucket, d.prefix) if scheme == "s3" else (d.repo_id, d.revision)) == where
 
 
-@pytest.mark.parametrize("uri", ["s3:/bucket/x", "s3://", "s3://Bad_Bucket/x", "s3://b", "hf://onlyorg",
-                                 "hf://org/name/extra", "ftp://host/x", "models/summarizer", "", "s3://bkt/a/../b"])
+@pytest.mark.parametrize(
+    "uri",
+    [
+        "s3:/bucket/x",
+        "s3://",
+        "s3://Bad_Bucket/x",
+        "s3://b",
+        "hf://onlyorg",
+        "hf://org/name/extra",
+        "ftp://host/x",
+        "models/summarizer",
+        "",
+        "s3://bkt/a/../b",
+    ],
+)
 def test_malformed_destinations_are_user_errors(uri):
     with pytest.raises(UserError) as e:
         parse_destination(uri)
@@ -119,6 +152,7 @@ def test_malformed_destinations_are_user_errors(uri):
 
 
 # ---- the run folder, manifest, card, secrets ----------------------------------------------------------
+
 
 def test_run_folder_without_a_best_adapter_is_refused_with_every_problem(tmp_path):
     run = make_run(tmp_path)
@@ -173,8 +207,14 @@ def test_what_selects_the_parts(tmp_path):
 def test_no_secret_reaches_the_manifest_the_card_or_the_output(tmp_path, fake_hub, monkeypatch):
     monkeypatch.setenv("HF_TOKEN", SECRET)
     monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", SECRET + "aws")
-    run = make_run(tmp_path, output={"dir": str(tmp_path / "runs"), "experiment": "exp",
-                                     "endpoint_url": f"http://AKIDEXAMPLE:{SECRET}aws@minio:9000"})
+    run = make_run(
+        tmp_path,
+        output={
+            "dir": str(tmp_path / "runs"),
+            "experiment": "exp",
+            "endpoint_url": f"http://AKIDEXAMPLE:{SECRET}aws@minio:9000",
+        },
+    )
     lines: List[str] = []
     publish_run(run, "hf://org/exp", echo=lines.append)
     published = b"".join(fake_hub.commits[0]["files"].values()).decode("latin-1")
@@ -184,10 +224,25 @@ def test_no_secret_reaches_the_manifest_the_card_or_the_output(tmp_path, fake_hu
 
 
 def test_scrub_removes_secret_keys_user_info_and_env_values():
-    out = scrub({"hf_token": "abc", "aws_secret_access_key": "x", "max_new_tokens": 5, "n": [f"use {SECRET}"],
-                 "url": "https://u:p@host/x", "api_key": None}, secrets=[SECRET])
-    assert out == {"hf_token": "<redacted>", "aws_secret_access_key": "<redacted>", "max_new_tokens": 5,
-                   "n": ["use <redacted>"], "url": "https://host/x", "api_key": None}
+    out = scrub(
+        {
+            "hf_token": "abc",
+            "aws_secret_access_key": "x",
+            "max_new_tokens": 5,
+            "n": [f"use {SECRET}"],
+            "url": "https://u:p@host/x",
+            "api_key": None,
+        },
+        secrets=[SECRET],
+    )
+    assert out == {
+        "hf_token": "<redacted>",
+        "aws_secret_access_key": "<redacted>",
+        "max_new_tokens": 5,
+        "n": ["use <redacted>"],
+        "url": "https://host/x",
+        "api_key": None,
+    }
 
 
 def test_model_card_has_metrics_base_model_fingerprints_and_how_to_load(tmp_path, fake_hub):
@@ -203,6 +258,7 @@ def test_model_card_has_metrics_base_model_fingerprints_and_how_to_load(tmp_path
 
 # ---- the Hub at the HfApi boundary --------------------------------------------------------------------
 
+
 def test_hub_publish_is_one_commit_with_exactly_the_expected_files_and_the_dry_run_lists_them(tmp_path, fake_hub):
     run = make_run(tmp_path)
     dry = CliRunner().invoke(cli, ["publish", str(run), "--to", "hf://org/exp", "--dry-run"])
@@ -215,9 +271,16 @@ def test_hub_publish_is_one_commit_with_exactly_the_expected_files_and_the_dry_r
     assert [c[0] for c in fake_hub.calls] == ["create_repo", "create_commit", "create_tag"]
     assert fake_hub.calls[0][2] == {"private": True, "exist_ok": True}
     (commit,) = fake_hub.commits
-    expected = ["README.md", "adapter/adapter_config.json", "adapter/adapter_model.safetensors",
-                "adapter/tokenizer.json", "manifest.json", "merged/config.json", "merged/model.safetensors",
-                "merged/tokenizer.json"]
+    expected = [
+        "README.md",
+        "adapter/adapter_config.json",
+        "adapter/adapter_model.safetensors",
+        "adapter/tokenizer.json",
+        "manifest.json",
+        "merged/config.json",
+        "merged/model.safetensors",
+        "merged/tokenizer.json",
+    ]
     assert sorted(commit["files"]) == expected
     assert sorted(dry_paths) == expected
     assert [op.path_in_repo for op in commit["ops"]] == dry_paths  # same order, too
@@ -246,10 +309,12 @@ def test_hub_pull_round_trip_and_a_tampered_file_is_refused(tmp_path, fake_hub):
     pub = publish_run(run, "hf://org/exp")
     got = pull("hf://org/exp", tmp_path / "dl")
     assert got.version == pub.version
-    assert sorted(p.relative_to(tmp_path / "dl").as_posix() for p in (tmp_path / "dl").rglob("*") if p.is_file()) == \
-        sorted(f["path"] for f in pub.files)  # exactly the publication: no .cache left behind
-    assert (tmp_path / "dl" / "merged" / "model.safetensors").read_bytes() == \
-        (run / "best" / "merged" / "model.safetensors").read_bytes()
+    assert sorted(
+        p.relative_to(tmp_path / "dl").as_posix() for p in (tmp_path / "dl").rglob("*") if p.is_file()
+    ) == sorted(f["path"] for f in pub.files)  # exactly the publication: no .cache left behind
+    assert (tmp_path / "dl" / "merged" / "model.safetensors").read_bytes() == (
+        run / "best" / "merged" / "model.safetensors"
+    ).read_bytes()
     # By version (the tag) too.
     assert pull("hf://org/exp", tmp_path / "dl2", version=pub.version).version == pub.version
 
@@ -272,8 +337,13 @@ def test_hub_errors_are_user_errors_without_a_traceback(tmp_path, monkeypatch):
 def test_a_failed_merge_check_uploads_nothing(tmp_path, fake_hub, monkeypatch):
     import orchestrator.publish.push as pub
 
-    monkeypatch.setattr(pub, "verify_run_merge", lambda run: (_ for _ in ()).throw(
-        UserError("merge verification failed: the merged model differs from base + adapter by 0.7")))
+    monkeypatch.setattr(
+        pub,
+        "verify_run_merge",
+        lambda run: (_ for _ in ()).throw(
+            UserError("merge verification failed: the merged model differs from base + adapter by 0.7")
+        ),
+    )
     res = CliRunner().invoke(cli, ["publish", str(make_run(tmp_path)), "--to", "hf://org/exp"])
     assert res.exit_code == 2 and "merge verification failed" in res.output
     assert fake_hub.calls == []
@@ -295,8 +365,9 @@ def test_the_cli_takes_to_from_the_runs_publish_section(tmp_path, fake_hub):
 
 # ---- checksums and manifests read back ---------------------------------------------------------------
 
+
 def test_the_s3_checksum_we_expect_is_sha256_or_the_composite_of_the_parts(tmp_path):
-    from orchestrator.storage.s3 import s3_checksum
+    from orchestrator.storage.checksums import s3_checksum
 
     data = random.Random(1).randbytes(5 * 1024 * 1024 + 17)
     p = tmp_path / "f"
@@ -304,7 +375,7 @@ def test_the_s3_checksum_we_expect_is_sha256_or_the_composite_of_the_parts(tmp_p
     b64 = lambda d: base64.b64encode(d).decode()  # noqa: E731
     assert s3_checksum(p, len(data), part_size=len(data) + 1) == b64(hashlib.sha256(data).digest())
     part = 1024 * 1024 * 5
-    parts = [hashlib.sha256(data[i:i + part]).digest() for i in range(0, len(data), part)]
+    parts = [hashlib.sha256(data[i : i + part]).digest() for i in range(0, len(data), part)]
     assert len(parts) == 2
     assert s3_checksum(p, len(data), part_size=part) == b64(hashlib.sha256(b"".join(parts)).digest())
 
@@ -326,6 +397,7 @@ def test_pull_refuses_a_non_empty_destination(tmp_path):
 
 
 # ---- the CLI and the import boundary ---------------------------------------------------------------
+
 
 def test_publish_and_pull_are_commands():
     res = CliRunner().invoke(cli, ["--help"])

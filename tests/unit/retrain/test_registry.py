@@ -47,10 +47,18 @@ def publish_fake(root, endpoint, version):
 def promote(reg, root, endpoint, version, score, params=None):
     loc = publish_fake(root, endpoint, version)
     reg.set_champion("summarizer", version=version, location=loc, metric="eval_loss", score=score, hparams=params or {})
-    return reg.record_run("summarizer", {
-        "kind": "retrain", "decision": "promoted", "version": version, "location": loc, "metric": "eval_loss",
-        "data_fingerprint": f"fp-{version}", "challenger": {"score": score, "hparams": params or {}},
-    })
+    return reg.record_run(
+        "summarizer",
+        {
+            "kind": "retrain",
+            "decision": "promoted",
+            "version": version,
+            "location": loc,
+            "metric": "eval_loss",
+            "data_fingerprint": f"fp-{version}",
+            "challenger": {"score": score, "hparams": params or {}},
+        },
+    )
 
 
 def test_storage_roundtrip_and_atomic_local_write(root):

@@ -29,12 +29,16 @@ def config(tmp_path: Path) -> Path:
     (tmp_path / "train.jsonl").write_text('{"input": "a b", "output": "a"}\n')
     (tmp_path / "test.jsonl").write_text('{"input": "c d", "output": "c"}\n')
     p = tmp_path / "summarize.yaml"
-    p.write_text(yaml.safe_dump({
-        "model": {"name_or_path": "t5-small"},
-        "data": {"train": "train.jsonl", "test": "test.jsonl"},
-        "publish": {"to": "s3://models-bucket/summarizer"},
-        "retrain": {"name": "summarizer", "registry": str(tmp_path / "registry")},
-    }))
+    p.write_text(
+        yaml.safe_dump(
+            {
+                "model": {"name_or_path": "t5-small"},
+                "data": {"train": "train.jsonl", "test": "test.jsonl"},
+                "publish": {"to": "s3://models-bucket/summarizer"},
+                "retrain": {"name": "summarizer", "registry": str(tmp_path / "registry")},
+            }
+        )
+    )
     return p
 
 
@@ -48,6 +52,7 @@ def invoke(*args: str):
 
 
 # ---- cron ---------------------------------------------------------------------------------------
+
 
 def test_cron_reads_weekdays_like_cron_not_like_apscheduler3():
     # 2025-01-05 is a Sunday. Cron's 1 is Monday; APScheduler 3's from_crontab would read Tuesday.
@@ -84,6 +89,7 @@ def test_valid_cron(expr):
 
 # ---- the store through the CLI ----------------------------------------------------------------------
 
+
 def test_add_list_remove_persist_in_the_sqlite_store(config, store):
     r = invoke("schedule", "add", "nightly", "--cron", "0 3 * * 1", str(config), "--store", store)
     assert r.exit_code == 0, r.output
@@ -113,8 +119,14 @@ def test_env_home_sets_the_default_store(config, tmp_path, monkeypatch):
 @pytest.mark.parametrize(
     "args, message",
     [
-        (["schedule", "add", "n", "--cron", "61 3 * * *", "{config}"], "--cron '61 3 * * *': not a valid cron expression"),
-        (["schedule", "add", "n", "--cron", "0 3 * * 1", "{config}", "--timezone", "Mars/Base"], "not a known time zone"),
+        (
+            ["schedule", "add", "n", "--cron", "61 3 * * *", "{config}"],
+            "--cron '61 3 * * *': not a valid cron expression",
+        ),
+        (
+            ["schedule", "add", "n", "--cron", "0 3 * * 1", "{config}", "--timezone", "Mars/Base"],
+            "not a known time zone",
+        ),
         (["schedule", "add", "bad name", "--cron", "0 3 * * 1", "{config}"], "schedule name 'bad name'"),
         (["schedule", "remove", "nightlee"], "no schedule named 'nightlee'"),
         (["schedule", "export", "nightlee", "--format", "k8s"], "no schedule named 'nightlee'"),
@@ -138,9 +150,20 @@ def test_adding_a_config_without_eval_set_exits_2(config, store, tmp_path):
 
 # ---- exports ----------------------------------------------------------------------------------------
 
+
 def test_export_crontab_line_parses(config, store):
-    invoke("schedule", "add", "nightly", "--cron", "0 3 * * 1", str(config), "--store", store,
-           "--address", "http://head:8265")
+    invoke(
+        "schedule",
+        "add",
+        "nightly",
+        "--cron",
+        "0 3 * * 1",
+        str(config),
+        "--store",
+        store,
+        "--address",
+        "http://head:8265",
+    )
     out = invoke("schedule", "export", "nightly", "--format", "crontab", "--store", store).output
     lines = [ln for ln in out.splitlines() if ln and not ln.startswith("#")]
     assert len(lines) == 1
@@ -153,8 +176,20 @@ def test_export_crontab_line_parses(config, store):
 
 
 def test_export_k8s_is_a_cronjob_with_the_same_command(config, store):
-    invoke("schedule", "add", "nightly", "--cron", "0 3 * * 1", str(config), "--store", store,
-           "--address", "http://head:8265", "--misfire-grace", "600")
+    invoke(
+        "schedule",
+        "add",
+        "nightly",
+        "--cron",
+        "0 3 * * 1",
+        str(config),
+        "--store",
+        store,
+        "--address",
+        "http://head:8265",
+        "--misfire-grace",
+        "600",
+    )
     out = invoke("schedule", "export", "nightly", "--format", "k8s", "--image", "reg/qlora:1", "--store", store).output
     doc = yaml.safe_load(out)
     assert doc["apiVersion"] == "batch/v1" and doc["kind"] == "CronJob"
@@ -165,7 +200,11 @@ def test_export_k8s_is_a_cronjob_with_the_same_command(config, store):
     c = pod["containers"][0]
     assert c["image"] == "reg/qlora:1"
     assert c["command"] + c["args"] == [
-        "qlora-launch", "retrain", "/etc/qlora-launch/summarize.yaml", "--address", "http://head:8265"
+        "qlora-launch",
+        "retrain",
+        "/etc/qlora-launch/summarize.yaml",
+        "--address",
+        "http://head:8265",
     ]
     assert pod["restartPolicy"] == "Never"
     assert pod["volumes"][0]["configMap"]["name"] == doc["metadata"]["name"]

@@ -1,0 +1,72 @@
+"""Before a publication uploads anything: the merge is checked again on the files about to ship (merged
+model vs base + adapter on eval inputs), so a merged model changed or broken since `tune` never ships."""
+
+from __future__ import annotations
+
+from typing import Any, Dict, List, Tuple
+
+from orchestrator.core.errors import UserError
+from orchestrator.publish.manifest import RunRecord, utc_now
+
+
+def eval_examples(run: RunRecord) -> Tuple[List[str], List[str], str]:
+    """(inputs, targets, where from): the first merge.verify_samples eval examples of the run's data.
+
+    Falls back to best/samples.json (the eval inputs the merge was checked on) when the data is gone.
+    """
+    cfg = run.cfg
+    n = cfg.merge.verify_samples
+    try:
+        from jobs.data import load_splits
+
+        ev = load_splits(cfg.data)["eval"]
+        k = min(n, len(ev))
+        return (
+            [str(x) for x in ev[cfg.data.input_column][:k]],
+            [str(x) for x in ev[cfg.data.target_column][:k]],
+            "eval data",
+        )
+    except Exception as e:  # missing files, unreadable data: use what the run recorded
+        reason = f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"
+    samples = run.dir.samples_path
+    try:
+        rows = run.dir.samples()[:n]
+        if rows:
+            return [str(r["input"]) for r in rows], [str(r["reference"]) for r in rows], "best/samples.json"
+    except (OSError, ValueError, KeyError, TypeError):
+        pass
+    raise UserError(
+        f"cannot re-verify the merge: the eval data is not readable ({reason}) and {samples} has no samples; "
+        "make data.eval (or data.train) of the run's config.json readable here."
+    )
+
+
+def verify_run_merge(run: RunRecord) -> Dict[str, Any]:
+    """Run jobs.merge.verify_merge on the run's best adapter and merged model (imports torch lazily).
+
+    Raises:
+        UserError: the base model cannot be loaded here, or the merged model is not base + adapter.
+    """
+    try:
+        from jobs.merge import verify_merge
+    except ImportError as e:
+        raise UserError(f"re-verifying the merge needs torch, transformers and peft here ({e}).") from None
+    inputs, targets, source = eval_examples(run)
+    cfg = run.cfg
+    try:
+        check = verify_merge(cfg, run.part_dir("adapter"), run.part_dir("merged"), inputs, targets)
+    except (OSError, ValueError, RuntimeError, KeyError) as e:
+        raise UserError(
+            f"cannot re-verify the merge of {run.run_dir}: {type(e).__name__}: "
+            f"{str(e).splitlines()[0] if str(e) else ''}. "
+            f"The base model ({cfg.model.name_or_path}) must be loadable here."
+        ) from None
+    check = {**check, "inputs_from": source, "checked_at": utc_now()}
+    if not check.get("passed"):
+        raise UserError(
+            f"merge verification failed: the merged model differs from base + adapter by "
+            f"{check.get('max_abs_logit_diff'):.4g} (tolerance {check.get('tolerance')}) on {check.get('num_inputs')} "
+            f"eval inputs; nothing was uploaded. Re-merge (re-run tune, or set merge.dtype: float32) or publish "
+            "--what adapter from a run folder without best/merged."
+        )
+    return check
