@@ -223,7 +223,13 @@ def launcher_env(monkeypatch, tmp_path, ray_cluster_2nodes_token):
     monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", str(tmp_path / "none"))
     monkeypatch.setenv("AWS_CONFIG_FILE", str(tmp_path / "none"))
     monkeypatch.setenv("AWS_EC2_METADATA_DISABLED", "true")
-    return ray_cluster_2nodes_token
+    # Ray's client caches the token it read first in this process (e.g. the in-process cluster of an earlier
+    # test, from the real ~/.ray/auth_token): forget it, so this launcher sees only the environment above.
+    from ray._raylet import AuthenticationTokenLoader
+
+    AuthenticationTokenLoader.instance().reset_cache()
+    yield ray_cluster_2nodes_token
+    AuthenticationTokenLoader.instance().reset_cache()
 
 
 def qlora(*args: str):
