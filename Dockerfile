@@ -1,5 +1,6 @@
 # The image every node of cluster.yaml runs: the official Ray GPU image for the pinned Ray and Python
-# (ray==2.60.0 in requirements.lock, resolved on Python 3.11), this project and its pinned dependencies.
+# (ray==2.60.0 in requirements.lock, resolved on Python 3.11), this project and its pinned runtime
+# dependencies (requirements.lock only: the test and lint tools of requirements-dev.lock stay out).
 #
 #   docker build -t <registry>/qlora-launch:0.1.0 .
 #   docker push <registry>/qlora-launch:0.1.0          # then set docker.image in cluster.yaml

@@ -8,10 +8,11 @@ STAMP := $(VENV)/.installed
 
 venv: $(STAMP)
 
-$(STAMP): requirements.lock pyproject.toml
+# requirements-dev.lock: the runtime lock (requirements.lock, what the image installs) plus test/lint tools.
+$(STAMP): requirements.lock requirements-dev.lock pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -r requirements.lock
+	$(PY) -m pip install --quiet -r requirements-dev.lock
 	$(PY) -m pip install --quiet --no-deps -e .
 	touch $(STAMP)
 
@@ -33,10 +34,12 @@ lint: venv
 	$(VENV)/bin/ruff format --check .
 	$(VENV)/bin/mypy
 
-# Re-resolve the pins from requirements.in (needs network).
+# Re-resolve the pins from requirements.in and requirements-dev.in (needs network), then write
+# requirements.lock (runtime closure) and requirements-dev.lock (everything) from what is installed.
 lock:
-	$(PY) -m pip install -r requirements.in
-	$(PY) -m pip freeze --exclude-editable | sed 's/^torch==\(.*\)+cpu/torch==\1/' > requirements.lock
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -r requirements-dev.in
+	$(PY) scripts/lock.py
 
 clean:
 	rm -rf runs models wandb mlruns
