@@ -2,12 +2,20 @@
 
 S3 layout under `s3://bucket/prefix`: `<prefix>/<version>/...` (the files of one version, its
 `manifest.json` last) and `<prefix>/latest.json`, the pointer to the newest complete version.
+
+`latest.json` is moved by compare-and-swap (`LatestPointer`): a publication reads it, with its ETag,
+before uploading anything, and replaces it with one conditional PUT (`If-Match`, or `If-None-Match: *`
+when there was none). When two publications to one prefix overlap, the first to move the pointer wins;
+the other stops with a UserError naming the version now in latest.json and leaves the pointer as the
+winner set it (its own version files stay complete under `<prefix>/<version>/`; re-running it moves
+the pointer). There is no last-writer-wins: an update is applied or refused, never lost silently.
 """
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
-from typing import Optional
+from typing import Any, Dict, Optional
 
 from orchestrator.core.errors import UserError
 
@@ -53,3 +61,82 @@ def parse_destination(uri: str) -> Destination:
         repo_id, rev = parse_hf(uri)
         return Destination(uri, "hf", repo_id=repo_id, revision=rev)
     raise UserError(f"'{uri}' is not a place to publish to; use s3://bucket/prefix or hf://org/name.")
+
+
+class LatestPointer:
+    """`<prefix>/latest.json` of an S3 destination, moved only if nobody moved it since `read()`.
+
+    Args:
+        dest: an s3:// Destination.
+        endpoint_url, client: the S3 endpoint and the boto3 client to use.
+    """
+
+    def __init__(self, dest: Destination, endpoint_url: Optional[str] = None, client: Any = None):
+        from orchestrator.storage.kv import S3Storage
+
+        self.store = S3Storage(f"s3://{dest.bucket}/{dest.prefix}", endpoint_url, client=client)
+        self.url = f"s3://{dest.bucket}/{dest.key(LATEST)}"
+        self.token: Optional[str] = None
+
+    def _get(self) -> "tuple[Optional[bytes], Optional[str]]":
+        from orchestrator.storage.kv import NotFound
+
+        try:
+            return self.store.read_with_token(LATEST)
+        except NotFound:
+            return None, None
+
+    def read(self) -> Optional[Dict[str, Any]]:
+        """The pointer now (None: none yet, or not a pointer); `move` is conditional on this version of it."""
+        raw, self.token = self._get()
+        return _parse_pointer(raw)
+
+    def move(self, pointer: Dict[str, Any], version_uri: str) -> bool:
+        """Point latest.json at `pointer` if it still holds what `read()` saw (one conditional PUT).
+
+        Returns:
+            True when this call moved it; False when a concurrent publication of the same version
+            already had (nothing to do).
+
+        Raises:
+            UserError: someone else moved it in between; it was not changed by this call.
+        """
+        from orchestrator.storage.kv import Conflict
+
+        data = (json.dumps(pointer, indent=2) + "\n").encode("utf-8")
+        try:
+            self.token = self.store.write_bytes_if(LATEST, data, self.token)
+            return True
+        except Conflict:
+            raw, self.token = self._get()
+        now = _parse_pointer(raw) or {}
+        if raw is not None and now.get("version") == pointer["version"]:
+            if now.get("manifest_sha256") == pointer.get("manifest_sha256"):
+                return False
+        ours = f"Version '{pointer['version']}' is complete at {version_uri}/ (manifest.json included), but"
+        if raw is None:
+            moved = f"{self.url} was deleted by someone else while this publication ran."
+        elif not now:
+            moved = f"{self.url} was replaced while this publication ran, by something that is not a pointer."
+        else:
+            labels = {"experiment": "experiment ", "what": "", "published_at": "published "}
+            who = ", ".join(f"{label}{now[k]}" for k, label in labels.items() if now.get(k))
+            moved = (
+                f"{self.url} was moved by another publication while this one ran: it now points at version "
+                f"'{now.get('version')}'{f' ({who})' if who else ''}."
+            )
+        raise UserError(
+            f"{moved} {ours} {LATEST} was not changed. To make '{pointer['version']}' the latest, run the same "
+            "`qlora-launch publish` again (its files are skipped; only the pointer moves); otherwise nothing "
+            "needs doing."
+        )
+
+
+def _parse_pointer(raw: Optional[bytes]) -> Optional[Dict[str, Any]]:
+    if raw is None:
+        return None
+    try:
+        obj = json.loads(raw.decode("utf-8"))
+    except (UnicodeDecodeError, ValueError):
+        return None
+    return obj if isinstance(obj, dict) else None

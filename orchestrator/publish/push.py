@@ -12,6 +12,10 @@ S3 layout under `s3://bucket/prefix`:
     <prefix>/<version>/manifest.json    written after every file is uploaded and verified
     <prefix>/latest.json                the pointer, written last: readers never see a partial version
 
+latest.json is read (with its ETag) before anything is uploaded and moved with one conditional PUT at
+the end: if another publication moved it in between, this one stops with a UserError and leaves it
+alone (see orchestrator.publish.destination.LatestPointer).
+
 The default version name is derived from the run's end time and the content, so re-running a failed
 publication resumes it: files already stored with the right checksum are skipped. A complete version
 is never overwritten with different content.
@@ -31,7 +35,7 @@ from typing import Any, Callable, Dict, List, Optional
 from orchestrator.core.errors import UserError
 from orchestrator.publish import hub
 from orchestrator.publish.card import model_card
-from orchestrator.publish.destination import LATEST, Destination, parse_destination
+from orchestrator.publish.destination import LATEST, Destination, LatestPointer, parse_destination
 from orchestrator.publish.manifest import (
     CARD,
     MANIFEST,
@@ -278,6 +282,8 @@ def _publish_s3(
         elif kind == "skip":
             echo(f"  skipped   {key[offset:]}  (already there with the right checksum)")
 
+    latest = LatestPointer(dest, bucket.endpoint_url, client=bucket.client)
+    latest.read()  # the pointer moves at the end only if nobody else moved it meanwhile
     manifest_key = dest.key(pub.version, MANIFEST)
     existing = bucket.get(manifest_key)
     if existing is not None:
@@ -307,7 +313,8 @@ def _publish_s3(
         "metric": pub.manifest.get("metric"),
         "published_at": utc_now(),
     }
-    bucket.put(dest.key(LATEST), (json.dumps(pointer, indent=2) + "\n").encode("utf-8"))
+    if not latest.move(pointer, pub.location):
+        echo(f"  {pub.latest} already pointed at {pub.version} (a concurrent publication of the same version)")
     echo(
         f"Published version {pub.version} to {pub.location} ({len(pub.uploaded)} uploaded, {len(pub.skipped)} "
         f"skipped, every checksum verified); {pub.latest} -> {pub.version}."

@@ -8,6 +8,13 @@ prefix, so it sits beside the published versions):
 
 Every write is a single atomic object write (see orchestrator.storage.kv). S3 has no append, so the
 history is one object per record under keys that sort by time; reading it lists the prefix.
+
+champion.json moves by compare-and-swap: `set_champion` writes only if the pointer still holds the
+version this Registry read when it decided (`get_champion`, at the start of a retrain or a rollback),
+with one conditional PUT on S3 (`If-Match` on the ETag, `If-None-Match: *` for the first champion) or
+under an exclusive lock in a local folder. When two promotions (or a promotion and a rollback) overlap,
+the first to move the pointer wins; the other gets a UserError naming the champion now there and
+changes nothing.
 """
 
 from __future__ import annotations
@@ -19,7 +26,7 @@ from typing import Any, Callable, Dict, List, Optional, Tuple
 
 from orchestrator.core.errors import UserError, did_you_mean
 from orchestrator.core.s3_uri import is_s3
-from orchestrator.storage.kv import NotFound, Storage, open_storage
+from orchestrator.storage.kv import Conflict, NotFound, Storage, open_storage
 
 NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
 PROMOTED = "promoted"
@@ -28,6 +35,7 @@ FAILED = "failed"
 ROLLBACK = "rollback"
 # Decisions after which the data counts as consumed: the same data is not retrained on again.
 SUCCESSFUL = (PROMOTED, KEPT)
+LAST_READ: Any = object()  # set_champion's default: conditional on what get_champion last returned
 
 
 def utcnow() -> datetime:
@@ -53,6 +61,7 @@ class Registry:
         self.storage = storage
         self.endpoint_url = endpoint_url
         self.clock = clock
+        self._tokens: Dict[str, Optional[str]] = {}  # name -> version token of the champion last read
 
     @classmethod
     def open(cls, uri: str, endpoint_url: Optional[str] = None, clock: Callable[[], datetime] = utcnow) -> "Registry":
@@ -117,10 +126,8 @@ class Registry:
         Raises:
             UserError: the pointer names a version whose files are gone (when `verify`).
         """
-        check_name(name)
-        try:
-            champ = self.storage.read_json(f"{name}/champion.json")
-        except NotFound:
+        champ, self._tokens[name] = self.storage.read_json_with_token(f"{check_name(name)}/champion.json")
+        if champ is None:
             return None
         if verify and not self.location_exists(champ.get("location", "")):
             raise UserError(
@@ -139,10 +146,25 @@ class Registry:
         metric: Optional[str] = None,
         score: Optional[float] = None,
         hparams: Optional[Dict[str, Any]] = None,
+        expected: Any = LAST_READ,
         **extra: Any,
     ) -> Dict[str, Any]:
-        """Point the champion of `name` at a published version (one atomic object write)."""
-        check_name(name)
+        """Point the champion of `name` at a published version (one atomic, conditional object write).
+
+        Args:
+            expected: the version token of the champion the caller decided on (None: there was none).
+                By default, the one this Registry's last `get_champion(name)` saw (or, if it never read
+                it, the one there now).
+
+        Raises:
+            UserError: the champion moved since that read (another promotion or rollback won); the
+                pointer is left as the other writer set it.
+        """
+        key = f"{check_name(name)}/champion.json"
+        if expected is LAST_READ:
+            if name not in self._tokens:
+                self.get_champion(name, verify=False)
+            expected = self._tokens[name]
         pointer = {
             "name": name,
             "version": version,
@@ -153,8 +175,30 @@ class Registry:
             "since": self.clock().isoformat(),
             **extra,
         }
-        self.storage.write_json(f"{name}/champion.json", pointer)
+        try:
+            self._tokens[name] = self.storage.write_json_if(key, pointer, expected)
+        except Conflict:
+            self._tokens.pop(name, None)
+            raise UserError(self._moved(name, version, location)) from None
         return pointer
+
+    def _moved(self, name: str, version: str, location: str) -> str:
+        """The message for a champion write that lost a race."""
+        try:
+            now, _ = self.storage.read_json_with_token(f"{name}/champion.json")
+        except UserError:
+            now = {"version": "(unreadable)"}
+        if now is None:
+            there = "was removed by someone else"
+        else:
+            by = ", ".join(f"{k.replace('_', ' ')} {now[k]}" for k in ("since", "job_id") if now.get(k))
+            there = f"was moved by someone else to version '{now.get('version')}'{f' ({by})' if by else ''}"
+        return (
+            f"the champion of '{name}' ({self.storage.url(f'{name}/champion.json')}) {there} after this "
+            f"command read it: version '{version}' ({location}) did not become champion and the pointer was "
+            f"left as is. See `qlora-launch champion {name}` and `qlora-launch history {name}`, then re-run "
+            "if it should still move."
+        )
 
     def champions_in_order(self, name: str) -> List[Dict[str, Any]]:
         """Every version ever promoted, in order of first promotion, with what its pointer held."""
@@ -172,7 +216,7 @@ class Registry:
         Raises:
             UserError: nothing to roll back to, an unknown version, or its files are gone.
         """
-        current = self.get_champion(name, verify=False)
+        current = self.get_champion(name, verify=False)  # the pointer moves only from this one
         promoted = self.champions_in_order(name)
         versions = [r["version"] for r in promoted]
         if to_version is None:

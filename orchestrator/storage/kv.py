@@ -4,15 +4,24 @@ Writes are atomic per object: a local write goes to a temporary file in the same
 into place with `os.replace`; an S3 PUT is atomic per object. Readers therefore see an old object or
 the new one, never half of one. There is no append: callers that keep a log write one object per
 record under sortable keys.
+
+Pointers (a registry's `champion.json`, a publication's `latest.json`) are moved with a compare-and-swap
+write: `read_with_token` returns an object with its version token (S3: the ETag; a local folder: the
+sha256 of the bytes), and `write_bytes_if(key, data, expected)` writes only while the key still holds
+that version (`expected=None`: only while it does not exist), else raises `Conflict` and writes
+nothing. On S3 that is one PUT with `If-Match`/`If-None-Match: *`, decided by the server; in a local
+folder an exclusive `flock` on `.lock-<name>` beside the key makes compare-then-replace one step for
+every writer that uses it.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import tempfile
 from pathlib import Path
-from typing import Any, Iterator, List, Optional
+from typing import Any, Iterator, List, Optional, Tuple
 
 from orchestrator.core.errors import UserError
 from orchestrator.core.s3_uri import is_s3, join, parse_s3
@@ -20,6 +29,28 @@ from orchestrator.core.s3_uri import is_s3, join, parse_s3
 
 class NotFound(LookupError):
     """The key does not exist in the storage."""
+
+
+class Conflict(Exception):
+    """A conditional write was refused: the key no longer holds the version the caller read.
+
+    Attributes:
+        url: the object.
+        expected: the token the caller read (None: it expected no object).
+        current: the token there now (None: there is no object now, or it is unknown).
+    """
+
+    def __init__(self, url: str, expected: Optional[str], current: Optional[str] = None):
+        self.url, self.expected, self.current = url, expected, current
+        was = f"version {expected}" if expected else "no object"
+        super().__init__(f"{url} changed: expected {was}, found {current or 'something else'}")
+
+
+LOCK_PREFIX = ".lock-"  # local compare-and-swap lock files beside their keys (never listed)
+
+
+def _digest(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
 
 
 class Storage:
@@ -51,16 +82,54 @@ class Storage:
     def delete(self, key: str) -> None:
         raise NotImplementedError
 
+    # ---- compare-and-swap --------------------------------------------------------------------
+    def read_with_token(self, key: str) -> Tuple[bytes, str]:
+        """The object's bytes and its version token, for a later `write_bytes_if`.
+
+        Raises:
+            NotFound: no such key.
+        """
+        raise NotImplementedError
+
+    def write_bytes_if(self, key: str, data: bytes, expected: Optional[str]) -> str:
+        """Write `data` only if `key` still holds version `expected` (None: only if the key does not
+        exist); atomic like `write_bytes`. Returns the new token. A key that already holds exactly
+        `data` counts as written (so a retried write that had landed is not a conflict).
+
+        Raises:
+            Conflict: the key holds another version (or exists / is gone against `expected`); nothing
+                was written.
+        """
+        raise NotImplementedError
+
     # ---- helpers on top of bytes -------------------------------------------------------------
-    def read_json(self, key: str) -> Any:
-        raw = self.read_bytes(key)
+    def _decode_json(self, key: str, raw: bytes) -> Any:
         try:
             return json.loads(raw.decode("utf-8"))
         except (UnicodeDecodeError, json.JSONDecodeError) as e:
             raise UserError(f"{self.url(key)} is not valid JSON ({e}); fix or remove it.") from None
 
+    def read_json(self, key: str) -> Any:
+        return self._decode_json(key, self.read_bytes(key))
+
+    def read_json_with_token(self, key: str) -> Tuple[Any, Optional[str]]:
+        """(object, token), or (None, None) when the key does not exist: pass the token to `write_json_if`."""
+        try:
+            raw, token = self.read_with_token(key)
+        except NotFound:
+            return None, None
+        return self._decode_json(key, raw), token
+
+    @staticmethod
+    def json_bytes(obj: Any) -> bytes:
+        return (json.dumps(obj, indent=2, sort_keys=True) + "\n").encode("utf-8")
+
     def write_json(self, key: str, obj: Any) -> None:
-        self.write_bytes(key, (json.dumps(obj, indent=2, sort_keys=True) + "\n").encode("utf-8"))
+        self.write_bytes(key, self.json_bytes(obj))
+
+    def write_json_if(self, key: str, obj: Any, expected: Optional[str]) -> str:
+        """`write_bytes_if` of the JSON of `obj`."""
+        return self.write_bytes_if(key, self.json_bytes(obj), expected)
 
     def url(self, key: str = "") -> str:
         return join(self.uri, key)
@@ -105,6 +174,37 @@ class LocalStorage(Storage):
                 pass
             raise
 
+    def read_with_token(self, key: str) -> Tuple[bytes, str]:
+        data = self.read_bytes(key)
+        return data, _digest(data)
+
+    def write_bytes_if(self, key: str, data: bytes, expected: Optional[str]) -> str:
+        import fcntl
+
+        path = self._path(key)
+        lock = path.parent / f"{LOCK_PREFIX}{path.name}"
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            fd = os.open(lock, os.O_RDWR | os.O_CREAT, 0o644)
+        except OSError as e:
+            raise UserError(
+                f"cannot write under {path.parent}: {e.strerror}; check the path and permissions."
+            ) from None
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)  # per open file: excludes other processes and threads alike
+            try:
+                current: Optional[str] = _digest(path.read_bytes())
+            except FileNotFoundError:
+                current = None
+            new = _digest(data)
+            if current != expected and current != new:  # holding exactly `data` already counts as done
+                raise Conflict(self.url(key), expected, current)
+            if current != new:
+                self.write_bytes(key, data)
+            return new
+        finally:
+            os.close(fd)  # releases the lock
+
     def exists(self, key: str) -> bool:
         return self._path(key).is_file()
 
@@ -114,7 +214,7 @@ class LocalStorage(Storage):
         for dirpath, dirnames, filenames in os.walk(base):
             dirnames.sort()
             for fn in filenames:
-                if not fn.startswith(".tmp-"):
+                if not fn.startswith((".tmp-", LOCK_PREFIX)):
                     yield Path(dirpath) / fn
 
     def list(self, prefix: str = "") -> List[str]:
@@ -180,6 +280,46 @@ class S3Storage(Storage):
 
     def write_bytes(self, key: str, data: bytes) -> None:
         self._call(self.url(key), self.client.put_object, Bucket=self.bucket, Key=self._key(key), Body=data)
+
+    def read_with_token(self, key: str) -> Tuple[bytes, str]:
+        resp = self._call(self.url(key), self.client.get_object, Bucket=self.bucket, Key=self._key(key))
+        return resp["Body"].read(), resp["ETag"]
+
+    def write_bytes_if(self, key: str, data: bytes, expected: Optional[str]) -> str:
+        """One PUT with `If-Match: <etag>` (or `If-None-Match: *`); the server refuses it with 412
+        PreconditionFailed, 409 ConditionalRequestConflict (a concurrent conditional write) or, for
+        If-Match on a deleted key, 404 NoSuchKey."""
+        from botocore.exceptions import ClientError
+
+        from orchestrator.storage.checksums import bytes_checksum
+        from orchestrator.storage.s3 import s3_errors
+
+        cond = {"IfNoneMatch": "*"} if expected is None else {"IfMatch": expected}
+        with s3_errors(self.url(key), self.bucket, self.endpoint_url):
+            try:
+                resp = self.client.put_object(
+                    Bucket=self.bucket,
+                    Key=self._key(key),
+                    Body=data,
+                    ContentType="application/json" if key.endswith(".json") else "binary/octet-stream",
+                    ChecksumSHA256=bytes_checksum(data),
+                    **cond,
+                )
+                return resp["ETag"]
+            except ClientError as e:
+                code = e.response.get("Error", {}).get("Code", "")
+                status = e.response.get("ResponseMetadata", {}).get("HTTPStatusCode")
+                if code not in ("PreconditionFailed", "ConditionalRequestConflict", "NoSuchKey") and status != 412:
+                    raise
+        # Refused. A PUT retried after its first response was lost is refused by its own write: then
+        # the object holds exactly our bytes, and the write did happen.
+        try:
+            now, token = self.read_with_token(key)
+        except NotFound:
+            raise Conflict(self.url(key), expected, None) from None
+        if now == data:
+            return token
+        raise Conflict(self.url(key), expected, token)
 
     def exists(self, key: str) -> bool:
         try:
