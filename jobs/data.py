@@ -12,36 +12,89 @@ from typing import Any, Dict, Optional, Tuple
 
 from orchestrator.core.config import RunConfig
 from orchestrator.core.config_sections import DataConfig
+from orchestrator.core.s3_uri import parse_hub
 
 IGNORE_INDEX = -100
 
 
-def load_source(source: str):
-    """A `datasets.Dataset` from a JSONL/CSV/Parquet file, a save_to_disk folder, or `hub:NAME[:split]`."""
+def load_source(source: str, endpoint_url: Optional[str] = None):
+    """A `datasets.Dataset` from a JSONL/CSV/Parquet file (local or s3://bucket/key), a save_to_disk folder,
+    or `hub:NAME[:config][@revision]` (its train split)."""
     import datasets
 
     if source.startswith("hub:"):
-        name, _, split = source[4:].partition(":")
-        return datasets.load_dataset(name, split=split or "train")
+        name, config, revision = parse_hub(source)
+        return datasets.load_dataset(name, config, revision=revision, split="train")
+    if source.startswith("s3://"):
+        return _load_s3(source, endpoint_url)
     p = Path(source)
     if p.is_dir():
         ds = datasets.load_from_disk(str(p))
         return ds["train"] if isinstance(ds, datasets.DatasetDict) else ds
-    suffix = p.suffix.lower()
-    kind = {".jsonl": "json", ".json": "json", ".csv": "csv", ".parquet": "parquet"}[suffix]
+    return _load_file(p)
+
+
+def _load_file(p: Path):
+    import datasets
+
+    kind = {".jsonl": "json", ".json": "json", ".csv": "csv", ".parquet": "parquet"}[p.suffix.lower()]
     return datasets.load_dataset(kind, data_files=str(p), split="train")
 
 
-def load_splits(data: DataConfig) -> Dict[str, "object"]:
+def _load_s3(uri: str, endpoint_url: Optional[str]):
+    """An s3:// file read through pyarrow's S3 filesystem (the default AWS credential chain), then loaded
+    as a local file would be; the copy lives only while it is read into memory."""
+    import tempfile
+
+    import datasets
+    import pyarrow.fs
+
+    from orchestrator.core.ray_storage import s3_filesystem
+    from orchestrator.core.s3_uri import parse_s3
+
+    bucket, key = parse_s3(uri)
+    fs = s3_filesystem(bucket, endpoint_url)
+    with tempfile.TemporaryDirectory(prefix="qlora-data-") as tmp:
+        local = Path(tmp) / Path(key).name
+        pyarrow.fs.copy_files(f"{bucket}/{key}", str(local), source_filesystem=fs)
+        ds = _load_file(local)
+        return datasets.Dataset(table_of(ds))  # in memory: the temporary file goes away
+
+
+def table_of(ds) -> Any:
+    """The rows of a `datasets.Dataset` as one in-memory-serializable pyarrow Table.
+
+    A Dataset that `load_dataset`/`.map` built is memory-mapped from Arrow files in this node's cache,
+    and pickles as the path of those files: on another node that path does not exist. A pyarrow Table
+    pickles (and goes through Ray's object store) by value.
+    """
+    if ds._indices is not None:  # a split or a select: take the rows it points at
+        ds = ds.flatten_indices(keep_in_memory=True)
+    return ds.data.table
+
+
+def dataset_of(table) -> Any:
+    """A `datasets.Dataset` over a pyarrow Table received by value (no cache file behind it)."""
+    import datasets
+
+    return datasets.Dataset(table)
+
+
+def trial_data(data: Dict[str, Any]) -> Dict[str, Any]:
+    """What each trial receives: the tokenized train and eval splits as pyarrow Tables (by value)."""
+    return {"train": table_of(data["train"]), "eval": table_of(data["eval"])}
+
+
+def load_splits(data: DataConfig, endpoint_url: Optional[str] = None) -> Dict[str, "object"]:
     """{'train', 'eval'[, 'test']} datasets; eval is split off train when no eval source is given."""
-    train = load_source(data.train)
+    train = load_source(data.train, endpoint_url)
     if data.eval:
-        splits = {"train": train, "eval": load_source(data.eval)}
+        splits = {"train": train, "eval": load_source(data.eval, endpoint_url)}
     else:
         parts = train.train_test_split(test_size=data.eval_split, seed=data.split_seed)
         splits = {"train": parts["train"], "eval": parts["test"]}
     if data.test:
-        splits["test"] = load_source(data.test)
+        splits["test"] = load_source(data.test, endpoint_url)
     return splits
 
 
@@ -135,7 +188,7 @@ def packing_keeps_examples_apart(model, examples, ratio: float = 0.1) -> Tuple[b
 
 def prepare_datasets(cfg: RunConfig, tokenizer) -> Dict[str, Any]:
     """Raw and tokenized splits: {'train','eval'} tokenized, plus 'eval_raw' (for samples) and 'test_raw'."""
-    raw = load_splits(cfg.data)
+    raw = load_splits(cfg.data, cfg.data_endpoint)
     out = {name: tokenize(ds, tokenizer, cfg) for name, ds in raw.items() if name in ("train", "eval")}
     out["eval_raw"] = raw["eval"]
     if "test" in raw:

@@ -9,9 +9,11 @@ from orchestrator.core.config import RunConfig
 
 
 def evaluate(
-    model_dir: str, cfg: RunConfig, data_path: Optional[str] = None, max_examples: int = 256
+    model_dir: str, cfg: RunConfig, data_path: Optional[str] = None, max_examples: int = 256, raw=None
 ) -> Dict[str, float]:
     """Score a merged model folder (or an adapter folder, on cfg's base) on a held-out set.
+
+    The set is `raw` (a Dataset, e.g. received by value), else read from `data_path`, data.test or data.eval.
 
     Returns eval_loss (mean token cross-entropy over targets, padding excluded) and, for seq2seq,
     ROUGE of greedy generations: the same metric names the search optimizes.
@@ -22,10 +24,11 @@ def evaluate(
     from jobs.metrics import rouge
     from jobs.modeling import load_base, load_tokenizer, model_class
 
-    src = data_path or cfg.data.test or cfg.data.eval
-    if not src:
-        raise ValueError("nothing to score on: pass data_path or set data.test or data.eval")
-    raw = load_source(src)
+    if raw is None:
+        src = data_path or cfg.data.test or cfg.data.eval
+        if not src:
+            raise ValueError("nothing to score on: pass data_path or set data.test or data.eval")
+        raw = load_source(src, cfg.data_endpoint)
     raw = raw.select(range(min(len(raw), max_examples)))
     tokenizer = load_tokenizer(cfg)
     if (Path(model_dir) / "adapter_config.json").exists():

@@ -8,9 +8,11 @@ from __future__ import annotations
 
 import shutil
 from pathlib import Path
-from typing import Any, Dict, List, Optional, Sequence
+from typing import Any, Dict, List, Optional, Sequence, Tuple
 
+from jobs.data import table_of
 from orchestrator.core.config import RunConfig
+from orchestrator.core.ray_storage import RunStorage
 from orchestrator.core.rundir import RunDir
 
 ADAPTER_FILES = ("adapter_config.json", "adapter_model.safetensors", "adapter_model.bin")
@@ -29,20 +31,6 @@ def copy_adapter(checkpoint_dir: Path, dest: Path, tokenizer_src: Optional[str] 
 
         AutoTokenizer.from_pretrained(tokenizer_src).save_pretrained(dest)
     return dest
-
-
-def merge_adapter(cfg: RunConfig, adapter_dir: Path, out_dir: Path) -> Path:
-    """base (cfg.merge.dtype) + adapter -> merged weights in `out_dir` (safetensors + tokenizer)."""
-    from peft import PeftModel
-
-    from jobs.modeling import load_base, load_tokenizer
-
-    base = load_base(cfg, quantized=False, dtype=cfg.merge.dtype)
-    merged = PeftModel.from_pretrained(base, str(adapter_dir)).merge_and_unload()
-    out_dir.mkdir(parents=True, exist_ok=True)
-    merged.save_pretrained(out_dir, safe_serialization=True)
-    load_tokenizer(cfg).save_pretrained(out_dir)
-    return out_dir
 
 
 def _forward_logits(model, batch: Dict[str, Any], task: str):
@@ -95,30 +83,31 @@ def verify_merge(
     import torch
     from peft import PeftModel
 
-    from jobs.modeling import load_base, load_tokenizer, model_class
+    from jobs.modeling import base_dtype, load_base, load_tokenizer, model_class
 
     tokenizer = load_tokenizer(cfg)
     batch = verification_batch(cfg, tokenizer, inputs, targets)
-    dtype = getattr(torch, cfg.merge.dtype)
-    merged = model_class(cfg.model.task).from_pretrained(str(merged_dir), dtype=dtype).eval()
-    reference = PeftModel.from_pretrained(
-        load_base(cfg, quantized=False, dtype=cfg.merge.dtype), str(adapter_dir)
-    ).eval()
-    a = _forward_logits(merged, batch, cfg.model.task)
+    dtype = base_dtype(cfg)
+    reference = PeftModel.from_pretrained(load_base(cfg, quantized=False, dtype=dtype), str(adapter_dir)).eval()
     b = _forward_logits(reference, batch, cfg.model.task)
-    if cfg.model.task == "seq2seq":
-        mask = batch["labels"] != -100
-    else:
-        mask = batch["attention_mask"].bool()
-    diff = (a - b).abs()[mask]
+    del reference  # one model in memory at a time
+    merged = model_class(cfg.model.task).from_pretrained(str(merged_dir), dtype=getattr(torch, dtype)).eval()
+    a = _forward_logits(merged, batch, cfg.model.task)
+    return _compare(cfg, batch, a, b, dtype, len(inputs))
+
+
+def _compare(cfg: RunConfig, batch, a, b, dtype: str, n: int) -> Dict[str, Any]:
+    mask = batch["labels"] != -100 if cfg.model.task == "seq2seq" else batch["attention_mask"].bool()
+    diff = (a - b).abs()[mask.to(a.device)]
     max_diff = float(diff.max()) if diff.numel() else 0.0
+    tolerance = cfg.merge.tolerance_for(dtype)
     return {
-        "passed": bool(max_diff <= cfg.merge.tolerance),
+        "passed": bool(max_diff <= tolerance),
         "max_abs_logit_diff": max_diff,
         "mean_abs_logit_diff": float(diff.mean()) if diff.numel() else 0.0,
-        "tolerance": cfg.merge.tolerance,
-        "dtype": cfg.merge.dtype,
-        "num_inputs": len(inputs),
+        "tolerance": tolerance,
+        "dtype": dtype,
+        "num_inputs": n,
         "compared": "merged (reloaded with transformers) vs base + adapter (peft), same dtype",
     }
 
@@ -129,19 +118,25 @@ def generate_samples(
     inputs: Sequence[str],
     references: Sequence[str],
     max_new_tokens: Optional[int] = None,
+    model=None,
 ) -> List[Dict[str, str]]:
-    """The model's generations beside the references (shown in the report and the summary)."""
+    """The model's generations beside the references (shown in the report and the summary).
+
+    `model`, when given, is used instead of loading `model_dir` again.
+    """
     import torch
 
     from jobs.modeling import load_tokenizer, model_class
 
     tokenizer = load_tokenizer(cfg)
-    model = model_class(cfg.model.task).from_pretrained(str(model_dir)).eval()
+    if model is None:
+        model = model_class(cfg.model.task).from_pretrained(str(model_dir)).eval()
     n = max_new_tokens or cfg.training.generation_max_length
     prompts = (
         list(inputs) if cfg.model.task == "seq2seq" else [cfg.data.prompt_template.format(input=i) for i in inputs]
     )
     enc = tokenizer(prompts, return_tensors="pt", padding=True, truncation=True, max_length=cfg.data.max_input_length)
+    enc = enc.to(next(model.parameters()).device)
     with torch.no_grad():
         out = model.generate(
             **enc,
@@ -156,13 +151,106 @@ def generate_samples(
     return [{"input": i, "reference": r, "prediction": p.strip()} for i, r, p in zip(inputs, references, preds)]
 
 
-def merge_and_verify(cfg: RunConfig, run: RunDir, eval_raw) -> Dict[str, Any]:
-    """Merge best/adapter into best/merged, verify it, write merge_check.json and samples.json."""
-    merge_adapter(cfg, run.adapter_dir, run.merged_dir)
+def merge_and_check(
+    cfg: RunConfig, adapter_dir: Path, out_dir: Path, inputs: Sequence[str], targets: Sequence[str]
+) -> Tuple[Dict[str, Any], Any]:
+    """Merge, save, reload and compare, with one model in memory at a time.
+
+    base + adapter (peft, unmerged) scores the verification batch first; the same weights are then merged
+    in place and saved; the saved folder is loaded back with plain transformers and scores the batch
+    again. Returns the check and the reloaded merged model (for samples).
+    """
+    import torch
+    from peft import PeftModel
+
+    from jobs.modeling import base_dtype, load_base, load_tokenizer, model_class
+
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    dtype = base_dtype(cfg)
+    tokenizer = load_tokenizer(cfg)
+    batch = verification_batch(cfg, tokenizer, inputs, targets).to(device)
+    model = PeftModel.from_pretrained(load_base(cfg, quantized=False, dtype=dtype), str(adapter_dir)).to(device)
+    reference = _forward_logits(model.eval(), batch, cfg.model.task)
+    merged = model.merge_and_unload()
+    out_dir.mkdir(parents=True, exist_ok=True)
+    merged.save_pretrained(out_dir, safe_serialization=True)
+    tokenizer.save_pretrained(out_dir)
+    del model, merged
+    reloaded = model_class(cfg.model.task).from_pretrained(str(out_dir), dtype=getattr(torch, dtype)).to(device)
+    check = _compare(cfg, batch, _forward_logits(reloaded.eval(), batch, cfg.model.task), reference, dtype, len(inputs))
+    return check, reloaded
+
+
+def merge_on_worker(
+    run_config: Dict[str, Any],
+    adapter_files: Dict[str, bytes],
+    inputs: List[str],
+    targets: List[str],
+    test_table: Any,
+    dest: str,
+    dest_filesystem: Any = None,
+) -> Dict[str, Any]:
+    """The Ray task: merge the adapter (sent by value), check it, write samples, score the test set.
+
+    The merged folder goes to `dest`: a path in the run's S3 storage (`dest_filesystem`, pyarrow), or a
+    local folder when the run's storage is local (one machine).
+    """
+    import tempfile
+
+    cfg = RunConfig.model_validate(run_config)
+    with tempfile.TemporaryDirectory(prefix="qlora-merge-") as tmp:
+        adapter = Path(tmp, "adapter")
+        adapter.mkdir()
+        for name, blob in adapter_files.items():
+            (adapter / name).write_bytes(blob)
+        merged_dir = Path(tmp, "merged") if dest_filesystem is not None else Path(dest)
+        check, model = merge_and_check(cfg, adapter, merged_dir, inputs, targets)
+        samples = generate_samples(cfg, merged_dir, inputs, targets, model=model)
+        del model
+        scores: Dict[str, Any] = {}
+        if test_table is not None:
+            import datasets
+
+            from jobs.evaluate import evaluate
+
+            scores["test"] = evaluate(str(merged_dir), cfg, raw=datasets.Dataset(test_table))
+        if dest_filesystem is not None:
+            import pyarrow.fs
+
+            pyarrow.fs.copy_files(str(merged_dir), dest, destination_filesystem=dest_filesystem)
+    import ray
+
+    return {"merge_check": check, "samples": samples, "scores": scores, "node": ray.get_runtime_context().get_node_id()}
+
+
+def merge_best(cfg: RunConfig, run: RunDir, st: RunStorage, eval_raw, test_raw=None) -> Dict[str, Any]:
+    """On the driver: run `merge_on_worker` as a Ray task with the trials' resources, record what it returns.
+
+    The driver sends the adapter and the verification examples by value and never loads the model; the
+    task asks for a whole GPU where the trials had one, and the trials' custom resources (the node pool).
+    Writes merge_check.json and samples.json; returns {merge_check, scores, merged (where it is)}.
+    """
+    import ray
+
     n = min(cfg.merge.verify_samples, len(eval_raw))
     inputs = [str(x) for x in eval_raw[cfg.data.input_column][:n]]
     targets = [str(x) for x in eval_raw[cfg.data.target_column][:n]]
-    check = verify_merge(cfg, run.adapter_dir, run.merged_dir, inputs, targets)
-    run.write_merge_check(check)
-    run.write_samples(generate_samples(cfg, run.merged_dir, inputs, targets))
-    return check
+    adapter_files = {p.name: p.read_bytes() for p in run.adapter_dir.iterdir() if p.is_file()}
+    if st.remote and st.run_uri:
+        merged = f"{st.run_uri}/best/merged"
+        dest, fs = merged.removeprefix("s3://"), st.filesystem
+    else:
+        merged = dest = str(run.merged_dir.resolve())
+        fs = None
+    r = cfg.resources
+    task = ray.remote(merge_on_worker).options(
+        num_cpus=r.cpus_per_worker,
+        num_gpus=1 if r.gpus_per_worker else 0,
+        resources=dict(r.custom) or None,
+        max_retries=cfg.fault_tolerance.max_failures,  # a lost node re-runs the task elsewhere
+    )
+    test_table = table_of(test_raw) if test_raw is not None else None
+    out = ray.get(task.remote(cfg.to_json(), adapter_files, inputs, targets, test_table, dest, fs))
+    run.write_merge_check(out["merge_check"])
+    run.write_samples(out["samples"])
+    return {"merge_check": out["merge_check"], "scores": out["scores"], "merged": merged, "node": out["node"]}

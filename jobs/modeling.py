@@ -18,8 +18,10 @@ def model_class(task: str):
 def load_tokenizer(cfg: RunConfig):
     from transformers import AutoTokenizer
 
+    from jobs.model_cache import model_path
+
     tok = AutoTokenizer.from_pretrained(
-        cfg.model.name_or_path, revision=cfg.model.revision, trust_remote_code=cfg.model.trust_remote_code
+        model_path(cfg, weights=False), revision=cfg.model.revision, trust_remote_code=cfg.model.trust_remote_code
     )
     if tok.pad_token is None:  # Llama-style tokenizers ship without one
         tok.pad_token = tok.eos_token
@@ -50,6 +52,8 @@ def load_base(cfg: RunConfig, quantized: bool, dtype: Optional[str] = None, devi
     """The base model: quantized (for training) or in `dtype` (for merging; never 4-bit)."""
     import torch
 
+    from jobs.model_cache import model_path
+
     kwargs = dict(revision=cfg.model.revision, trust_remote_code=cfg.model.trust_remote_code)
     if cfg.model.attn_implementation:
         kwargs["attn_implementation"] = cfg.model.attn_implementation
@@ -59,7 +63,23 @@ def load_base(cfg: RunConfig, quantized: bool, dtype: Optional[str] = None, devi
             kwargs["device_map"] = device_map
     else:
         kwargs["dtype"] = getattr(torch, dtype or "float32")
-    return model_class(cfg.model.task).from_pretrained(cfg.model.name_or_path, **kwargs)
+    return model_class(cfg.model.task).from_pretrained(model_path(cfg), **kwargs)
+
+
+def base_dtype(cfg: RunConfig) -> str:
+    """merge.dtype, with auto resolved to the base's own torch_dtype (float32 when it names none)."""
+    if cfg.merge.dtype != "auto":
+        return cfg.merge.dtype
+    from transformers import AutoConfig
+
+    from jobs.model_cache import model_path
+
+    conf = AutoConfig.from_pretrained(
+        model_path(cfg, weights=False), revision=cfg.model.revision, trust_remote_code=cfg.model.trust_remote_code
+    )
+    dtype = str(getattr(conf, "dtype", None) or getattr(conf, "torch_dtype", None) or "float32")
+    dtype = dtype.removeprefix("torch.")
+    return dtype if dtype in ("float32", "bfloat16", "float16") else "float32"
 
 
 def lora_config(cfg: RunConfig):

@@ -31,6 +31,7 @@ def trial_driver(
     storage: str,
     wandb_dir: Optional[str],
     storage_filesystem: Any = None,
+    tracking_sink: Optional[Dict[str, Any]] = None,
 ) -> None:
     """Tune trainable: one Ray Train run with this trial's hyperparameters."""
     import ray.train
@@ -43,7 +44,7 @@ def trial_driver(
     cfg = RunConfig.model_validate(run_config)
     trial_id = ray.tune.get_context().get_trial_id()
     r = cfg.resources
-    per_worker = {"CPU": r.cpus_per_worker}
+    per_worker = {"CPU": r.cpus_per_worker, **r.custom}
     if r.gpus_per_worker:
         per_worker["GPU"] = r.gpus_per_worker
     trainer = TorchTrainer(
@@ -54,6 +55,7 @@ def trial_driver(
             "data": data,
             "trial_id": trial_id,
             "wandb_dir": wandb_dir,
+            "tracking_sink": tracking_sink,
             "wandb_run_id": f"{cfg.experiment}-{trial_id}",
         },
         scaling_config=ray.train.ScalingConfig(
@@ -171,6 +173,7 @@ class SearchResult:
 
     summary: Dict[str, Any]
     eval_raw: Any
+    test_raw: Any = None
 
 
 def run_search(
@@ -187,7 +190,7 @@ def run_search(
     import ray
     from ray import tune
 
-    from jobs.data import prepare_datasets
+    from jobs.data import prepare_datasets, trial_data
     from jobs.modeling import load_tokenizer
 
     tokenizer = load_tokenizer(cfg)
@@ -195,8 +198,13 @@ def run_search(
     data = prepare_datasets(cfg, tokenizer)  # tokenized once per search, shared by every trial
     n_train = len(data["train"])
     echo(f"Tokenized {n_train} train / {len(data['eval'])} eval examples in {time.time() - t0:.1f}s")
-    data_ref = ray.put({"train": data["train"], "eval": data["eval"]})
+    # By value: the driver's datasets are memory-mapped from its own cache, which no worker node has.
+    data_ref = ray.put(trial_data(data))
     wandb_dir = str(run.path.resolve()) if cfg.tracking.effective_backend == "wandb" else None
+    sink = None
+    if wandb_dir and st.remote and st.run_uri:
+        # a worker node's disk goes away with the node: trials copy their offline runs to storage
+        sink = {"path": st.run_uri.removeprefix("s3://") + "/wandb", "filesystem": st.filesystem}
     trainable = tune.with_resources(
         tune.with_parameters(
             trial_driver,
@@ -205,6 +213,7 @@ def run_search(
             storage=st.path,
             wandb_dir=wandb_dir,
             storage_filesystem=st.filesystem,
+            tracking_sink=sink,
         ),
         {"cpu": TRIAL_CPU},
     )
@@ -234,7 +243,7 @@ def run_search(
             ),
         )
     grid = tuner.fit()
-    return SearchResult(collect_results(cfg, grid, run, n_train, st), data["eval_raw"])
+    return SearchResult(collect_results(cfg, grid, run, n_train, st), data["eval_raw"], data.get("test_raw"))
 
 
 _DRIVER_CALLBACKS: Dict[int, Any] = {}
@@ -290,6 +299,7 @@ def driver_local(callbacks: Optional[list]) -> list:
 def collect_results(cfg: RunConfig, grid, run: RunDir, n_train: int, st: RunStorage) -> Dict[str, Any]:
     """trials.csv, per-trial histories, the best trial's adapter copied to best/adapter."""
     from jobs.merge import copy_adapter
+    from jobs.model_cache import model_path
 
     metric, mode = cfg.search.metric, cfg.search.resolved_mode
     better = (lambda a, b: a < b) if mode == "min" else (lambda a, b: a > b)
@@ -346,7 +356,7 @@ def collect_results(cfg: RunConfig, grid, run: RunDir, n_train: int, st: RunStor
     if best is None:
         return summary
     ckpt = st.local_copy(best["checkpoint"], run.best_dir / "_checkpoint")
-    adapter = copy_adapter(ckpt / "checkpoint", run.adapter_dir, tokenizer_src=cfg.model.name_or_path)
+    adapter = copy_adapter(ckpt / "checkpoint", run.adapter_dir, tokenizer_src=model_path(cfg, weights=False))
     if st.remote:
         shutil.rmtree(ckpt, ignore_errors=True)  # the download; the checkpoint itself stays on S3
     summary["best"] = best

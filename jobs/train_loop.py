@@ -41,21 +41,57 @@ def train_fn_per_worker(config: Dict[str, Any]) -> None:
     resume, step = restore_checkpoint(output_dir)
     extra = {**counts, "resumed_from_step": step}
     trainer = build_trainer(cfg, model, tokenizer, data, extra, output_dir, report_to_wandb=tracker is not None)
+    sink = config.get("tracking_sink")
+    if tracker is not None and sink:
+        trainer.add_callback(sync_callback(lambda: sync_tracking(tracker, sink)))
     try:
         trainer.train(resume_from_checkpoint=resume)
     finally:
         if tracker is not None:
             tracker.finish()
+            if sink:
+                sync_tracking(tracker, sink)
         shutil.rmtree(trainer.args.output_dir, ignore_errors=True)
 
 
+def sync_tracking(tracker, sink: Dict[str, Any]) -> None:
+    """Copy this trial's offline W&B run folder to the run's storage (it would die with the node).
+
+    `sink` is {"path", "filesystem"} in the run's storage (pyarrow). Runs at every save, so a trial that
+    ASHA stops or a node that goes away leaves its files up to its last report.
+    """
+    import pyarrow.fs
+
+    folder = Path(tracker.dir).parent  # .../wandb/offline-run-<time>-<id>
+    try:
+        pyarrow.fs.copy_files(
+            str(folder), f"{sink['path']}/{folder.name}", destination_filesystem=sink["filesystem"]
+        )
+    except OSError as e:  # tracking must never fail a trial
+        print(f"Could not copy the W&B files to {sink['path']}: {e}", flush=True)
+
+
+def sync_callback(fn):
+    """A TrainerCallback that calls `fn` after each checkpoint save."""
+    from transformers import TrainerCallback
+
+    class SyncOnSave(TrainerCallback):
+        def on_save(self, args, state, control, **kwargs):
+            fn()
+
+    return SyncOnSave()
+
+
 def resolve_data(data: Any) -> Dict[str, Any]:
-    """The tokenized splits: passed as [ObjectRef] (tokenized once per search) or already materialized."""
+    """The tokenized splits as Datasets, from [ObjectRef] of pyarrow Tables (jobs.data.trial_data: sent by
+    value, tokenized once per search) or from the Tables or Datasets themselves."""
     import ray
 
+    from jobs.data import dataset_of
+
     if isinstance(data, list) and data and isinstance(data[0], ray.ObjectRef):
-        return ray.get(data[0])
-    return data
+        data = ray.get(data[0])
+    return {k: dataset_of(v) if hasattr(v, "schema") and not hasattr(v, "features") else v for k, v in data.items()}
 
 
 def _device_map(cfg: RunConfig):
@@ -209,13 +245,42 @@ def report_callback_class():
             metrics["peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
             if torch.cuda.is_available():
                 metrics["peak_gpu_mem_mb"] = torch.cuda.max_memory_allocated() / 2**20
+            ctx = ray.train.get_context()
+            if ctx.get_world_size() > 1:
+                metrics["world_size"] = ctx.get_world_size()
+                metrics["ranks_in_sync"] = _ranks_in_sync(state.global_step, kwargs.get("model"))
             with tempfile.TemporaryDirectory() as tmp:
-                src = transformers.trainer.get_last_checkpoint(args.output_dir)
+                # Only rank 0 reports a checkpoint: the HF Trainer writes the adapter, optimizer and
+                # trainer state there alone (other ranks' folders hold just their RNG state).
+                src = transformers.trainer.get_last_checkpoint(args.output_dir) if ctx.get_world_rank() == 0 else None
                 checkpoint = None
                 if src is not None:
+                    from jobs.checkpoints import write_manifest
+
                     shutil.copytree(src, Path(tmp, CHECKPOINT_DIR))
+                    write_manifest(Path(tmp, CHECKPOINT_DIR))  # last: a checkpoint cut short fails it on resume
                     checkpoint = ray.train.Checkpoint.from_directory(tmp)
                 ray.train.report(metrics=metrics, checkpoint=checkpoint)
+
+    def _ranks_in_sync(step: int, model) -> bool:
+        """Whether every DDP rank is at this step with the same trainable weights (a collective: all ranks
+        call it from on_save)."""
+        import hashlib
+
+        import torch
+        import torch.distributed as dist
+
+        h = hashlib.sha256()
+        for name, p in sorted(model.named_parameters() if model is not None else [], key=lambda x: x[0]):
+            if p.requires_grad:
+                h.update(name.encode())
+                h.update(p.detach().cpu().contiguous().flatten().view(torch.uint8).numpy().tobytes())
+        mine = (step, h.hexdigest())
+        if not dist.is_available() or not dist.is_initialized():
+            return True
+        every: list = [None] * dist.get_world_size()
+        dist.all_gather_object(every, mine)
+        return all(x == mine for x in every)
 
     RayReportCallback.__module__ = __name__  # pickles by reference through the module __getattr__ below
     RayReportCallback.__qualname__ = "RayReportCallback"
@@ -233,24 +298,27 @@ def restore_checkpoint(output_dir: str) -> Tuple[Optional[str], int]:
     """The HF checkpoint to resume from (and its step) when Ray restarted this run, else (None, 0).
 
     The Ray checkpoint is copied into the trainer's output dir, so the HF Trainer restores the adapter,
-    optimizer, scheduler, RNG and the global step and continues counting from there.
+    optimizer, scheduler, RNG and the global step and continues counting from there. It is verified
+    against its sha256 manifest first; one that is not whole (cut short by a lost node) is skipped for
+    the newest whole previous checkpoint of the same run, or a fresh start (jobs/checkpoints.py).
     """
     import ray.train
+
+    from jobs.checkpoints import pick_resumable
 
     ckpt = ray.train.get_checkpoint()
     if ckpt is None:
         return None, 0
-    with ckpt.as_directory() as d:
-        src = Path(d) / CHECKPOINT_DIR
-        if not src.is_dir():
-            return None, 0
-        import json
 
-        step = json.loads((src / "trainer_state.json").read_text())["global_step"]
-        dst = Path(output_dir) / f"checkpoint-{step}"
-        shutil.copytree(src, dst, dirs_exist_ok=True)
-    print(f"Resuming from checkpoint at step {step}", flush=True)
-    return str(dst), int(step)
+    def say(line: str) -> None:  # every rank picks the same checkpoint; rank 0 says why
+        if ray.train.get_context().get_world_rank() == 0:
+            print(line, flush=True)
+
+    picked = pick_resumable(ckpt.path, ckpt.filesystem, output_dir, CHECKPOINT_DIR, log=say)
+    if picked is None:
+        return None, 0
+    print(f"Resuming from checkpoint at step {picked.step}", flush=True)
+    return str(picked.dir), picked.step
 
 
 def start_tracking(cfg: RunConfig, config: Dict[str, Any]):
@@ -271,6 +339,8 @@ def start_tracking(cfg: RunConfig, config: Dict[str, Any]):
     import wandb
 
     wandb_dir = config.get("wandb_dir")
+    if config.get("tracking_sink"):
+        wandb_dir = tempfile.mkdtemp(prefix="qlora-wandb-")  # node-local; sync_tracking copies it to storage
     if wandb_dir:
         Path(wandb_dir).mkdir(parents=True, exist_ok=True)
     return wandb.init(

@@ -72,6 +72,16 @@ class RunConfig(_Section):
     def needs_generation(self) -> bool:
         return self.search.metric in ROUGE_METRICS
 
+    @property
+    def data_endpoint(self) -> Optional[str]:
+        """The S3 endpoint for s3:// data: data.endpoint_url, else output.endpoint_url."""
+        return self.data.endpoint_url or self.output.endpoint_url
+
+    @property
+    def model_endpoint(self) -> Optional[str]:
+        """The S3 endpoint for an s3:// base model: model.endpoint_url, else output.endpoint_url."""
+        return self.model.endpoint_url or self.output.endpoint_url
+
     def to_json(self) -> Dict[str, Any]:
         return self.model_dump(mode="json")
 

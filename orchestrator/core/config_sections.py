@@ -22,7 +22,13 @@ class _Section(BaseModel):
 class ModelConfig(_Section):
     """`model:` the base model to fine-tune."""
 
-    name_or_path: str = Field(description="Hub id (e.g. t5-small) or a local model folder.")
+    name_or_path: str = Field(
+        description="Hub id (e.g. t5-small), a local model folder, or s3://bucket/prefix of a save_pretrained "
+        "folder (fetched once per node into a local cache keyed by the objects' ETags)."
+    )
+    endpoint_url: Optional[str] = Field(
+        None, description="S3-compatible endpoint for an s3:// name_or_path (default: output.endpoint_url)."
+    )
     revision: Optional[str] = Field(None, description="Hub revision (branch, tag or commit) to pin.")
     task: Literal["seq2seq", "causal_lm"] = Field(
         "seq2seq", description="seq2seq (T5/BART: input -> target) or causal_lm (prompt + completion)."
@@ -68,9 +74,15 @@ class LoraConfig(_Section):
 class DataConfig(_Section):
     """`data:` where the examples are and which columns hold input and target."""
 
-    train: str = Field(description="Training data: .jsonl, .csv, .parquet, a save_to_disk folder, or hub:NAME.")
+    train: str = Field(
+        description="Training data: a .jsonl, .csv or .parquet file (local or s3://bucket/key), a save_to_disk "
+        "folder, or hub:NAME[:config][@revision]."
+    )
     eval: Optional[str] = Field(None, description="Evaluation data; if absent, eval_split of train is held out.")
     test: Optional[str] = Field(None, description="Held-out test data (used by retrain's promotion gate).")
+    endpoint_url: Optional[str] = Field(
+        None, description="S3-compatible endpoint for s3:// data (default: output.endpoint_url)."
+    )
     input_column: str = Field("input", description="Column with the model input (the prompt for causal_lm).")
     target_column: str = Field("output", description="Column with the target text (the completion).")
     max_input_length: int = Field(512, ge=1, description="Inputs are truncated to this many tokens.")
@@ -219,6 +231,11 @@ class ResourcesConfig(_Section):
     num_workers: int = Field(1, ge=1, description="Ray Train workers (DDP ranks) per trial.")
     cpus_per_worker: float = Field(1.0, gt=0, description="CPUs per Train worker.")
     gpus_per_worker: float = Field(0.0, ge=0, description="GPUs per Train worker; fractions share one GPU.")
+    custom: Dict[str, float] = Field(
+        default_factory=dict,
+        description="Extra Ray resources each Train worker and the merge task ask for (e.g. {gpu_pool: 1}): "
+        "pins them to the nodes that offer them (`ray start --resources`).",
+    )
 
 
 class FaultToleranceConfig(_Section):
@@ -272,13 +289,15 @@ class MergeConfig(_Section):
     """`merge:` folding the best adapter into the base for serving."""
 
     enabled: bool = Field(True, description="Merge the best adapter into a 16/32-bit copy of the base.")
-    dtype: Literal["float32", "bfloat16", "float16"] = Field("float32", description="dtype of the merged model.")
+    dtype: Literal["auto", "float32", "bfloat16", "float16"] = Field(
+        "auto", description="dtype of the merged model; auto: the base's own torch_dtype (float32 if it has none)."
+    )
     verify_samples: int = Field(4, ge=1, description="Eval inputs on which merged and base+adapter are compared.")
     atol: Optional[float] = Field(None, gt=0, description="Max |logit difference| allowed (default by dtype).")
 
-    @property
-    def tolerance(self) -> float:
-        return self.atol or {"float32": 1e-3, "bfloat16": 5e-2, "float16": 1e-2}[self.dtype]
+    def tolerance_for(self, dtype: str) -> float:
+        """The allowed |logit difference| for a merge in `dtype` (the resolved one, never auto)."""
+        return self.atol or {"float32": 1e-3, "bfloat16": 5e-2, "float16": 1e-2}[dtype]
 
 
 class PublishConfig(_Section):

@@ -32,3 +32,10 @@ def join(uri: str, *parts: str) -> str:
         if p:
             out = f"{out}/{p}"
     return out
+
+
+def parse_hub(source: str) -> "tuple[str, str | None, str | None]":
+    """`hub:NAME[:config][@revision]` (a data source on the Hugging Face Hub) -> (NAME, config, revision)."""
+    rest, _, revision = source.removeprefix("hub:").partition("@")
+    name, _, config = rest.partition(":")
+    return name, config or None, revision or None

@@ -145,11 +145,21 @@ def execute(
     summary["started_at"] = started.isoformat()
     best = summary.get("best")
     if best and cfg.merge.enabled:
-        from jobs.merge import merge_and_verify
+        from jobs.merge import merge_best
 
-        echo("Merging the best adapter into the base (fp/bf16, never 4-bit) and verifying ...")
-        summary["merge_check"] = merge_and_verify(cfg, run, result.eval_raw)
-        summary["paths"]["merged"] = str(run.merged_dir.resolve())
+        echo("Merging the best adapter into the base (16/32-bit, never 4-bit) and verifying, as a Ray task ...")
+        merged = merge_best(cfg, run, st, result.eval_raw, result.test_raw)
+        echo(
+            f"Merge check {'passed' if merged['merge_check']['passed'] else 'FAILED'} on Ray node {merged['node']}: "
+            f"max |logit diff| {merged['merge_check']['max_abs_logit_diff']:.3g} ({merged['merge_check']['dtype']})"
+        )
+        summary["merge_check"] = merged["merge_check"]
+        if merged["scores"]:
+            summary["scores"] = merged["scores"]
+        summary["paths"]["merged"] = merged["merged"]
+        if st.remote and (cfg.publish is not None or cfg.retrain is not None):
+            # publishing and the retrain gate read best/merged from the run folder here (files, not a model load)
+            st.local_copy(merged["merged"], run.merged_dir)
     summary["data_fingerprints"] = data_fingerprints(cfg)
     summary["versions"] = library_versions()
     summary["paths"]["storage"] = st.uri
@@ -171,10 +181,19 @@ def execute(
 
 
 def data_fingerprints(cfg: RunConfig) -> Dict[str, Optional[str]]:
-    from orchestrator.core.fingerprint import fingerprint
+    """Each data source's fingerprint (content, ETag or hub commit), None where it cannot be taken here."""
+    from orchestrator.core.errors import UserError
+    from orchestrator.storage.sources import fingerprint_path
 
     d = cfg.data
-    return {k: fingerprint(v) for k, v in (("train", d.train), ("eval", d.eval), ("test", d.test)) if v}
+    out: Dict[str, Optional[str]] = {}
+    for k, v in (("train", d.train), ("eval", d.eval), ("test", d.test)):
+        if v:
+            try:
+                out[k] = fingerprint_path(v, f"data.{k}", cfg.data_endpoint)
+            except UserError:
+                out[k] = None
+    return out
 
 
 def library_versions() -> Dict[str, str]:

@@ -26,10 +26,16 @@ def check_run(cfg: RunConfig, check_modules: bool = True) -> None:
     for key in ("train", "eval", "test"):
         src = getattr(d, key)
         if src:
-            problems += check_source(f"data.{key}", src, cols, min_rows=2 if key == "train" and not d.eval else 1)
+            min_rows = 2 if key == "train" and not d.eval else 1
+            problems += check_source(f"data.{key}", src, cols, min_rows, endpoint_url=cfg.data_endpoint)
     if cfg.retrain and cfg.retrain.eval_data:
-        problems += check_source("retrain.eval_data", cfg.retrain.eval_data, cols)
-    model_problem = check_model_path(cfg.model.name_or_path)
+        problems += check_source("retrain.eval_data", cfg.retrain.eval_data, cols, endpoint_url=cfg.data_endpoint)
+    if cfg.model.name_or_path.startswith("s3://"):
+        from orchestrator.storage.sources import check_s3_model
+
+        model_problem = "\n".join(check_s3_model(cfg.model.name_or_path, cfg.model_endpoint)) or None
+    else:
+        model_problem = check_model_path(cfg.model.name_or_path)
     if model_problem:
         problems.append(model_problem)
     elif check_modules and is_local_path(cfg.model.name_or_path):
@@ -38,10 +44,16 @@ def check_run(cfg: RunConfig, check_modules: bool = True) -> None:
         raise UserError(*problems)
 
 
-def check_source(key: str, source: str, columns: List[str], min_rows: int = 1) -> List[str]:
+def check_source(
+    key: str, source: str, columns: List[str], min_rows: int = 1, endpoint_url: Optional[str] = None
+) -> List[str]:
     """Problems with one data source: missing, unknown format, undecodable, missing columns, empty."""
-    if source.startswith("hub:") or "://" in source:
-        return []  # resolved on the workers
+    if source.startswith("s3://"):
+        from orchestrator.storage.sources import check_s3_source
+
+        return check_s3_source(key, source, columns, min_rows, endpoint_url, check_file)
+    if source.startswith("hub:"):
+        return []  # resolved where the data is loaded (the hub may be reachable only there)
     p = Path(source)
     if not p.exists():
         return [
@@ -50,13 +62,22 @@ def check_source(key: str, source: str, columns: List[str], min_rows: int = 1) -
         ]
     if p.is_dir():
         return _check_saved_dataset(key, p, columns)
+    return check_file(key, source, p, columns, min_rows)
+
+
+def check_file(
+    key: str, source: str, p: Path, columns: List[str], min_rows: int = 1, partial: bool = False
+) -> List[str]:
+    """Problems with one data file at `p` (shown as `source`); `partial`: `p` holds only its first lines."""
     fmt = FORMATS.get(p.suffix.lower())
     if fmt is None:
         return [f"`{key}`: cannot read '{p.name}': use .jsonl, .csv, .parquet or a datasets save_to_disk folder."]
     try:
         header, rows = {"jsonl": _jsonl, "csv": _csv, "parquet": _parquet}[fmt](p)
     except ValueError as e:
-        return [f"`{key}`: {e}"]
+        return [f"`{key}`: {str(e).replace(str(p), source)}"]
+    if partial:
+        rows = max(rows, min_rows) if rows else 0  # only the first lines were read
     problems = []
     missing = [c for c in columns if c not in header]
     if rows == 0:
@@ -135,6 +156,8 @@ def _check_saved_dataset(key: str, p: Path, columns: List[str]) -> List[str]:
 
 
 def is_local_path(name: str) -> bool:
+    if "://" in name:
+        return False
     return name.startswith((".", "/", "~")) or Path(name).exists() or name.count("/") > 1
 
 

@@ -343,7 +343,13 @@ def after_search(run_dir, cfg: RunConfig, echo: Callable[[str], Any] = print) ->
         except Exception as e:  # noqa: BLE001
             out["errors"].append(f"wandb: {e}")
             echo(f"Warning: could not log the best adapter to W&B ({e}).")
-        if wandb_mode(cfg) == "offline":
+        if wandb_mode(cfg) == "offline" and cfg.output.dir.startswith("s3://"):
+            # the trials' offline runs were copied from the worker nodes to the run's storage
+            remote = f"{cfg.output.dir.rstrip('/')}/{cfg.experiment}/wandb"
+            out["sync_command"] = f"aws s3 cp --recursive {remote} ./wandb && wandb sync ./wandb/offline-run-*"
+            echo(f"W&B runs are offline files in {remote}/; to upload them (after `wandb login`):")
+            echo(f"  {out['sync_command']}")
+        elif wandb_mode(cfg) == "offline":
             out["sync_command"] = wandb_sync_command(run_dir)
             if out["sync_command"]:
                 echo(f"W&B runs are offline files; to upload them (after `wandb login`):\n  {out['sync_command']}")

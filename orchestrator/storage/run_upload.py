@@ -55,7 +55,7 @@ def upload_run_dir(run_dir: Path, storage: RunStorage, echo: Callable[[str], Non
     items = []
     for f in sorted(run_dir.rglob("*")):
         rel = f.relative_to(run_dir)
-        if not f.is_file() or rel.parts[0] in (RAY_DIR, "wandb") or rel.parts[-1].startswith("."):
+        if not f.is_file() or rel.parts[0] == RAY_DIR or rel.parts[-1].startswith("."):
             continue
         size = f.stat().st_size
         sha, checksum = file_checksums(f, size)

@@ -1,8 +1,8 @@
 """Cluster mode against a real two-node Ray cluster on loopback, token authentication on.
 
-The fixture starts `ray start --head` and a second `ray start --address` node (2 CPUs each) in their
-own temp dir and ports, with RAY_AUTH_MODE=token, and stops exactly the processes it started (by pid,
-never `ray stop`, which would kill other Ray clusters on the machine).
+The fixture starts `ray start --head` and a second `ray start --address` node (2 CPUs each, in one
+filesystem: this proves the Ray wiring; tests/integration/launch/test_cluster_isolated.py runs a worker
+that cannot see the driver's files) with tests/helpers/ray_cluster.py.
 """
 
 from __future__ import annotations
@@ -10,15 +10,10 @@ from __future__ import annotations
 import json
 import os
 import secrets
-import shutil
-import socket
 import subprocess
 import sys
-import tempfile
 import time
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Dict, List
 
 import pytest
 from click.testing import CliRunner
@@ -26,191 +21,21 @@ from click.testing import CliRunner
 from orchestrator.cli import cli
 from orchestrator.launch import cluster as submit
 from orchestrator.launch import ray_jobs
+from tests.helpers.ray_cluster import _free_port, start_cluster, stop_cluster
 from tests.helpers.s3_server import s3_bucket, s3_server  # noqa: F401  (pytest fixtures)
 
 pytestmark = pytest.mark.integration
 
 ROOT = Path(__file__).resolve().parents[3]
-BIN = Path(sys.executable).parent
-RAY = str(BIN / "ray")
-START_TIMEOUT_S = 120
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def _node_ports() -> List[str]:
-    """Every port a node opens, picked free, so this cluster never collides with another on the machine."""
-    args = []
-    for flag in (
-        "--node-manager-port",
-        "--object-manager-port",
-        "--dashboard-agent-listen-port",
-        "--dashboard-agent-grpc-port",
-        "--runtime-env-agent-port",
-        "--metrics-export-port",
-    ):
-        args += [flag, str(_free_port())]
-    return args + ["--min-worker-port", "0", "--max-worker-port", "0"]  # 0: workers take OS-assigned ports
-
-
-@dataclass
-class LoopbackCluster:
-    address: str  # the dashboard / Jobs API, http://127.0.0.1:PORT
-    token: str
-    temp_dir: Path
-    env: Dict[str, str]  # the nodes' environment
-    procs: List[subprocess.Popen] = field(default_factory=list)
-
-    def ray_cli(self, *args: str) -> subprocess.CompletedProcess:
-        """The `ray` CLI against this cluster's dashboard, with the token (as a user would run it)."""
-        env = {k: v for k, v in self.env.items() if k != "RAY_ADDRESS"}  # RAY_ADDRESS would beat --address
-        return subprocess.run(
-            [RAY, *args, "--address", self.address], env=env, capture_output=True, text=True, timeout=60
-        )
-
-    def get(self, path: str, token: str = None):
-        import requests
-
-        return requests.get(self.address + path, headers={"Authorization": f"Bearer {token or self.token}"}, timeout=5)
-
-
-def _wait_for(what: str, check, procs: List[subprocess.Popen], logs: List[Path], timeout: float = START_TIMEOUT_S):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        for p in procs:
-            if p.poll() is not None:
-                pytest.fail(f"ray start exited ({p.returncode}) while waiting for {what}:\n" + _tail(logs))
-        try:
-            if check():
-                return
-        except Exception:
-            pass
-        time.sleep(0.5)
-    pytest.fail(f"timed out waiting for {what}:\n" + _tail(logs))
-
-
-def _tail(logs: List[Path]) -> str:
-    return "\n".join(f"--- {p.name}\n" + p.read_text(errors="replace")[-3000:] for p in logs if p.exists())
-
-
-def _stop(procs: List[subprocess.Popen]) -> None:
-    """SIGTERM each `ray start --block` (it tears its node down), then kill any of its processes left."""
-    import psutil
-
-    family = []
-    for p in procs:
-        try:
-            parent = psutil.Process(p.pid)
-            family += [parent] + parent.children(recursive=True)
-        except psutil.NoSuchProcess:
-            pass
-    for p in reversed(procs):  # workers first, head last
-        if p.poll() is None:
-            p.terminate()
-    _, alive = psutil.wait_procs(family, timeout=10)
-    for proc in alive:
-        try:
-            proc.kill()
-        except psutil.NoSuchProcess:
-            pass
-    psutil.wait_procs(alive, timeout=10)
-    for p in procs:
-        try:
-            p.wait(timeout=5)
-        except subprocess.TimeoutExpired:
-            pass
 
 
 @pytest.fixture(scope="module")
 def ray_cluster_2nodes_token():
-    token = secrets.token_hex(16)
-    temp_dir = Path(tempfile.mkdtemp(prefix="rqc", dir="/tmp"))  # short: Ray's socket paths must fit 107 chars
-    env = {k: v for k, v in os.environ.items() if k not in ("RAY_ADDRESS", "RAY_AUTH_TOKEN_PATH")}
-    env.update(
-        RAY_AUTH_MODE="token",
-        RAY_AUTH_TOKEN=token,
-        RAY_USAGE_STATS_ENABLED="0",
-        PATH=f"{BIN}{os.pathsep}{env.get('PATH', '')}",  # a job's `python` is this venv's
-    )
-    gcs_port, dash_port = _free_port(), _free_port()
-    # Ray processes that look the cluster up (Train's state API) would otherwise find every Ray on this
-    # shared machine and give up ("Found multiple active Ray instances").
-    env["RAY_ADDRESS"] = f"127.0.0.1:{gcs_port}"
-    common = [
-        "--block",
-        "--num-cpus",
-        "2",
-        "--num-gpus",
-        "0",
-        "--object-store-memory",
-        str(150 * 1024**2),
-        "--node-ip-address",
-        "127.0.0.1",
-        "--disable-usage-stats",
-    ]
-    # One temp dir per node, as on separate machines: nodes sharing one would share runtime_resources/,
-    # and one node's runtime-env agent deletes the job's working_dir copy while the other still runs in it.
-    logs = [temp_dir / "head.out", temp_dir / "worker.out"]
-    cluster = LoopbackCluster(f"http://127.0.0.1:{dash_port}", token, temp_dir, env)
+    cluster = start_cluster()
     try:
-        cluster.procs.append(
-            subprocess.Popen(
-                [
-                    RAY,
-                    "start",
-                    "--head",
-                    "--port",
-                    str(gcs_port),
-                    "--dashboard-host",
-                    "127.0.0.1",
-                    "--dashboard-port",
-                    str(dash_port),
-                    "--ray-client-server-port",
-                    str(_free_port()),
-                    "--temp-dir",
-                    str(temp_dir / "h"),
-                    *common,
-                    *_node_ports(),
-                ],
-                env=env,
-                stdout=open(logs[0], "w"),
-                stderr=subprocess.STDOUT,
-                start_new_session=True,
-            )
-        )
-        _wait_for("the head's dashboard", lambda: cluster.get("/api/version").ok, cluster.procs, logs)
-        cluster.procs.append(
-            subprocess.Popen(
-                [
-                    RAY,
-                    "start",
-                    "--address",
-                    f"127.0.0.1:{gcs_port}",
-                    "--temp-dir",
-                    str(temp_dir / "w"),
-                    *common,
-                    *_node_ports(),
-                ],
-                env=env,
-                stdout=open(logs[1], "w"),
-                stderr=subprocess.STDOUT,
-                start_new_session=True,
-            )
-        )
-
-        def two_nodes():
-            nodes = cluster.get("/nodes?view=summary").json()["data"]["summary"]
-            return sum(n["raylet"]["state"] == "ALIVE" for n in nodes) >= 2
-
-        _wait_for("the second node", two_nodes, cluster.procs, logs)
         yield cluster
     finally:
-        _stop(cluster.procs)
-        shutil.rmtree(temp_dir, ignore_errors=True)
+        stop_cluster(cluster)
 
 
 @pytest.fixture
