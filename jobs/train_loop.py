@@ -317,7 +317,7 @@ def restore_checkpoint(output_dir: str) -> Tuple[Optional[str], int]:
     picked = pick_resumable(ckpt.path, ckpt.filesystem, output_dir, CHECKPOINT_DIR, log=say)
     if picked is None:
         return None, 0
-    print(f"Resuming from checkpoint at step {picked.step}", flush=True)
+    say(f"Resuming from checkpoint at step {picked.step}")
     return str(picked.dir), picked.step
 
 
