@@ -64,9 +64,7 @@ def sync_tracking(tracker, sink: Dict[str, Any]) -> None:
 
     folder = Path(tracker.dir).parent  # .../wandb/offline-run-<time>-<id>
     try:
-        pyarrow.fs.copy_files(
-            str(folder), f"{sink['path']}/{folder.name}", destination_filesystem=sink["filesystem"]
-        )
+        pyarrow.fs.copy_files(str(folder), f"{sink['path']}/{folder.name}", destination_filesystem=sink["filesystem"])
     except OSError as e:  # tracking must never fail a trial
         print(f"Could not copy the W&B files to {sink['path']}: {e}", flush=True)
 
@@ -202,6 +200,10 @@ def build_trainer(
     from transformers.trainer_callback import PrinterCallback
 
     trainer.remove_callback(PrinterCallback)  # progress is shown by the driver; logs go to the tracker
+    if cfg.model.task == "seq2seq":
+        # T5's forward takes **kwargs but ignores num_items_in_batch: the Trainer would then scale its mean
+        # loss by the DDP world size (and not divide it by the accumulation steps).
+        trainer.model_accepts_loss_kwargs = False
     return prepare_trainer(trainer)
 
 
