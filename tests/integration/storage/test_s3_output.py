@@ -108,16 +108,18 @@ def test_train_keeps_its_state_on_s3_and_resumes_from_there(s3_bucket, tiny_t5, 
         "results.json",
         "trials.csv",
         "best/adapter/adapter_model.safetensors",
-        "best/merged/model.safetensors",
         "best/merge_check.json",
         "report/index.html",
     ):
         assert rel in local, sorted(local)
+    # The merged model goes from the merge task to S3, never through the driver's staging folder.
+    assert prefix + "best/merged/model.safetensors" in objs and not (staged / "best" / "merged").exists()
     for rel, p in local.items():
         assert hashlib.sha256(objs[prefix + rel]).hexdigest() == hashlib.sha256(p.read_bytes()).hexdigest(), rel
     results = json.loads(objs[prefix + "results.json"])
     assert results["paths"]["storage"] == f"s3://{s3_bucket.name}/runs/s3run/ray"
     assert results["merge_check"]["passed"] and results["best"]["step"] == 4
+    assert results["paths"]["merged"] == f"s3://{s3_bucket.name}/runs/s3run/best/merged"
     assert results["best"]["checkpoint"].startswith(f"{s3_bucket.name}/runs/s3run/ray/train-")
 
     # No credential in any object, any file the run wrote here, or its output.
