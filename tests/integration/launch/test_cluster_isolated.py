@@ -41,11 +41,14 @@ def isolated_cluster(tiny_t5, tmp_path, s3_bucket):
     if os.geteuid() != 0:
         pytest.fail("this test starts a worker node in its own mount namespace: run it as root (CI does)")
     head_cache = tmp_path / "head-cache"
+    hidden = [HOME_CACHE, ROOT / "runs", ROOT / "models", Path(tiny_t5)]
+    for d in hidden:  # a fresh clone has no runs/ or models/ yet; a tmpfs needs a folder to cover
+        d.mkdir(parents=True, exist_ok=True)
     cluster = start_cluster(
         head_cpus=0,
         worker_cpus=2,
         worker_resources={"trial_node": 4},
-        isolate=[HOME_CACHE, ROOT / "runs", ROOT / "models", Path(tiny_t5)],
+        isolate=hidden,
         head_env={"QLORA_LAUNCH_CACHE": str(head_cache), **DUMMY_AWS_ENV},
         worker_env=dict(DUMMY_AWS_ENV),
     )
