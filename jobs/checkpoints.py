@@ -8,7 +8,6 @@ the checkpoint Ray hands back is verified, and when it is not whole the newest w
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import shutil
@@ -17,17 +16,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Dict, List, Optional, Tuple
 
+from orchestrator.core.fingerprint import sha256_file
+
 MANIFEST = "manifest.sha256.json"
-HF_SUBDIR = "checkpoint"  # the HF checkpoint inside a Ray checkpoint (jobs.train_loop.CHECKPOINT_DIR)
-_CHUNK = 1 << 20
-
-
-def file_sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(_CHUNK), b""):
-            h.update(block)
-    return h.hexdigest()
+HF_SUBDIR = "checkpoint"  # where the report callback puts the HF checkpoint inside a Ray checkpoint
 
 
 def write_manifest(directory: Path | str) -> Path:
@@ -37,7 +29,7 @@ def write_manifest(directory: Path | str) -> Path:
     for p in sorted(root.rglob("*")):
         rel = p.relative_to(root).as_posix()
         if p.is_file() and rel != MANIFEST:
-            entries[rel] = {"sha256": file_sha256(p), "bytes": p.stat().st_size}
+            entries[rel] = {"sha256": sha256_file(p), "bytes": p.stat().st_size}
     fd, tmp = tempfile.mkstemp(prefix=".manifest-", dir=root)
     with os.fdopen(fd, "w") as f:
         json.dump(entries, f, indent=1, sort_keys=True)
@@ -64,7 +56,7 @@ def verify(directory: Path | str) -> Optional[str]:
         size = p.stat().st_size
         if size != want.get("bytes"):
             return f"{rel} has {size} bytes, the manifest says {want.get('bytes')}"
-        if file_sha256(p) != want.get("sha256"):
+        if sha256_file(p) != want.get("sha256"):
             return f"{rel} has the wrong sha256"
     return None
 

@@ -191,6 +191,7 @@ def run_search(
     from ray import tune
 
     from jobs.data import prepare_datasets, trial_data
+    from jobs.driver_callbacks import driver_local
     from jobs.modeling import load_tokenizer
 
     tokenizer = load_tokenizer(cfg)
@@ -244,56 +245,6 @@ def run_search(
         )
     grid = tuner.fit()
     return SearchResult(collect_results(cfg, grid, run, n_train, st), data["eval_raw"], data.get("test_raw"))
-
-
-_DRIVER_CALLBACKS: Dict[int, Any] = {}
-_HOOKS = (
-    "setup",
-    "on_step_begin",
-    "on_step_end",
-    "on_trial_start",
-    "on_trial_restore",
-    "on_trial_save",
-    "on_trial_result",
-    "on_trial_complete",
-    "on_trial_recover",
-    "on_trial_error",
-    "on_checkpoint",
-    "on_experiment_end",
-)
-
-
-def driver_local(callbacks: Optional[list]) -> list:
-    """Tune callbacks that live on the driver only.
-
-    Tune pickles its run config into the experiment state (for `Tuner.restore`); a progress display
-    holds a terminal and locks that cannot be pickled. The proxies pickle as a key and forward each hook
-    to the real callback in this process.
-    """
-    from ray.tune import Callback
-
-    def forward(name):
-        def hook(self, *args, **kwargs):
-            fn = getattr(_DRIVER_CALLBACKS.get(self.key), name, None)
-            return fn(*args, **kwargs) if fn else None
-
-        return hook
-
-    proxy_cls = type(
-        "DriverLocalCallback",
-        (Callback,),
-        {
-            "__init__": lambda self, key: setattr(self, "key", key),
-            "__getstate__": lambda self: {"key": self.key},
-            "__setstate__": lambda self, state: setattr(self, "key", state["key"]),
-            **{name: forward(name) for name in _HOOKS},
-        },
-    )
-    out = []
-    for cb in callbacks or []:
-        _DRIVER_CALLBACKS[id(cb)] = cb
-        out.append(proxy_cls(id(cb)))
-    return out
 
 
 def collect_results(cfg: RunConfig, grid, run: RunDir, n_train: int, st: RunStorage) -> Dict[str, Any]:

@@ -12,9 +12,8 @@ import tempfile
 from pathlib import Path
 from typing import Any, Dict, Optional, Tuple
 
+from jobs.checkpoints import HF_SUBDIR as CHECKPOINT_DIR  # the HF checkpoint inside a Ray checkpoint
 from orchestrator.core.config import RunConfig
-
-CHECKPOINT_DIR = "checkpoint"  # where RayTrainReportCallback puts the HF checkpoint inside a Ray checkpoint
 
 
 def train_fn_per_worker(config: Dict[str, Any]) -> None:
@@ -83,13 +82,14 @@ def sync_callback(fn):
 def resolve_data(data: Any) -> Dict[str, Any]:
     """The tokenized splits as Datasets, from [ObjectRef] of pyarrow Tables (jobs.data.trial_data: sent by
     value, tokenized once per search) or from the Tables or Datasets themselves."""
+    import pyarrow
     import ray
 
     from jobs.data import dataset_of
 
     if isinstance(data, list) and data and isinstance(data[0], ray.ObjectRef):
         data = ray.get(data[0])
-    return {k: dataset_of(v) if hasattr(v, "schema") and not hasattr(v, "features") else v for k, v in data.items()}
+    return {k: dataset_of(v) if isinstance(v, pyarrow.Table) else v for k, v in data.items()}
 
 
 def _device_map(cfg: RunConfig):

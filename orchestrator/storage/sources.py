@@ -39,14 +39,8 @@ def head(uri: str, endpoint_url: Optional[str], key: str) -> dict:
             except ClientError as e:
                 if str(e.response.get("Error", {}).get("Code")) not in ("404", "NoSuchKey", "NotFound"):
                     raise
-                try:
-                    client.head_bucket(Bucket=bucket)
-                except ClientError as b:
-                    if str(b.response.get("Error", {}).get("Code")) in ("404", "NoSuchBucket", "NotFound"):
-                        raise UserError(
-                            f"S3 bucket '{bucket}' does not exist; create it or fix the s3:// URI."
-                        ) from None
-                    raise
+        with s3_errors(f"bucket of `{key}` ({uri})", bucket, endpoint_url):  # a 404 here: no such bucket
+            client.head_bucket(Bucket=bucket)
     except UserError as e:
         raise UserError(f"`{key}`: {e}") from None
     raise UserError(f"`{key}`: {uri} does not exist (no such key in bucket '{bucket}'); fix the URI or upload it.")

@@ -6,12 +6,9 @@ from __future__ import annotations
 import json
 import os
 import signal
-import subprocess
-import sys
 import time
 from pathlib import Path
 
-import psutil
 import pyarrow.fs
 import pytest
 
@@ -19,6 +16,7 @@ from jobs.checkpoints import MANIFEST, pick_resumable
 from orchestrator.core.ray_storage import s3_filesystem
 from tests.conftest import REPO, write_config
 from tests.helpers.s3_server import s3_bucket, s3_server  # noqa: F401  (pytest fixtures)
+from tests.helpers.train_process import kill_tree, start_train, train_workers
 from tests.unit.jobs.test_checkpoints import ray_run
 
 pytestmark = pytest.mark.integration
@@ -85,26 +83,14 @@ def test_a_restarted_worker_skips_the_cut_short_newest_checkpoint_on_s3(s3_bucke
     )
     env = {k: v for k, v in os.environ.items() if not k.startswith("RAY_ADDRESS")}
     env.update(PYTHONPATH=str(REPO), PYTHONUNBUFFERED="1")  # AWS_* from the s3_server fixture
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "orchestrator.cli", "train", str(cfg), "--cpus", "2"],
-        cwd=tmp_path,
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-        start_new_session=True,
-    )
+    proc = start_train(cfg, tmp_path, env)
     cut = None
     try:
         deadline = time.time() + 300
         while cut is None and time.time() < deadline and proc.poll() is None:
             snaps = [k for k in objects(s3_bucket, "runs/ci/ray/") if k.endswith("/checkpoint_manager_snapshot.json")]
             if snaps and len(json.loads(get(s3_bucket, snaps[0]))["checkpoint_results"]) >= 2:
-                (worker,) = [
-                    p
-                    for p in psutil.Process(proc.pid).children(recursive=True)
-                    if "RayTrainWorker" in " ".join(p.cmdline()[:1])
-                ]
+                (worker,) = train_workers(proc)
                 worker.send_signal(signal.SIGSTOP)  # no report in flight changes what is registered now
                 time.sleep(3)
                 snap = json.loads(get(s3_bucket, snaps[0]))
@@ -119,9 +105,7 @@ def test_a_restarted_worker_skips_the_cut_short_newest_checkpoint_on_s3(s3_bucke
             time.sleep(0.3)
         out, _ = proc.communicate(timeout=600)
     finally:
-        if proc.poll() is None:
-            for p in [proc] + psutil.Process(proc.pid).children(recursive=True):
-                p.kill()
+        kill_tree(proc)
     assert cut is not None, "two checkpoints never reached S3 before the run ended"
     assert proc.returncode == 0, out[-4000:]
     assert (

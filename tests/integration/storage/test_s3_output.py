@@ -22,13 +22,13 @@ import uuid
 from pathlib import Path
 from typing import Dict
 
-import psutil
 import pytest
 from click.testing import CliRunner
 
 from orchestrator.cli import cli
 from tests.conftest import write_config
 from tests.helpers.s3_server import free_port, s3_bucket, s3_server  # noqa: F401  (pytest fixtures)
+from tests.helpers.train_process import kill_tree, start_train, train_workers
 
 pytestmark = pytest.mark.integration
 
@@ -151,26 +151,8 @@ def test_killed_worker_resumes_from_its_checkpoint_on_s3(s3_bucket, tiny_t5, tmp
     """A lost worker (a spot node) costs a restart from the last checkpoint, read back from S3."""
     cfg = _config(tmp_path, tiny_t5, s3_bucket, experiment="s3kill", max_steps=100, eval_steps=10)
     env = _env()
-    proc = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "orchestrator.cli",
-            "train",
-            str(cfg),
-            "--cpus",
-            "2",
-            "--set",
-            "search.metric=eval_loss",
-            "--set",
-            "fault_tolerance.max_failures=2",
-        ],
-        cwd=tmp_path,
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-        start_new_session=True,
+    proc = start_train(
+        cfg, tmp_path, env, "--set", "search.metric=eval_loss", "--set", "fault_tolerance.max_failures=2"
     )
     killed = None
     try:
@@ -184,20 +166,14 @@ def test_killed_worker_resumes_from_its_checkpoint_on_s3(s3_bucket, tiny_t5, tmp
                 and b'"checkpoint_dir_name"'
                 in s3_bucket.client().get_object(Bucket=s3_bucket.name, Key=snaps[0])["Body"].read()
             ):
-                workers = [
-                    p
-                    for p in psutil.Process(proc.pid).children(recursive=True)
-                    if "RayTrainWorker" in " ".join(p.cmdline()[:1])
-                ]
+                workers = train_workers(proc)
                 assert len(workers) == 1, workers
                 workers[0].send_signal(signal.SIGKILL)
                 killed = workers[0].pid
             time.sleep(0.3)
         out, _ = proc.communicate(timeout=600)
     finally:
-        if proc.poll() is None:
-            for p in [proc] + psutil.Process(proc.pid).children(recursive=True):
-                p.kill()
+        kill_tree(proc)
     assert killed, "no checkpoint reached S3 before the run ended"
     assert proc.returncode == 0, out[-4000:]
     objs = _objects(s3_bucket)
