@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 from jobs.data import table_of
+from jobs.remote import task_options
 from orchestrator.core.config import RunConfig
 from orchestrator.core.ray_storage import RunStorage
 from orchestrator.core.rundir import RunDir
@@ -242,13 +243,7 @@ def merge_best(cfg: RunConfig, run: RunDir, st: RunStorage, eval_raw, test_raw=N
     else:
         merged = dest = str(run.merged_dir.resolve())
         fs = None
-    r = cfg.resources
-    task = ray.remote(merge_on_worker).options(
-        num_cpus=r.cpus_per_worker,
-        num_gpus=1 if r.gpus_per_worker else 0,
-        resources=dict(r.custom) or None,
-        max_retries=cfg.fault_tolerance.max_failures,  # a lost node re-runs the task elsewhere
-    )
+    task = ray.remote(merge_on_worker).options(**task_options(cfg))
     test_table = table_of(test_raw) if test_raw is not None else None
     out = ray.get(task.remote(cfg.to_json(), adapter_files, inputs, targets, test_table, dest, fs))
     run.write_merge_check(out["merge_check"])

@@ -32,6 +32,7 @@ def trial_driver(
     wandb_dir: Optional[str],
     storage_filesystem: Any = None,
     tracking_sink: Optional[Dict[str, Any]] = None,
+    mlflow_live: Optional[Dict[str, Any]] = None,
 ) -> None:
     """Tune trainable: one Ray Train run with this trial's hyperparameters."""
     import ray.train
@@ -56,6 +57,7 @@ def trial_driver(
             "trial_id": trial_id,
             "wandb_dir": wandb_dir,
             "tracking_sink": tracking_sink,
+            "mlflow_live": mlflow_live,
             "wandb_run_id": f"{cfg.experiment}-{trial_id}",
         },
         scaling_config=ray.train.ScalingConfig(
@@ -185,6 +187,7 @@ def run_search(
     resume: bool = False,
     callbacks: Optional[list] = None,
     echo=print,
+    mlflow_live: Optional[Dict[str, Any]] = None,
 ) -> SearchResult:
     """Run the search (or, with `fixed_params`, one trial); record the trials and copy the best adapter out."""
     import ray
@@ -215,6 +218,7 @@ def run_search(
             wandb_dir=wandb_dir,
             storage_filesystem=st.filesystem,
             tracking_sink=sink,
+            mlflow_live=mlflow_live,
         ),
         {"cpu": TRIAL_CPU},
     )

@@ -40,6 +40,10 @@ def train_fn_per_worker(config: Dict[str, Any]) -> None:
     resume, step = restore_checkpoint(output_dir)
     extra = {**counts, "resumed_from_step": step}
     trainer = build_trainer(cfg, model, tokenizer, data, extra, output_dir, report_to_wandb=tracker is not None)
+    if config.get("mlflow_live"):
+        from jobs.mlflow_live import mlflow_live_callback
+
+        trainer.add_callback(mlflow_live_callback(config["mlflow_live"], config["trial_id"], config.get("params", {})))
     sink = config.get("tracking_sink")
     if tracker is not None and sink:
         trainer.add_callback(sync_callback(lambda: sync_tracking(tracker, sink)))

@@ -116,6 +116,18 @@ def _clean_failed(run_dir: Path, resume: bool) -> None:
         shutil.rmtree(run_dir, ignore_errors=True)
 
 
+def open_live_tracking(cfg: RunConfig, run: RunDir, started_at: str, echo: Echo) -> Optional[Dict[str, Any]]:
+    """With `tracking.mlflow_tracking_uri` set: the search's MLflow run, opened before the first trial so
+    the trials log into it as they train. None otherwise."""
+    from orchestrator.observe.mlflow_live import live_enabled, open_search_run
+
+    if not live_enabled(cfg):
+        return None
+    live = open_search_run(cfg, run.path, started_at)
+    echo(f"MLflow: trials log live into run {live['parent_run_id']} of experiment '{cfg.tracking.project}'")
+    return live
+
+
 def execute(
     cfg: RunConfig,
     verb: str,
@@ -140,7 +152,17 @@ def execute(
     if st.remote:
         echo(f"Checkpoints and search state go to {st.uri}")
     fixed = {**cfg.fixed_params(), **(params or {})} if verb == "train" else None
-    result = run_search(cfg, run, st, fixed_params=fixed, resume=resume, callbacks=callbacks, echo=echo)
+    live = open_live_tracking(cfg, run, started.isoformat(), echo)
+    try:
+        result = run_search(
+            cfg, run, st, fixed_params=fixed, resume=resume, callbacks=callbacks, echo=echo, mlflow_live=live
+        )
+    except BaseException:
+        if live:
+            from orchestrator.observe.mlflow_live import close_failed
+
+            close_failed(live)
+        raise
     summary = result.summary
     summary["started_at"] = started.isoformat()
     best = summary.get("best")

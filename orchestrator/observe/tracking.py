@@ -29,6 +29,7 @@ from typing import Any, Callable, Dict, List, Optional, Sequence
 
 from orchestrator.core.config import RunConfig
 from orchestrator.core.formatting import is_number
+from orchestrator.core.mlflow_tags import KIND_TAG, SEARCH_TAG, TRIAL_TAG, allow_file_store, search_uid
 from orchestrator.core.rundir import RunDir
 
 ADAPTER_ARTIFACT_TYPE = "model"
@@ -164,35 +165,31 @@ def log_run_to_mlflow(run_dir, cfg: RunConfig) -> Dict[str, Any]:
     trial's metrics, and as artifacts `best_adapter/` (the adapter), results.json, trials.csv and the
     report when it exists. Logging the same run folder twice does not duplicate it.
 
-    Local file stores (`file://...` or a plain path) are MLflow's "maintenance mode" backend; this
-    opts in to it (MLFLOW_ALLOW_FILE_STORE) because a folder next to the run is what such users want.
+    With a tracking URI set, the parent and trial runs were opened live (orchestrator.observe.mlflow_live):
+    they are completed (summary, artifacts, status), their step histories not logged twice.
 
     Returns {tracking_uri, experiment_id, parent_run_id, trial_runs: {trial_id: run_id}, reused}.
     """
     folder = RunDir(run_dir)
     uri = mlflow_tracking_uri(folder.path, cfg)
-    if uri.startswith("file:") or "://" not in uri:
-        os.environ.setdefault("MLFLOW_ALLOW_FILE_STORE", "true")
+    allow_file_store(uri)
     from mlflow.entities import Metric, Param
     from mlflow.tracking import MlflowClient
+
+    from orchestrator.observe.mlflow_live import experiment_id
 
     results = folder.results() or {}
     config = folder.config() or cfg.to_json()
     experiment = results.get("experiment") or cfg.experiment
     metric = results.get("metric") or cfg.search.metric
-    uid = f"{experiment}@{results.get('started_at', '')}"
+    uid = search_uid(experiment, results.get("started_at", ""))
     client = MlflowClient(tracking_uri=uri)
-    exp = client.get_experiment_by_name(cfg.tracking.project)
-    exp_id = exp.experiment_id if exp else client.create_experiment(cfg.tracking.project)
+    exp_id = experiment_id(client, cfg.tracking.project)
 
-    existing = client.search_runs([exp_id], filter_string=f"tags.`qlora_launch.search` = '{uid}'")
-    parents = [r for r in existing if r.data.tags.get("qlora_launch.kind") == "search"]
-    if parents:
-        kids = {
-            r.data.tags.get("qlora_launch.trial_id"): r.info.run_id
-            for r in existing
-            if r.data.tags.get("qlora_launch.kind") == "trial"
-        }
+    existing = client.search_runs([exp_id], filter_string=f"tags.`{SEARCH_TAG}` = '{uid}'")
+    parents = [r for r in existing if r.data.tags.get(KIND_TAG) == "search"]
+    kids = {r.data.tags.get(TRIAL_TAG): r.info.run_id for r in existing if r.data.tags.get(KIND_TAG) == "trial"}
+    if parents and parents[0].info.status != "RUNNING":
         return {
             "tracking_uri": uri,
             "experiment_id": exp_id,
@@ -203,20 +200,25 @@ def log_run_to_mlflow(run_dir, cfg: RunConfig) -> Dict[str, Any]:
 
     now = int(time.time() * 1000)
     best = results.get("best") or {}
-    parent = client.create_run(
-        exp_id,
-        run_name=experiment,
-        tags={
-            "qlora_launch.search": uid,
-            "qlora_launch.kind": "search",
-            "qlora_launch.experiment": experiment,
-            "qlora_launch.run_dir": str(folder.path.resolve()),
-            "best_trial": str(best.get("trial_id")),
-            "mlflow.note.content": f"qlora-launch search {experiment}: {results.get('num_trials', '?')} trials, "
-            f"{metric} ({results.get('mode')}); best trial {best.get('trial_id')}.",
-        },
-    )
-    pid = parent.info.run_id
+    tags = {
+        "best_trial": str(best.get("trial_id")),
+        "mlflow.note.content": f"qlora-launch search {experiment}: {results.get('num_trials', '?')} trials, "
+        f"{metric} ({results.get('mode')}); best trial {best.get('trial_id')}.",
+    }
+    if parents:  # opened live by the driver before the first trial (orchestrator.observe.mlflow_live)
+        pid = parents[0].info.run_id
+        for k, v in tags.items():
+            client.set_tag(pid, k, v)
+    else:
+        tags.update(
+            {
+                SEARCH_TAG: uid,
+                KIND_TAG: "search",
+                "qlora_launch.experiment": experiment,
+                "qlora_launch.run_dir": str(folder.path.resolve()),
+            }
+        )
+        pid = client.create_run(exp_id, run_name=experiment, tags=tags).info.run_id
     params = [Param(k, _param_str(v)) for k, v in _flatten(config).items()]
     params += [Param(f"search.best.{k}", _param_str(v)) for k, v in (best.get("params") or {}).items()]
     bm = {
@@ -234,27 +236,35 @@ def log_run_to_mlflow(run_dir, cfg: RunConfig) -> Dict[str, Any]:
         last = folder.trial_result(tid)
         history = folder.trial_history(tid)
         status = row.get("status") or "COMPLETED"
-        child = client.create_run(
-            exp_id,
-            run_name=tid,
-            tags={
-                "mlflow.parentRunId": pid,
-                "qlora_launch.search": uid,
-                "qlora_launch.kind": "trial",
-                "qlora_launch.trial_id": tid,
-                "qlora_launch.status": status,
-                "group": experiment,
-                "job_type": "trial",
-                "best": str(tid == best.get("trial_id")).lower(),
-            },
-        )
-        cid = child.info.run_id
+        live = kids.get(tid)  # logged step by step by the trial itself: add only its summary
+        if live:
+            cid = live
+            client.set_tag(cid, "qlora_launch.status", status)
+            client.set_tag(cid, "best", str(tid == best.get("trial_id")).lower())
+        else:
+            cid = client.create_run(
+                exp_id,
+                run_name=tid,
+                tags={
+                    "mlflow.parentRunId": pid,
+                    SEARCH_TAG: uid,
+                    KIND_TAG: "trial",
+                    TRIAL_TAG: tid,
+                    "qlora_launch.status": status,
+                    "group": experiment,
+                    "job_type": "trial",
+                    "best": str(tid == best.get("trial_id")).lower(),
+                },
+            ).info.run_id
         tparams = {
             k: row[k] for k in row if k not in ("trial_id", metric, "steps", "planned_steps", "status", "time_s")
         }
         tparams.update({k: last[k] for k in ("trainable_params", "total_params", "trainable_pct") if k in last})
+        if live:  # MLflow params are write-once: keep what the trial logged
+            logged = client.get_run(cid).data.params
+            tparams = {k: v for k, v in tparams.items() if k not in logged}
         tmetrics = []
-        for h in history:
+        for h in [] if live else history:
             step = int(h.get("step") or 0)
             for k, v in h.items():
                 if k not in ("step", "epoch") and is_number(v):

@@ -4,7 +4,8 @@ One run:
   1. fingerprint the training data; unchanged since the last successful retrain -> "no new data";
   2. train a challenger (strategy retune: a search as `tune` does; reuse: one trial with the
      champion's hyperparameters);
-  3. score challenger and champion on the same held-out set with the same metric;
+  3. score challenger and champion on the same held-out set with the same metric (as Ray tasks on a
+     worker when Ray is connected: the driver never loads a model);
   4. promote (publish, then move the champion pointer) only if the challenger is better by at least
      retrain.min_improvement and its merge check passed;
   5. record the run in the registry.
@@ -171,12 +172,14 @@ def retrain(
         }
         data = eval_data_of(cfg)
         echo(f"{name}: scoring challenger{' and champion' if champion else ''} on {data} ({metric}, {mode})")
-        chal_score = metric_value(evaluator(result.evaluable(), cfg, data), metric, "challenger")
-        base["challenger"]["score"] = chal_score
+        chal_eval = evaluator(result.evaluable(), cfg, data)
+        chal_score = metric_value(chal_eval, metric, "challenger")
+        base["challenger"].update(score=chal_score, scored_on=chal_eval.get("scored_on"))
         champ_score = None
         if champion:
-            champ_score = metric_value(evaluator(champion["location"], cfg, data), metric, "champion")
-            base["champion"]["score"] = champ_score
+            champ_eval = evaluator(champion["location"], cfg, data)
+            champ_score = metric_value(champ_eval, metric, "champion")
+            base["champion"].update(score=champ_score, scored_on=champ_eval.get("scored_on"))
         better, reason = compare(
             chal_score, champ_score, mode=mode, min_improvement=rt.min_improvement, improvement=rt.improvement
         )

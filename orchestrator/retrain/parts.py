@@ -16,6 +16,8 @@ from orchestrator.core.errors import UserError
 from orchestrator.core.rundir import RunDir
 from orchestrator.retrain.registry import endpoint_for
 
+RUN_PARTS = ("/best/merged", "/best/adapter")  # a run folder's model parts on S3 (docs/run_layout.md)
+
 
 @dataclass
 class TrainResult:
@@ -66,7 +68,7 @@ class Published:
 
 
 TrainFn = Callable[[Any, Optional[Dict[str, Any]]], TrainResult]  # (cfg, params or None for a search)
-Evaluator = Callable[[str, Any, str], Dict[str, float]]  # (model dir or published location, cfg, data)
+Evaluator = Callable[[str, Any, str], Dict[str, Any]]  # (model, cfg, data) -> metrics (+ "scored_on")
 Publisher = Callable[[str, Any], Published]  # (run_dir, cfg)
 
 
@@ -101,36 +103,71 @@ def train_result_from_run_dir(run_dir: str, params: Optional[Dict[str, Any]] = N
             detail = f"max |logit diff| {check['max_abs_logit_diff']:.3g} vs tolerance {check.get('tolerance')}"
     if not best:
         detail = "the run has no best trial"
-    return TrainResult(run_dir=run_dir, hparams=dict(hparams), merge_ok=merge_ok, merge_detail=detail)
+    merged = ((run.results() or {}).get("paths") or {}).get("merged")
+    remote = merged if isinstance(merged, str) and merged.startswith("s3://") else None  # what a worker can read
+    return TrainResult(
+        run_dir=run_dir, hparams=dict(hparams), merge_ok=merge_ok, merge_detail=detail, model_path=remote
+    )
 
 
 # ---- scoring --------------------------------------------------------------------------------
 
 
-def default_evaluator(model: str, cfg: Any, data: str) -> Dict[str, float]:
-    """Score a model folder (or a published location, fetched first) with jobs.evaluate."""
-    from jobs.evaluate import evaluate
+def default_evaluator(model: str, cfg: Any, data: str) -> Dict[str, Any]:
+    """Score a model with jobs.evaluate, as a Ray task on a worker when Ray is connected (jobs.remote).
 
-    if "://" in model:
-        with tempfile.TemporaryDirectory(prefix="qlora-champion-") as tmp:
-            local = _fetch_published(model, cfg, tmp)
-            return evaluate(local, cfg, data)
-    local = Path(model)
+    `model` is a folder here, a published location (s3://…/<version>, hf://…: pulled and checked on the
+    node) or the run's `…/best/merged` on S3 (fetched into the node's model cache). The held-out set is
+    read here and sent by value: a worker node cannot see this machine's files.
+    """
+    from jobs.data import load_source, table_of
+    from jobs.remote import on_worker
+
+    table = table_of(load_source(data, cfg.data_endpoint))
+    return on_worker(cfg, score_on_node, cfg.to_json(), model, table)
+
+
+def score_on_node(cfg_json: Dict[str, Any], model: str, table: Any) -> Dict[str, Any]:
+    """The Ray task of default_evaluator: get the model onto this node, then score it."""
+    from jobs.data import dataset_of
+    from jobs.evaluate import evaluate
+    from orchestrator.core.config import RunConfig
+
+    cfg = RunConfig.model_validate(cfg_json)
+    raw = dataset_of(table)
+    with tempfile.TemporaryDirectory(prefix="qlora-score-") as tmp:
+        scores: Dict[str, Any] = dict(evaluate(_model_here(model, cfg, tmp), cfg, raw=raw))
+    return {**scores, "scored_on": _where()}
+
+
+def _where() -> Dict[str, Any]:
+    """The Ray node and process that did the work (recorded with the retrain run)."""
+    import os
+
+    import ray
+
+    node = ray.get_runtime_context().get_node_id() if ray.is_initialized() else None
+    return {"node_id": node, "pid": os.getpid()}
+
+
+def _model_here(model: str, cfg: Any, tmp: str) -> str:
+    """A local folder holding `model` (see default_evaluator); a published version's merged/ (else adapter/)."""
+    if model.startswith("s3://") and model.rstrip("/").endswith(RUN_PARTS):
+        from jobs.model_cache import fetch_s3_folder
+
+        return str(fetch_s3_folder(model.rstrip("/"), cfg.output.endpoint_url))
+    local = Path(_fetch_published(model, cfg, tmp) if "://" in model else model)
     for sub in ("merged", "adapter"):
         if (local / sub).is_dir():  # a published version folder holds both
-            return evaluate(str(local / sub), cfg, data)
-    return evaluate(model, cfg, data)
+            return str(local / sub)
+    return str(local)
 
 
 def _fetch_published(location: str, cfg: Any, dest: str) -> str:
-    """Download a published version into `dest` (every sha256 checked against its manifest); returns
-    its merged/ (else adapter/) folder."""
+    """Download a published version into `dest` (every sha256 checked against its manifest)."""
     from orchestrator.publish.pull import pull
 
     pull(location, dest, endpoint_url=endpoint_for(cfg))
-    for sub in ("merged", "adapter"):
-        if (Path(dest) / sub).is_dir():
-            return str(Path(dest) / sub)
     return dest
 
 

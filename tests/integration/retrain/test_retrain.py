@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import base64
 import json
+import os
 import shlex
 import signal
 import subprocess
@@ -449,7 +450,7 @@ def _s3_publisher(run_dir: str, cfg) -> Published:
     return Published(version, dst.uri)
 
 
-def test_real_training_beats_the_published_champion_and_is_promoted(tmp_path, s3_bucket, monkeypatch):
+def test_real_training_beats_the_published_champion_and_is_promoted(tmp_path, s3_bucket, monkeypatch, ray_local_2cpu):
     """One real retrain: a 4-bit QLoRA trial on a tiny T5 (Ray in-process), merged and checked,
     scored with the real evaluator against the champion fetched from S3 (the untrained base, published
     as v0), promoted, pointer moved. Then the real CLI skips the unchanged data."""
@@ -524,6 +525,8 @@ def test_real_training_beats_the_published_champion_and_is_promoted(tmp_path, s3
     assert rec["challenger"]["hparams"] == champion_hparams  # reuse: trained with the champion's values
     assert rec["challenger"]["merge_ok"] is True
     assert out.challenger_score < out.champion_score  # both really scored on the same test set
+    for who in ("challenger", "champion"):  # by a Ray task in a worker process, not by this driver
+        assert rec[who]["scored_on"]["node_id"] and rec[who]["scored_on"]["pid"] != os.getpid()
     champ = reg.get_champion(NAME)
     assert champ["version"] == rec["version"] != "v0" and champ["score"] == out.challenger_score
     keys = open_storage(champ["location"], s3_bucket.endpoint).list("")
