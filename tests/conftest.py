@@ -73,12 +73,18 @@ def write_config(path: Path, model_path: Path, out: Path, **sections) -> Path:
 
 @pytest.fixture(scope="session")
 def ray_local_2cpu():
-    """Ray started in-process with 2 CPUs for the session (the way `qlora-launch tune` starts it)."""
+    """Ray started in-process with 2 CPUs for the session (the way `qlora-launch tune` starts it).
+
+    Its worker processes get the S3 test server's dummy credentials (a node has its own, from its role or
+    environment); this process's environment is left as it was.
+    """
     import ray
 
     from orchestrator.launch.local import ensure_ray
+    from tests.helpers.s3_server import dummy_aws_env
 
-    started = ensure_ray(cpus=2)
+    with dummy_aws_env():
+        started = ensure_ray(cpus=2)
     yield
     if started:
         ray.shutdown()

@@ -16,6 +16,7 @@ server down and bring one back on the same port.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import socket
@@ -82,21 +83,30 @@ def stop_s3_server(proc: subprocess.Popen) -> None:
             proc.wait()
 
 
-@pytest.fixture(scope="session")
-def s3_server() -> Iterator[str]:
-    """The endpoint URL of a moto S3 server on loopback, with dummy AWS credentials in os.environ."""
+@contextlib.contextmanager
+def dummy_aws_env() -> Iterator[None]:
+    """DUMMY_AWS_ENV in os.environ for the block; what was there before is put back after."""
     saved = {k: os.environ.get(k) for k in DUMMY_AWS_ENV}
     os.environ.update(DUMMY_AWS_ENV)
-    proc, endpoint = start_s3_server()
     try:
-        yield endpoint
+        yield
     finally:
-        stop_s3_server(proc)
         for k, v in saved.items():
             if v is None:
                 os.environ.pop(k, None)
             else:
                 os.environ[k] = v
+
+
+@pytest.fixture(scope="session")
+def s3_server() -> Iterator[str]:
+    """The endpoint URL of a moto S3 server on loopback, with dummy AWS credentials in os.environ."""
+    with dummy_aws_env():
+        proc, endpoint = start_s3_server()
+        try:
+            yield endpoint
+        finally:
+            stop_s3_server(proc)
 
 
 @dataclass
