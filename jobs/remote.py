@@ -6,7 +6,9 @@ resources (a whole GPU where the trials had any, the trials' custom resources, i
 
 from __future__ import annotations
 
-from typing import Any, Callable, Dict, TypeVar
+import tempfile
+from pathlib import Path
+from typing import Any, Callable, Dict, List, TypeVar
 
 from orchestrator.core.config import RunConfig
 
@@ -32,3 +34,22 @@ def on_worker(cfg: RunConfig, fn: Callable[..., T], *args: Any) -> T:
     if not ray.is_initialized():
         return fn(*args)
     return ray.get(ray.remote(fn).options(**task_options(cfg)).remote(*args))
+
+
+def recheck_merge(
+    cfg_json: Dict[str, Any], adapter_files: Dict[str, bytes], merged: str, inputs: List[str], targets: List[str]
+) -> Dict[str, Any]:
+    """The model half of `publish`'s merge re-check, run by on_worker: merged vs base + adapter on the eval
+    inputs (jobs.merge.verify_merge). The adapter comes by value; `merged` is a folder here or the run's
+    best/merged on S3, fetched into this node's model cache."""
+    from jobs.merge import verify_merge
+
+    cfg = RunConfig.model_validate(cfg_json)
+    if merged.startswith("s3://"):
+        from jobs.model_cache import fetch_s3_folder
+
+        merged = str(fetch_s3_folder(merged, cfg.output.endpoint_url))
+    with tempfile.TemporaryDirectory(prefix="qlora-adapter-") as tmp:
+        for name, data in adapter_files.items():
+            (Path(tmp) / name).write_bytes(data)
+        return verify_merge(cfg, Path(tmp), Path(merged), inputs, targets)

@@ -42,24 +42,29 @@ def eval_examples(run: RunRecord) -> Tuple[List[str], List[str], str]:
 
 
 def verify_run_merge(run: RunRecord) -> Dict[str, Any]:
-    """Run jobs.merge.verify_merge on the run's best adapter and merged model (imports torch lazily).
+    """jobs.merge.verify_merge on the run's best adapter and merged model: as a Ray task on a worker when Ray
+    is connected (the publish step of `tune`), else in this process (jobs.remote.on_worker).
 
     Raises:
         UserError: the base model cannot be loaded here, or the merged model is not base + adapter.
     """
     try:
-        from jobs.merge import verify_merge
+        from jobs.remote import on_worker, recheck_merge
     except ImportError as e:
         raise UserError(f"re-verifying the merge needs torch, transformers and peft here ({e}).") from None
     inputs, targets, source = eval_examples(run)
     cfg = run.cfg
+    files = {p.name: p.read_bytes() for p in run.part_dir("adapter").iterdir() if p.is_file()}
+    remote = ((run.results or {}).get("paths") or {}).get("merged")
+    # A worker node sees S3, not this machine's staging copy.
+    merged = remote if isinstance(remote, str) and remote.startswith("s3://") else str(run.part_dir("merged"))
     try:
-        check = verify_merge(cfg, run.part_dir("adapter"), run.part_dir("merged"), inputs, targets)
+        check = on_worker(cfg, recheck_merge, cfg.to_json(), files, merged, inputs, targets)
     except (OSError, ValueError, RuntimeError, KeyError) as e:
         raise UserError(
             f"cannot re-verify the merge of {run.run_dir}: {type(e).__name__}: "
             f"{str(e).splitlines()[0] if str(e) else ''}. "
-            f"The base model ({cfg.model.name_or_path}) must be loadable here."
+            f"The base model ({cfg.model.name_or_path}) must be loadable where the check runs."
         ) from None
     check = {**check, "inputs_from": source, "checked_at": utc_now()}
     if not check.get("passed"):
