@@ -57,6 +57,11 @@ def metric_value(metrics: Dict[str, Any], metric: str, who: str) -> float:
     )
 
 
+def _where_scored(evaluation: Dict[str, Any]) -> Dict[str, Any]:
+    """{"scored_on": {node_id, pid}} when the evaluator says where it ran (a Ray task does), else nothing."""
+    return {"scored_on": evaluation["scored_on"]} if evaluation.get("scored_on") else {}
+
+
 def compare(
     challenger: float, champion: Optional[float], *, mode: str, min_improvement: float, improvement: str
 ) -> tuple:
@@ -174,12 +179,12 @@ def retrain(
         echo(f"{name}: scoring challenger{' and champion' if champion else ''} on {data} ({metric}, {mode})")
         chal_eval = evaluator(result.evaluable(), cfg, data)
         chal_score = metric_value(chal_eval, metric, "challenger")
-        base["challenger"].update(score=chal_score, scored_on=chal_eval.get("scored_on"))
+        base["challenger"].update(score=chal_score, **_where_scored(chal_eval))
         champ_score = None
         if champion:
             champ_eval = evaluator(champion["location"], cfg, data)
             champ_score = metric_value(champ_eval, metric, "champion")
-            base["champion"].update(score=champ_score, scored_on=champ_eval.get("scored_on"))
+            base["champion"].update(score=champ_score, **_where_scored(champ_eval))
         better, reason = compare(
             chal_score, champ_score, mode=mode, min_improvement=rt.min_improvement, improvement=rt.improvement
         )
