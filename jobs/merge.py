@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 from jobs.data import table_of
-from jobs.remote import task_options
+from jobs.remote import folder_files, on_worker, write_files
 from orchestrator.core.config import RunConfig
 from orchestrator.core.ray_storage import RunStorage
 from orchestrator.core.rundir import RunDir
@@ -200,10 +200,7 @@ def merge_on_worker(
 
     cfg = RunConfig.model_validate(run_config)
     with tempfile.TemporaryDirectory(prefix="qlora-merge-") as tmp:
-        adapter = Path(tmp, "adapter")
-        adapter.mkdir()
-        for name, blob in adapter_files.items():
-            (adapter / name).write_bytes(blob)
+        adapter = write_files(adapter_files, Path(tmp, "adapter"))
         merged_dir = Path(tmp, "merged") if dest_filesystem is not None else Path(dest)
         check, model = merge_and_check(cfg, adapter, merged_dir, inputs, targets)
         samples = generate_samples(cfg, merged_dir, inputs, targets, model=model)
@@ -231,21 +228,18 @@ def merge_best(cfg: RunConfig, run: RunDir, st: RunStorage, eval_raw, test_raw=N
     task asks for a whole GPU where the trials had one, and the trials' custom resources (the node pool).
     Writes merge_check.json and samples.json; returns {merge_check, scores, merged (where it is)}.
     """
-    import ray
-
     n = min(cfg.merge.verify_samples, len(eval_raw))
     inputs = [str(x) for x in eval_raw[cfg.data.input_column][:n]]
     targets = [str(x) for x in eval_raw[cfg.data.target_column][:n]]
-    adapter_files = {p.name: p.read_bytes() for p in run.adapter_dir.iterdir() if p.is_file()}
+    adapter_files = folder_files(run.adapter_dir)
     if st.remote and st.run_uri:
         merged = f"{st.run_uri}/best/merged"
         dest, fs = merged.removeprefix("s3://"), st.filesystem
     else:
         merged = dest = str(run.merged_dir.resolve())
         fs = None
-    task = ray.remote(merge_on_worker).options(**task_options(cfg))
     test_table = table_of(test_raw) if test_raw is not None else None
-    out = ray.get(task.remote(cfg.to_json(), adapter_files, inputs, targets, test_table, dest, fs))
+    out = on_worker(cfg, merge_on_worker, cfg.to_json(), adapter_files, inputs, targets, test_table, dest, fs)
     run.write_merge_check(out["merge_check"])
     run.write_samples(out["samples"])
     return {"merge_check": out["merge_check"], "scores": out["scores"], "merged": merged, "node": out["node"]}

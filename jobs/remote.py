@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import tempfile
 from pathlib import Path
-from typing import Any, Callable, Dict, List, TypeVar
+from typing import Any, Callable, Dict, List, Optional, TypeVar
 
 from orchestrator.core.config import RunConfig
 
@@ -24,6 +24,29 @@ def task_options(cfg: RunConfig) -> Dict[str, Any]:
         "resources": dict(r.custom) or None,
         "max_retries": cfg.fault_tolerance.max_failures,  # a lost node re-runs the task elsewhere
     }
+
+
+def folder_files(folder: Path) -> Dict[str, bytes]:
+    """The files of a small flat folder (an adapter), to hand to a task by value."""
+    return {p.name: p.read_bytes() for p in Path(folder).iterdir() if p.is_file()}
+
+
+def write_files(files: Dict[str, bytes], folder: Path) -> Path:
+    """`folder_files` written back out on the task's node."""
+    folder.mkdir(parents=True, exist_ok=True)
+    for name, blob in files.items():
+        (folder / name).write_bytes(blob)
+    return folder
+
+
+def model_here(location: str, endpoint_url: Optional[str]) -> str:
+    """A folder on this node with the model at `location`: a local path as it is, an s3:// folder fetched
+    into the node's model cache (jobs.model_cache)."""
+    if not location.startswith("s3://"):
+        return location
+    from jobs.model_cache import fetch_s3_folder
+
+    return str(fetch_s3_folder(location.rstrip("/"), endpoint_url))
 
 
 def on_worker(cfg: RunConfig, fn: Callable[..., T], *args: Any) -> T:
@@ -45,11 +68,7 @@ def recheck_merge(
     from jobs.merge import verify_merge
 
     cfg = RunConfig.model_validate(cfg_json)
-    if merged.startswith("s3://"):
-        from jobs.model_cache import fetch_s3_folder
-
-        merged = str(fetch_s3_folder(merged, cfg.output.endpoint_url))
+    merged = model_here(merged, cfg.output.endpoint_url)
     with tempfile.TemporaryDirectory(prefix="qlora-adapter-") as tmp:
-        for name, data in adapter_files.items():
-            (Path(tmp) / name).write_bytes(data)
-        return verify_merge(cfg, Path(tmp), Path(merged), inputs, targets)
+        adapter = write_files(adapter_files, Path(tmp))
+        return verify_merge(cfg, adapter, Path(merged), inputs, targets)

@@ -264,7 +264,7 @@ def log_run_to_mlflow(run_dir, cfg: RunConfig) -> Dict[str, Any]:
             logged = client.get_run(cid).data.params
             tparams = {k: v for k, v in tparams.items() if k not in logged}
         tmetrics = []
-        for h in [] if live else history:
+        for h in history if not live else []:  # a live run has its step history already
             step = int(h.get("step") or 0)
             for k, v in h.items():
                 if k not in ("step", "epoch") and is_number(v):

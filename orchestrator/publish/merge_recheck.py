@@ -49,12 +49,12 @@ def verify_run_merge(run: RunRecord) -> Dict[str, Any]:
         UserError: the base model cannot be loaded here, or the merged model is not base + adapter.
     """
     try:
-        from jobs.remote import on_worker, recheck_merge
+        from jobs.remote import folder_files, on_worker, recheck_merge
     except ImportError as e:
         raise UserError(f"re-verifying the merge needs torch, transformers and peft here ({e}).") from None
     inputs, targets, source = eval_examples(run)
     cfg = run.cfg
-    files = {p.name: p.read_bytes() for p in run.part_dir("adapter").iterdir() if p.is_file()}
+    files = folder_files(run.part_dir("adapter"))
     remote = ((run.results or {}).get("paths") or {}).get("merged")
     # A worker node sees S3, not this machine's staging copy.
     merged = remote if isinstance(remote, str) and remote.startswith("s3://") else str(run.part_dir("merged"))

@@ -153,9 +153,9 @@ def _where() -> Dict[str, Any]:
 def _model_here(model: str, cfg: Any, tmp: str) -> str:
     """A local folder holding `model` (see default_evaluator); a published version's merged/ (else adapter/)."""
     if model.startswith("s3://") and model.rstrip("/").endswith(RUN_PARTS):
-        from jobs.model_cache import fetch_s3_folder
+        from jobs.remote import model_here
 
-        return str(fetch_s3_folder(model.rstrip("/"), cfg.output.endpoint_url))
+        return model_here(model, cfg.output.endpoint_url)
     local = Path(_fetch_published(model, cfg, tmp) if "://" in model else model)
     for sub in ("merged", "adapter"):
         if (local / sub).is_dir():  # a published version folder holds both
