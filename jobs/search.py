@@ -16,7 +16,7 @@ from typing import Any, Dict, List, Optional, Union
 
 from orchestrator.core.config import RunConfig
 from orchestrator.core.ray_storage import RunStorage
-from orchestrator.core.rundir import RunDir
+from orchestrator.core.rundir import TRIALS_DIR, RunDir
 
 TRIAL_CPU = 0.01  # a Tune trial only drives its Train workers, which hold the real resources
 
@@ -33,8 +33,13 @@ def trial_driver(
     storage_filesystem: Any = None,
     tracking_sink: Optional[Dict[str, Any]] = None,
     mlflow_live: Optional[Dict[str, Any]] = None,
+    log: Optional[Dict[str, Any]] = None,
 ) -> None:
-    """Tune trainable: one Ray Train run with this trial's hyperparameters."""
+    """Tune trainable: one Ray Train run with this trial's hyperparameters.
+
+    `log` says where the workers' output goes (jobs/worker_log.py): the run folder's trials/<id>/ or,
+    for a remote run, a node-local file copied to storage; `stream` also sends it on to the driver.
+    """
     import ray.train
     import ray.tune
     from ray.train.torch import TorchTrainer
@@ -58,6 +63,7 @@ def trial_driver(
             "wandb_dir": wandb_dir,
             "tracking_sink": tracking_sink,
             "mlflow_live": mlflow_live,
+            "log": log,
             "wandb_run_id": f"{cfg.experiment}-{trial_id}",
         },
         scaling_config=ray.train.ScalingConfig(
@@ -188,6 +194,7 @@ def run_search(
     callbacks: Optional[list] = None,
     echo=print,
     mlflow_live: Optional[Dict[str, Any]] = None,
+    verbose: bool = False,
 ) -> SearchResult:
     """Run the search (or, with `fixed_params`, one trial); record the trials and copy the best adapter out."""
     import ray
@@ -209,6 +216,11 @@ def run_search(
     if wandb_dir and st.remote and st.run_uri:
         # a worker node's disk goes away with the node: trials copy their offline runs to storage
         sink = {"path": st.run_uri.removeprefix("s3://") + "/wandb", "filesystem": st.filesystem}
+    log: Dict[str, Any] = {"stream": verbose}
+    if st.remote and st.run_uri:
+        log["sink"] = {"path": st.run_uri.removeprefix("s3://") + f"/{TRIALS_DIR}", "filesystem": st.filesystem}
+    else:
+        log["dir"] = str((run.path / TRIALS_DIR).resolve())
     trainable = tune.with_resources(
         tune.with_parameters(
             trial_driver,
@@ -219,6 +231,7 @@ def run_search(
             storage_filesystem=st.filesystem,
             tracking_sink=sink,
             mlflow_live=mlflow_live,
+            log=log,
         ),
         {"cpu": TRIAL_CPU},
     )
@@ -259,6 +272,7 @@ def collect_results(cfg: RunConfig, grid, run: RunDir, n_train: int, st: RunStor
     metric, mode = cfg.search.metric, cfg.search.resolved_mode
     better = (lambda a, b: a < b) if mode == "min" else (lambda a, b: a > b)
     rows: List[Dict[str, Any]] = []
+    notices: Dict[str, None] = {}  # worker notices, each once, in order
     best: Optional[Dict[str, Any]] = None
     for result in grid:
         params = (result.config or {}).get("params", {})
@@ -279,6 +293,14 @@ def collect_results(cfg: RunConfig, grid, run: RunDir, n_train: int, st: RunStor
             "time_s": round(float(last.get("time_total_s", 0) or 0), 1),
         }
         run.trial_dir(trial_id).mkdir(parents=True, exist_ok=True)
+        if st.remote and st.run_uri:  # the workers' logs were copied to the run's S3 folder: bring them here
+            _fetch_logs(st, f"{st.run_uri}/{TRIALS_DIR}/{trial_id}", run.trial_dir(trial_id))
+        if result.error:
+            from orchestrator.core.formatting import last_error_line
+
+            row["error"] = last_error_line(str(result.error))
+        said = [n for h in history if isinstance(h.get("notices"), str) for n in h["notices"].split("\n") if n]
+        notices.update((f"trial {trial_id}: {n}", None) for n in said)
         if last:
             run.write_trial_result(trial_id, _jsonable(last))
         if scored:
@@ -307,6 +329,7 @@ def collect_results(cfg: RunConfig, grid, run: RunDir, n_train: int, st: RunStor
         "best": None,
         "params": {},
         "paths": {"run_dir": str(run.path.resolve())},
+        "notices": list(notices),
     }
     if best is None:
         return summary
@@ -318,6 +341,20 @@ def collect_results(cfg: RunConfig, grid, run: RunDir, n_train: int, st: RunStor
     summary["params"] = {k: best["metrics"].get(k) for k in ("trainable_params", "total_params", "trainable_pct")}
     summary["paths"]["adapter"] = str(adapter.resolve())
     return summary
+
+
+def _fetch_logs(st: RunStorage, remote_dir: str, dest: Path) -> None:
+    """A remote trial's worker logs (worker*.log) into its local trial folder; what is missing is skipped."""
+    import pyarrow.fs
+
+    fs, path = st._fs_path(remote_dir)
+    try:
+        infos = fs.get_file_info(pyarrow.fs.FileSelector(path, allow_not_found=True))
+        for info in infos:
+            if info.type == pyarrow.fs.FileType.File and info.base_name.startswith("worker"):
+                pyarrow.fs.copy_files(info.path, str(dest / info.base_name), source_filesystem=fs)
+    except OSError:
+        pass
 
 
 def _best_of(rows: List[Dict[str, Any]], metric: str, mode: str) -> Dict[str, Any]:

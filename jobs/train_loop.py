@@ -20,6 +20,25 @@ def train_fn_per_worker(config: Dict[str, Any]) -> None:
     """Ray Train entry point: `config` holds the run config JSON, the trial's params and a data ref."""
     import ray.train
 
+    from jobs.worker_log import log_target, output_to, sync_log
+
+    rank = ray.train.get_context().get_world_rank()
+    spec, trial_id = config.get("log"), config.get("trial_id") or "trial"
+    log = log_target(spec, trial_id, rank)
+    with output_to(log, stream=bool(spec and spec.get("stream")), header=f"trial {trial_id} rank {rank}"):
+        try:
+            _train(config, rank, lambda: sync_log(spec, log, trial_id))
+        except BaseException:
+            import traceback
+
+            traceback.print_exc()  # the full traceback in the trial's log; Ray carries the error to the driver
+            raise
+        finally:
+            sync_log(spec, log, trial_id)
+
+
+def _train(config: Dict[str, Any], rank: int, sync_log) -> None:
+
     cfg = RunConfig.model_validate(config["run_config"]).with_params(config.get("params", {}))
     data = resolve_data(config["data"])
     tracker = start_tracking(cfg, config)
@@ -28,7 +47,7 @@ def train_fn_per_worker(config: Dict[str, Any]) -> None:
     tokenizer = load_tokenizer(cfg)
     model = load_trainable(cfg, device_map=_device_map(cfg))
     counts = param_counts(model)
-    if ray.train.get_context().get_world_rank() == 0:
+    if rank == 0:
         print(
             f"trainable params: {counts['trainable_params']:,} || all params: {counts['total_params']:,} "
             f"|| trainable%: {counts['trainable_pct']:.4f}",
@@ -47,6 +66,7 @@ def train_fn_per_worker(config: Dict[str, Any]) -> None:
     sink = config.get("tracking_sink")
     if tracker is not None and sink:
         trainer.add_callback(sync_callback(lambda: sync_tracking(tracker, sink)))
+    trainer.add_callback(sync_callback(sync_log))
     try:
         trainer.train(resume_from_checkpoint=resume)
     finally:
@@ -69,7 +89,9 @@ def sync_tracking(tracker, sink: Dict[str, Any]) -> None:
     try:
         pyarrow.fs.copy_files(str(folder), f"{sink['path']}/{folder.name}", destination_filesystem=sink["filesystem"])
     except OSError as e:  # tracking must never fail a trial
-        print(f"Could not copy the W&B files to {sink['path']}: {e}", flush=True)
+        from jobs.worker_log import notice
+
+        notice(f"Could not copy the W&B files to {sink['path']}: {e}")
 
 
 def sync_callback(fn):
@@ -248,6 +270,10 @@ def report_callback_class():
                 metrics.update(log)
             metrics.update(self.extra)
             metrics["step"] = state.global_step
+            from jobs.worker_log import NOTICES
+
+            if NOTICES:
+                metrics["notices"] = "\n".join(NOTICES)
             metrics["peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
             if torch.cuda.is_available():
                 metrics["peak_gpu_mem_mb"] = torch.cuda.max_memory_allocated() / 2**20
@@ -318,7 +344,9 @@ def restore_checkpoint(output_dir: str) -> Tuple[Optional[str], int]:
 
     def say(line: str) -> None:  # every rank picks the same checkpoint; rank 0 says why
         if ray.train.get_context().get_world_rank() == 0:
-            print(line, flush=True)
+            from jobs.worker_log import notice
+
+            notice(line)
 
     picked = pick_resumable(ckpt.path, ckpt.filesystem, output_dir, CHECKPOINT_DIR, log=say)
     if picked is None:

@@ -39,14 +39,33 @@ def status_command(job_id, address):
 
 
 @click.command("logs")
-@job_argument
+@click.argument("job_id", metavar="JOB|RUN_DIR")
 @address_option
 @click.option(
-    "--follow", "-f", is_flag=True, help="Stream new lines until the job ends; exit 0 if it SUCCEEDED, 1 if not."
+    "--follow",
+    "-f",
+    is_flag=True,
+    help="Stream new lines until the job (or the local run) ends; for a job, exit 0 if it SUCCEEDED, 1 if not.",
+)
+@click.option(
+    "--trial", default=None, metavar="ID", help="RUN_DIR only: that trial's worker log (a trial id or its ending)."
 )
 @click.pass_context
-def logs_command(ctx, job_id, address, follow):
-    """Print the logs of job JOB (with --follow, until it ends)."""
+def logs_command(ctx, job_id, address, follow, trial):
+    """Print the logs of cluster job JOB, or of a local run folder RUN_DIR.
+
+    \b
+    RUN_DIR: its driver.log and the list of trial logs; with --trial ID, that trial's worker.log
+    (library output, and the full traceback when it failed). --follow keeps printing until the run ends.
+    """
+    from pathlib import Path
+
+    if Path(job_id).is_dir():
+        from orchestrator.observe.run_logs import show_logs
+
+        ctx.exit(show_logs(Path(job_id), trial=trial, follow=follow, echo=click.echo))
+    if trial:
+        raise click.UsageError(f"--trial goes with a run folder; '{job_id}' is not a folder here.")
     from orchestrator.launch import ray_jobs
 
     ctx.exit(ray_jobs.job_logs(address, job_id, follow=follow, echo=click.echo))

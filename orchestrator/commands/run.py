@@ -28,6 +28,13 @@ def run_options(f):
             click.option("--cpus", type=int, default=None, help="Local mode: CPUs Ray may use (default: all)."),
             click.option("--gpus", type=float, default=None, help="Local mode: GPUs Ray may use (default: all)."),
             click.option(
+                "-v",
+                "--verbose",
+                is_flag=True,
+                help="Also stream the Ray workers' and libraries' output here (it always goes to the run "
+                "folder: trials/<id>/worker.log, driver.log; `qlora-launch logs RUN_DIR` shows it).",
+            ),
+            click.option(
                 "--experiment",
                 default=None,
                 help="Run name; overrides output.experiment (default: the config file's stem).",

@@ -43,3 +43,12 @@ def fmt_duration(s: Optional[float], sep: str = "", missing: str = "?") -> str:
     if m:
         return f"{m}m{sep}{sec:02d}s"
     return f"{sec}s"
+
+
+def last_error_line(text: str) -> str:
+    """The last meaningful line of a traceback or error text (the exception and its message)."""
+    lines = [ln.strip() for ln in text.strip().splitlines() if ln.strip()]
+    for ln in reversed(lines):
+        if not ln.startswith(("File ", "^", "~", "During handling", "The above exception", "Traceback")):
+            return ln[:300]
+    return lines[-1][:300] if lines else ""

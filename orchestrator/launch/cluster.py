@@ -65,7 +65,7 @@ VERBS = ("tune", "train")
 # ---- pure parts: what gets submitted -------------------------------------------------------------
 
 
-def build_entrypoint(cfg: RunConfig, verb: str, *, resume: bool = False) -> str:
+def build_entrypoint(cfg: RunConfig, verb: str, *, resume: bool = False, verbose: bool = False) -> str:
     """The shell command the job runs on the cluster (from the job's working_dir).
 
     The config travels as base64 JSON: it holds no secrets, survives any shell quoting, and is
@@ -77,6 +77,8 @@ def build_entrypoint(cfg: RunConfig, verb: str, *, resume: bool = False) -> str:
     cmd = ["python", "-m", "orchestrator.launch.entry", verb, "--config-b64", b64]
     if resume:
         cmd.append("--resume")
+    if verbose:
+        cmd.append("--verbose")
     return shlex.join(cmd)
 
 
@@ -259,7 +261,14 @@ def submit_job(
 
 
 def submit_run(
-    cfg: RunConfig, verb: str, address: Optional[str], *, wait: bool = True, resume: bool = False, echo: Echo = print
+    cfg: RunConfig,
+    verb: str,
+    address: Optional[str],
+    *,
+    wait: bool = True,
+    resume: bool = False,
+    echo: Echo = print,
+    verbose: bool = False,
 ) -> int:
     """Run `tune` or `train` of `cfg` as a Ray Job on the cluster at `address`.
 
@@ -270,6 +279,7 @@ def submit_run(
         wait: follow the logs to the end and return the job's outcome; else return once submitted.
         resume: restore an interrupted search from its storage instead of starting over.
         echo: where lines for the user go.
+        verbose: the job streams its workers' output too (it always goes to trials/<id>/worker.log).
 
     Returns:
         0 when the job SUCCEEDED (or when not waiting), 1 when it FAILED or was STOPPED.
@@ -288,7 +298,7 @@ def submit_run(
     echo(f"Secrets passed to the job by name: {', '.join(names) if names else 'none'}")
     return submit_job(
         address,
-        build_entrypoint(cluster_cfg, verb, resume=resume),
+        build_entrypoint(cluster_cfg, verb, resume=resume, verbose=verbose),
         runtime_env=runtime_env,
         metadata=build_metadata(cfg, verb),
         submission_id=new_submission_id(cfg, verb),

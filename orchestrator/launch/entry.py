@@ -23,6 +23,7 @@ def main(argv=None) -> int:
     ap.add_argument("verb", choices=["tune", "train", "retrain"])
     ap.add_argument("--config-b64", required=True)
     ap.add_argument("--resume", action="store_true", help="tune/train: continue the run in its storage")
+    ap.add_argument("--verbose", action="store_true", help="tune/train: stream the workers' output too")
     ap.add_argument("--job-id", default=None, help="retrain: the submission id, recorded in the registry")
     ap.add_argument("--force", action="store_true", help="retrain: train even when the data is unchanged")
     args = ap.parse_args(argv)
@@ -42,11 +43,17 @@ def main(argv=None) -> int:
 
     import ray
 
-    ray.init()  # inside a Ray Job this connects to the job's cluster
+    # Inside a Ray Job this connects to the job's cluster. Without --verbose the workers' output stays in
+    # their trials' log files (copied to the run's storage), not in the job's log.
+    ray.init(log_to_driver=args.verbose)
+    from orchestrator.core.rundir import run_dir_for
     from orchestrator.launch.pipeline import execute
+    from orchestrator.observe.driver_log import driver_logging
     from orchestrator.observe.summary import print_summary
 
-    return print_summary(execute(cfg, args.verb, resume=args.resume))
+    with driver_logging(run_dir_for(cfg), args.verbose):
+        run_dir = execute(cfg, args.verb, resume=args.resume, verbose=args.verbose)
+    return print_summary(run_dir)
 
 
 def _retrain(cfg: RunConfig, force: bool, job_id) -> int:

@@ -26,11 +26,15 @@ QUIET_ENV = {
 FAST_POLL_ENV = {"RAY_TRAIN_HEALTH_CHECK_INTERVAL_S": "0.2"}
 
 
-def ensure_ray(cpus: Optional[int] = None, gpus: Optional[float] = None, fast_poll: bool = False) -> bool:
+def ensure_ray(
+    cpus: Optional[int] = None, gpus: Optional[float] = None, fast_poll: bool = False, log_to_driver: bool = True
+) -> bool:
     """Start Ray in-process unless it is already up. Returns True when this call started it.
 
     fast_poll: Train's controller polls its workers every 0.2 s instead of 2 s (see FAST_POLL_ENV); for
     runs in which Tune stops no trial.
+    log_to_driver: stream every Ray worker's output to this terminal (`--verbose`). Off, the trials' output
+    is in their log files (jobs/worker_log.py) and Ray's own in its session logs.
     """
     import ray
 
@@ -59,7 +63,7 @@ def ensure_ray(cpus: Optional[int] = None, gpus: Optional[float] = None, fast_po
             # placement group of a live run. So `train` keeps it too.
             include_dashboard=True,
             logging_level="ERROR",
-            log_to_driver=True,
+            log_to_driver=log_to_driver,
             runtime_env={"env_vars": env},
         )
     finally:
@@ -98,12 +102,19 @@ def fit_to_machine(cfg: RunConfig, total_cpus: float, echo=print) -> RunConfig:
 
 @contextmanager
 def ray_session(
-    cfg: RunConfig, verb: str, *, cpus: Optional[int] = None, gpus: Optional[float] = None, echo=print
+    cfg: RunConfig,
+    verb: str,
+    *,
+    cpus: Optional[int] = None,
+    gpus: Optional[float] = None,
+    echo=print,
+    verbose: bool = False,
 ) -> Iterator[RunConfig]:
     """Ray in-process for one `tune` or `train` (unless Ray is already up); yields cfg fitted to the machine."""
     import ray
 
-    started = ensure_ray(cpus, gpus, fast_poll=(verb == "train"))  # `train`: one trial, never stopped by Tune
+    # `train`: one trial, never stopped by Tune
+    started = ensure_ray(cpus, gpus, fast_poll=(verb == "train"), log_to_driver=verbose)
     try:
         yield fit_to_machine(cfg, float(ray.cluster_resources().get("CPU", 1)), echo)
     finally:

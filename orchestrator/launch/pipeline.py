@@ -19,7 +19,7 @@ import yaml
 
 from orchestrator.core.config import RunConfig
 from orchestrator.core.config_load import describe_space, load_config
-from orchestrator.core.rundir import RunDir, run_dir_for
+from orchestrator.core.rundir import TRIALS_DIR, RunDir, run_dir_for
 
 Echo = Callable[..., None]
 
@@ -77,8 +77,13 @@ def run(
     experiment: Optional[str] = None,
     params: Optional[Dict[str, Any]] = None,
     echo: Echo = print,
+    verbose: bool = False,
 ) -> int:
-    """`tune`/`train`: validate everything, then run locally or submit to a cluster. Returns the exit code."""
+    """`tune`/`train`: validate everything, then run locally or submit to a cluster. Returns the exit code.
+
+    verbose: stream the workers' and libraries' output to the terminal too (it always goes to the run
+    folder's logs: trials/<id>/worker.log, driver.log).
+    """
     cfg = prepare(config, overrides, experiment, check_modules=address is None)
     if dry_run:
         echo(plan_text(cfg, verb))
@@ -91,17 +96,20 @@ def run(
     if address:
         from orchestrator.launch.cluster import submit_run
 
-        return submit_run(cfg, verb, address, wait=wait, resume=resume, echo=echo)
+        return submit_run(cfg, verb, address, wait=wait, resume=resume, echo=echo, verbose=verbose)
 
     from orchestrator.launch.local import ray_session
     from orchestrator.launch.preflight import check_local_start
+    from orchestrator.observe.driver_log import driver_logging
     from orchestrator.observe.progress import progress_callbacks
     from orchestrator.observe.summary import print_summary
 
     run_dir = check_local_start(cfg, resume=resume, gpus=gpus)
     try:
-        with ray_session(cfg, verb, cpus=cpus, gpus=gpus, echo=echo) as fitted:
-            execute(fitted, verb, resume=resume, params=params, callbacks=progress_callbacks(fitted), echo=echo)
+        with ray_session(cfg, verb, cpus=cpus, gpus=gpus, echo=echo, verbose=verbose) as fitted:
+            with driver_logging(run_dir, verbose):
+                callbacks = progress_callbacks(fitted, trials_dir=str(RunDir(run_dir).path.resolve() / TRIALS_DIR))
+                execute(fitted, verb, resume=resume, params=params, callbacks=callbacks, echo=echo, verbose=verbose)
     except BaseException:
         _clean_failed(run_dir, resume)
         raise
@@ -136,6 +144,7 @@ def execute(
     params: Optional[Dict[str, Any]] = None,
     callbacks: Optional[list] = None,
     echo: Echo = print,
+    verbose: bool = False,
 ) -> Path:
     """Search (or, for `train`, one trial), then merge, record, track, upload and publish the best.
 
@@ -155,7 +164,15 @@ def execute(
     live = open_live_tracking(cfg, run, started.isoformat(), echo)
     try:
         result = run_search(
-            cfg, run, st, fixed_params=fixed, resume=resume, callbacks=callbacks, echo=echo, mlflow_live=live
+            cfg,
+            run,
+            st,
+            fixed_params=fixed,
+            resume=resume,
+            callbacks=callbacks,
+            echo=echo,
+            mlflow_live=live,
+            verbose=verbose,
         )
     except BaseException:
         if live:

@@ -15,10 +15,10 @@ from __future__ import annotations
 import atexit
 import math
 import sys
-from typing import Any, Dict, List
+from typing import Any, Dict, List, Optional
 
 from orchestrator.core.config import RunConfig
-from orchestrator.core.formatting import fmt_duration
+from orchestrator.core.formatting import fmt_duration, last_error_line
 from orchestrator.observe.search_state import (
     COMPLETED,
     ERROR,
@@ -94,8 +94,17 @@ class ProgressCallback:
         heartbeat_s: a plain progress line at least this often while trials run (non-TTY).
     """
 
-    def __init__(self, progress: SearchProgress, console=None, refresh_s: float = 0.5, heartbeat_s: float = 60.0):
+    def __init__(
+        self,
+        progress: SearchProgress,
+        console=None,
+        refresh_s: float = 0.5,
+        heartbeat_s: float = 60.0,
+        trials_dir: Optional[str] = None,
+    ):
         self.progress = progress
+        self.trials_dir = trials_dir  # where each trial's worker.log is (the run folder's trials/)
+        self._resumed: Dict[str, int] = {}
         self._console = console
         self.refresh_s, self.heartbeat_s = refresh_s, heartbeat_s
         self._live = None
@@ -136,7 +145,11 @@ class ProgressCallback:
             self._print(self.progress.plain_start_line(t))
 
     def on_trial_result(self, iteration, trials, trial, result, **info):
-        self.progress.result(trial.trial_id, result, _params(trial))
+        t = self.progress.result(trial.trial_id, result, _params(trial))
+        step = result.get("resumed_from_step")
+        if isinstance(step, (int, float)) and step > self._resumed.get(t.trial_id, 0):
+            self._resumed[t.trial_id] = int(step)
+            self._say(f"trial {t.trial_id}: a worker was restarted; it resumed from its checkpoint at step {int(step)}")
         if self.live_mode:
             self._draw()
 
@@ -144,8 +157,7 @@ class ProgressCallback:
         self._ended(trial, None)
 
     def on_trial_error(self, iteration, trials, trial, **info):
-        path = getattr(trial, "local_path", None) or getattr(trial, "path", None)
-        self._ended(trial, f"see {path}" if path else "see the Ray logs")
+        self._ended(trial, error_line(trial, self.log_path(trial.trial_id) if self.trials_dir else None))
 
     def on_step_end(self, iteration, trials, **info):
         if self.live_mode:
@@ -167,9 +179,26 @@ class ProgressCallback:
         if self.live_mode:
             self._draw(force=True)
             if error:
-                self.console.print(f"[red]trial {t.trial_id} failed:[/red] {error}")
+                self._say(self.failure_line(t.trial_id, t.step, error), style="red")
         else:
-            self._print(self.progress.plain_result_line(t))
+            self._print(self.progress.plain_result_line(t) + (f" (log: {self.log_path(t.trial_id)})" if error else ""))
+
+    def log_path(self, trial_id: str) -> str:
+        return f"{self.trials_dir}/{trial_id}/worker.log" if self.trials_dir else "the Ray logs"
+
+    def failure_line(self, trial_id: str, step: Optional[int], error: str) -> str:
+        at = f" at step {step}" if step is not None else ""
+        return f"trial {trial_id} failed{at}: {error} (log: {self.log_path(trial_id)})"
+
+    def _say(self, line: str, style: str = "yellow") -> None:
+        """One line above the live table (or a plain line)."""
+        if self.live_mode:
+            from rich.text import Text
+
+            # a Text, not markup=False: the live table is rendered in the same call and needs its markup
+            self.console.print(Text(line, style=style), soft_wrap=True)
+        else:
+            self._print(line)
 
     def _print(self, line: str) -> None:
         # No markup or highlighting: CI logs get the text as written.
@@ -216,12 +245,32 @@ class ProgressCallback:
         self._closed = True
 
 
-def progress_callbacks(cfg: RunConfig) -> List[object]:
+def progress_callbacks(cfg: RunConfig, trials_dir: Optional[str] = None) -> List[object]:
     """Tune callbacks that show the search's progress (live table on a terminal, plain lines otherwise)."""
     from ray.tune import Callback
 
     cls = type("LiveProgressCallback", (ProgressCallback, Callback), {})
-    return [cls(search_progress(cfg))]
+    return [cls(search_progress(cfg), trials_dir=trials_dir)]
+
+
+def error_line(trial, log: Optional[str] = None) -> str:
+    """The last line of a failed trial's error (the exception and its message): from the end of its
+    worker log when that is on this machine (Tune writes its own error file only after this hook),
+    else from Tune's error file."""
+    from pathlib import Path
+
+    if log and Path(log).is_file():
+        with open(log, "rb") as f:
+            f.seek(max(0, Path(log).stat().st_size - 8192))
+            line = last_error_line(f.read().decode("utf-8", errors="replace"))
+        if line:
+            return line
+    err = None
+    try:
+        err = trial.get_error()
+    except Exception:  # noqa: BLE001 - no readable error file: say what we can
+        pass
+    return last_error_line(str(err)) if err is not None else "unknown error (see its log)"
 
 
 # ---- formatting helpers --------------------------------------------------------------------

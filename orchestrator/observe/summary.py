@@ -20,13 +20,16 @@ def print_summary(run_dir: Path) -> int:
     metric = res["metric"]
     best = res.get("best") or {}
     table = Table(title=f"{res['experiment']}: {res['num_trials']} trials ({metric}, {res['mode']})")
-    keys = [k for k in (res["trials"][0] if res["trials"] else {}) if k not in ("planned_steps",)]
+    keys: list = []
+    for row in res["trials"]:
+        keys += [k for k in row if k not in keys and k not in ("planned_steps", "error")]
     for k in keys:
         table.add_column(k, justify="right" if k not in ("trial_id", "status") else "left")
     for row in res["trials"]:
         style = "bold green" if row.get("trial_id") == best.get("trial_id") else None
         table.add_row(*[_fmt(row.get(k)) for k in keys], style=style)
     console.print(table)
+    print_problems(console, run, res)
     if not best:
         console.print("[red]No trial reported the metric; nothing was merged.[/red]")
         return 1
@@ -56,6 +59,26 @@ def print_summary(run_dir: Path) -> int:
             "(checkpoints, search state)"
         )
     return 0
+
+
+def print_problems(console, run: RunDir, res) -> None:
+    """Failed trials (one line each, with the path to the trial's log) and the notices, each once."""
+    for row in res["trials"]:
+        if row.get("status") != "ERROR":
+            continue
+        at = f" at step {row['steps']}" if row.get("steps") else ""
+        log = run.trial_dir(str(row["trial_id"])) / "worker.log"
+        console.print(
+            f"trial {row['trial_id']} failed{at}: {row.get('error') or 'see its log'} (log: {log})",
+            style="red",
+            markup=False,
+            highlight=False,
+        )
+    notices = res.get("notices") or []
+    if notices:
+        console.print("Notices:", style="yellow")
+        for n in notices:
+            console.print(f"  - {n}", markup=False, highlight=False)
 
 
 def _fmt(v) -> str:
