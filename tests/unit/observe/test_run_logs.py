@@ -68,7 +68,7 @@ def fake_run(tmp_path: Path) -> Path:
     run = tmp_path / "exp"
     for tid, text in {
         "ab12c_00000": "==== start\nstep 5 loss 3.1\n",
-        "ab12c_00001": "==== start\nTraceback (most recent call last):\n  File \"x.py\", line 1\nValueError: bad row 7\n",
+        "ab12c_00001": '==== start\nTraceback (most recent call last):\n  File "x.py", line 1\nValueError: bad row 7\n',
     }.items():
         (run / "trials" / tid).mkdir(parents=True)
         (run / "trials" / tid / "worker.log").write_text(text)
