@@ -20,11 +20,12 @@ def train_fn_per_worker(config: Dict[str, Any]) -> None:
     """Ray Train entry point: `config` holds the run config JSON, the trial's params and a data ref."""
     import ray.train
 
-    from jobs.worker_log import log_target, output_to, sync_log
+    from jobs.worker_log import log_target, output_to, prime_log, sync_log
 
     rank = ray.train.get_context().get_world_rank()
     spec, trial_id = config.get("log"), config.get("trial_id") or "trial"
     log = log_target(spec, trial_id, rank)
+    prime_log(spec, log, trial_id)
     with output_to(log, stream=bool(spec and spec.get("stream")), header=f"trial {trial_id} rank {rank}"):
         try:
             _train(config, rank, lambda: sync_log(spec, log, trial_id))

@@ -46,6 +46,20 @@ def log_target(spec: Optional[Dict[str, Any]], trial_id: str, rank: int) -> Opti
     return Path(tempfile.gettempdir(), "qlora-launch-logs", trial_id, log_name(rank))
 
 
+def prime_log(spec: Optional[Dict[str, Any]], path: Optional[Path], trial_id: str) -> None:
+    """A restarted worker on another node continues the log already in storage (remote runs only)."""
+    if not spec or not spec.get("sink") or path is None or path.exists():
+        return
+    import pyarrow.fs
+
+    sink = spec["sink"]
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        pyarrow.fs.copy_files(f"{sink['path']}/{trial_id}/{path.name}", str(path), source_filesystem=sink["filesystem"])
+    except (OSError, FileNotFoundError):
+        pass  # the first attempt: nothing there yet
+
+
 def sync_log(spec: Optional[Dict[str, Any]], path: Optional[Path], trial_id: str) -> None:
     """Copy a node-local log to the run's storage (remote runs only); never fails the caller."""
     if not spec or not spec.get("sink") or path is None or not path.exists():

@@ -114,6 +114,9 @@ def test_a_restarted_worker_skips_the_cut_short_newest_checkpoint_on_s3(s3_bucke
     ), out[-4000:]
     assert f"Resuming from checkpoint at step {previous}" in out, out[-4000:]
     objs = objects(s3_bucket, "runs/ci/trials/")
+    worker_log = get(s3_bucket, next(k for k in objs if k.endswith("/worker.log"))).decode()
+    assert worker_log.count("==== ") == 2, worker_log[-4000:]  # the first attempt and the restarted one
+    assert f"Resuming from checkpoint at step {previous}" in worker_log
     result = json.loads(get(s3_bucket, next(k for k in objs if k.endswith("/result.json"))))
     assert result["step"] == 20 and result["resumed_from_step"] == previous, (cut, previous, result)
     log = json.loads(get(s3_bucket, next(k for k in objs if k.endswith("/log_history.json"))))

@@ -122,4 +122,9 @@ def test_tune_on_a_worker_node_that_cannot_see_the_driver_files(
     head_files = [p.name for p in head_cache.rglob("*") if p.is_file()]
     assert "tokenizer_config.json" in head_files or "spiece.model" in head_files or "tokenizer.json" in head_files
     assert not [f for f in head_files if f.endswith((".safetensors", ".bin"))], head_files
-    assert "Fetched s3://" in out  # the worker fetched the base model into its own cache
+    # The trials' output stayed off the terminal; each worker's log reached S3 from the isolated node, and
+    # the worker fetched the base model into its own cache.
+    worker_logs = [k for k in keys if k.startswith("runs/iso/trials/") and k.endswith("/worker.log")]
+    assert len(worker_logs) == 2, sorted(k for k in keys if "/trials/" in k)
+    assert any(b"Fetched s3://" in get(k) for k in worker_logs)
+    assert "Fetched s3://" not in out and "RayTrainWorker pid=" not in out
