@@ -20,6 +20,7 @@ CONFIG = "config.json"
 RESULTS = "results.json"
 TRIALS_CSV = "trials.csv"
 TRIALS_DIR = "trials"
+DRIVER_LOG = "driver.log"  # the launching process's library/Ray logging (observe/driver_log.py)
 BEST_DIR = "best"
 
 

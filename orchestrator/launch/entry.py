@@ -51,7 +51,7 @@ def main(argv=None) -> int:
     from orchestrator.observe.driver_log import driver_logging
     from orchestrator.observe.summary import print_summary
 
-    with driver_logging(run_dir_for(cfg), args.verbose):
+    with driver_logging(run_dir_for(cfg), args.verbose, cfg=cfg):
         run_dir = execute(cfg, args.verb, resume=args.resume, verbose=args.verbose)
     return print_summary(run_dir)
 

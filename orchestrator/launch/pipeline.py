@@ -107,7 +107,7 @@ def run(
     run_dir = check_local_start(cfg, resume=resume, gpus=gpus)
     try:
         with ray_session(cfg, verb, cpus=cpus, gpus=gpus, echo=echo, verbose=verbose) as fitted:
-            with driver_logging(run_dir, verbose):
+            with driver_logging(run_dir, verbose, cfg=fitted):
                 callbacks = progress_callbacks(fitted, trials_dir=str(RunDir(run_dir).path.resolve() / TRIALS_DIR))
                 execute(fitted, verb, resume=resume, params=params, callbacks=callbacks, echo=echo, verbose=verbose)
     except BaseException:

@@ -13,7 +13,8 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Iterator, List, Tuple
 
-DRIVER_LOG = "driver.log"
+from orchestrator.core.rundir import DRIVER_LOG
+
 # Env that keeps libraries from drawing progress bars or printing on the driver's terminal.
 QUIET_DRIVER_ENV = {
     "HF_DATASETS_DISABLE_PROGRESS_BARS": "1",
@@ -26,11 +27,12 @@ QUIET_DRIVER_ENV = {
 
 
 @contextmanager
-def driver_logging(run_dir: Path, verbose: bool) -> Iterator[Path]:
+def driver_logging(run_dir: Path, verbose: bool, cfg=None) -> Iterator[Path]:
     """Send library logging and warnings of this process to run_dir/driver.log while inside.
 
     Without `verbose`, the console handlers of Ray's loggers are raised to CRITICAL for the duration
-    (their records still reach the file).
+    (their records still reach the file). With `cfg` of an s3:// output, the closed log is uploaded to
+    the run's S3 folder at the end.
     """
     run_dir.mkdir(parents=True, exist_ok=True)
     path = run_dir / DRIVER_LOG
@@ -73,6 +75,10 @@ def driver_logging(run_dir: Path, verbose: bool) -> Iterator[Path]:
         handler.close()
         for k in env_set:
             os.environ.pop(k, None)
+        if cfg is not None:
+            from orchestrator.storage.run_upload import upload_driver_log
+
+            upload_driver_log(cfg, run_dir)
 
 
 def _raylet_messages_to_log():

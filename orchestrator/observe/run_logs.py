@@ -12,8 +12,7 @@ from pathlib import Path
 from typing import Callable, List, Optional
 
 from orchestrator.core.errors import UserError
-from orchestrator.core.rundir import TRIALS_DIR, RunDir
-from orchestrator.observe.driver_log import DRIVER_LOG
+from orchestrator.core.rundir import DRIVER_LOG, TRIALS_DIR, RunDir
 
 
 def trial_logs(run: RunDir, trial: str) -> List[Path]:

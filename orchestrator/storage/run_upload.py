@@ -12,7 +12,8 @@ from pathlib import Path
 from typing import Callable, List
 
 from orchestrator.core.errors import UserError
-from orchestrator.core.ray_storage import RAY_DIR, RunStorage
+from orchestrator.core.ray_storage import RAY_DIR, RunStorage, run_storage
+from orchestrator.core.rundir import DRIVER_LOG
 from orchestrator.core.s3_uri import is_s3, parse_s3
 
 
@@ -55,11 +56,28 @@ def upload_run_dir(run_dir: Path, storage: RunStorage, echo: Callable[[str], Non
     items = []
     for f in sorted(run_dir.rglob("*")):
         rel = f.relative_to(run_dir)
-        if not f.is_file() or rel.parts[0] == RAY_DIR or rel.parts[-1].startswith("."):
-            continue
+        if not f.is_file() or rel.parts[0] == RAY_DIR or rel.parts[-1].startswith(".") or rel.parts == (DRIVER_LOG,):
+            continue  # driver.log is still being written: upload_driver_log sends it once closed
         size = f.stat().st_size
         sha, checksum = file_checksums(f, size)
         items.append(Upload(f"{key}/{rel.as_posix()}", size, sha, path=f, checksum=checksum))
     uploaded, skipped = Bucket(bucket, endpoint_url=storage.endpoint_url).upload(items)
     echo(f"Run folder uploaded to {storage.run_uri}/ ({len(uploaded)} files, {len(skipped)} already there)")
     return uploaded
+
+
+def upload_driver_log(cfg, run_dir: Path) -> None:
+    """The closed driver.log to the run's S3 folder (an s3:// output.dir); a failure only costs the log."""
+    if not is_s3(cfg.output.dir):
+        return
+    storage = run_storage(cfg, run_dir)
+    path = run_dir / DRIVER_LOG
+    if not storage.remote or not storage.run_uri or not path.is_file():
+        return
+    import pyarrow.fs
+
+    try:
+        dest = f"{storage.run_uri.removeprefix('s3://')}/{DRIVER_LOG}"
+        pyarrow.fs.copy_files(str(path), dest, destination_filesystem=storage.filesystem)
+    except OSError as e:
+        print(f"Could not upload {DRIVER_LOG} to {storage.run_uri}: {e}")
