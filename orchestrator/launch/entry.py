@@ -45,7 +45,7 @@ def main(argv=None) -> int:
 
     # Inside a Ray Job this connects to the job's cluster. Without --verbose the workers' output stays in
     # their trials' log files (copied to the run's storage), not in the job's log.
-    ray.init(log_to_driver=args.verbose)
+    ray.init(log_to_driver=args.verbose, logging_level="INFO" if args.verbose else "WARNING")
     from orchestrator.core.rundir import run_dir_for
     from orchestrator.launch.pipeline import execute
     from orchestrator.observe.driver_log import driver_logging
