@@ -41,6 +41,17 @@ def _load_file(p: Path):
     import datasets
 
     kind = {".jsonl": "json", ".json": "json", ".csv": "csv", ".parquet": "parquet"}[p.suffix.lower()]
+    if kind == "json" and p.suffix.lower() == ".jsonl":
+        lines = p.read_text(encoding="utf-8").splitlines()
+        if any(not line.strip() for line in lines):
+            # datasets' JSON reader fails on a blank line once a column mixes types (a bad row): read a copy
+            # without them, in memory
+            import tempfile
+
+            with tempfile.TemporaryDirectory(prefix="qlora-data-") as tmp:
+                clean = Path(tmp) / p.name
+                clean.write_text("".join(line + "\n" for line in lines if line.strip()), encoding="utf-8")
+                return datasets.Dataset(table_of(datasets.load_dataset(kind, data_files=str(clean), split="train")))
     return datasets.load_dataset(kind, data_files=str(p), split="train")
 
 
