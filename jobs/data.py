@@ -106,6 +106,7 @@ def load_splits(
 
     With data.on_bad_rows skip, unusable rows (orchestrator.core.rows) are dropped from each source before
     the split; `dropped` then receives the count per source (train, eval, test)."""
+
     def load(key: str):
         ds = load_source(getattr(data, key), endpoint_url)
         if data.on_bad_rows == "skip":

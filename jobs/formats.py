@@ -78,8 +78,7 @@ def chat_pieces(tokenizer, template: Optional[str], messages: list) -> List[Piec
     """The conversation's pieces, found by rendering its prefixes (see the module docstring)."""
     if template is None:
         raise ChatTemplateError(
-            "the tokenizer has no chat template; set model.chat_template (a Jinja template) for data.format "
-            "messages"
+            "the tokenizer has no chat template; set model.chat_template (a Jinja template) for data.format messages"
         )
     msgs = [{"role": m["role"], "content": m["content"]} for m in messages]
     pieces: List[Piece] = []

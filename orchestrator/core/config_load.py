@@ -50,8 +50,10 @@ class _UniqueKeyLoader(yaml.SafeLoader):
             key = self.construct_object(key_node, deep=deep)
             line = key_node.start_mark.line + 1
             if isinstance(key, (str, int, float, bool)) and key in seen:
-                where = "" if node.start_mark.line == 0 and node.start_mark.column == 0 else (
-                    f" in the mapping starting at line {node.start_mark.line + 1}"
+                where = (
+                    ""
+                    if node.start_mark.line == 0 and node.start_mark.column == 0
+                    else (f" in the mapping starting at line {node.start_mark.line + 1}")
                 )
                 raise DuplicateKeyError(key, seen[key], line, where)
             if isinstance(key, (str, int, float, bool)):

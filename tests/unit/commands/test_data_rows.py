@@ -9,7 +9,6 @@ import pytest
 import yaml
 from click.testing import CliRunner
 
-from orchestrator.cli import cli
 from tests.conftest import REPO, write_config
 from tests.unit.commands.test_cli import assert_user_error, invoke
 
@@ -66,7 +65,10 @@ def test_skip_drops_bad_rows_and_counts_them(tmp_path, tiny_t5):
     from orchestrator.launch.preflight import check_run
 
     cfg_path = write_config(
-        tmp_path / "exp.yaml", tiny_t5, tmp_path / "runs", data={"train": str(bad_train(tmp_path)), "on_bad_rows": "skip"}
+        tmp_path / "exp.yaml",
+        tiny_t5,
+        tmp_path / "runs",
+        data={"train": str(bad_train(tmp_path)), "on_bad_rows": "skip"},
     )
     cfg = load_config(cfg_path)
     check_run(cfg)  # skip: the preflight lets the run start

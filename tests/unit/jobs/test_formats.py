@@ -154,7 +154,9 @@ def cue_cfg(model, seed_data, task, **data):
 def test_a_long_input_keeps_the_cue_after_truncation(tiny_llama, seed_data):
     from jobs.modeling import load_tokenizer
 
-    cfg = cue_cfg(tiny_llama, seed_data, "causal_lm", prompt_template="Summarize: {input}\nSummary: ", max_input_length=24)
+    cfg = cue_cfg(
+        tiny_llama, seed_data, "causal_lm", prompt_template="Summarize: {input}\nSummary: ", max_input_length=24
+    )
     tok = load_tokenizer(cfg)
     raw = load_splits(cfg.data)["train"]
     feats, n_cut = tokenize_counted(raw, tok, cfg)
