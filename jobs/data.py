@@ -1,5 +1,6 @@
 """Loading, splitting and tokenizing the examples (worker side).
 
+How a row becomes text, and which of its tokens carry the loss, is jobs.formats (data.format).
 Tokenization pads nothing: `DataCollatorForSeq2Seq` pads each batch to its own longest example and
 pads labels with -100, so padding never counts in the loss (the seed padded everything to 512).
 For causal LM the prompt tokens are masked with -100 too: the loss is on the completion only.
@@ -8,10 +9,12 @@ For causal LM the prompt tokens are masked with -100 too: the loss is on the com
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Dict, Optional, Tuple
+from typing import Any, Dict, List, Optional, Tuple
 
+from jobs.formats import TARGET, Piece, counter, fit, fit_messages, row_pieces, text_of, uses_chat
 from orchestrator.core.config import RunConfig
 from orchestrator.core.config_sections import DataConfig
+from orchestrator.core.rows import MESSAGES_COLUMN, row_problem
 from orchestrator.core.s3_uri import parse_hub
 
 IGNORE_INDEX = -100
@@ -38,6 +41,17 @@ def _load_file(p: Path):
     import datasets
 
     kind = {".jsonl": "json", ".json": "json", ".csv": "csv", ".parquet": "parquet"}[p.suffix.lower()]
+    if kind == "json" and p.suffix.lower() == ".jsonl":
+        lines = p.read_text(encoding="utf-8").splitlines()
+        if any(not line.strip() for line in lines):
+            # datasets' JSON reader fails on a blank line once a column mixes types (a bad row): read a copy
+            # without them, in memory
+            import tempfile
+
+            with tempfile.TemporaryDirectory(prefix="qlora-data-") as tmp:
+                clean = Path(tmp) / p.name
+                clean.write_text("".join(line + "\n" for line in lines if line.strip()), encoding="utf-8")
+                return datasets.Dataset(table_of(datasets.load_dataset(kind, data_files=str(clean), split="train")))
     return datasets.load_dataset(kind, data_files=str(p), split="train")
 
 
@@ -85,48 +99,111 @@ def trial_data(data: Dict[str, Any]) -> Dict[str, Any]:
     return {"train": table_of(data["train"]), "eval": table_of(data["eval"])}
 
 
-def load_splits(data: DataConfig, endpoint_url: Optional[str] = None) -> Dict[str, "object"]:
-    """{'train', 'eval'[, 'test']} datasets; eval is split off train when no eval source is given."""
-    train = load_source(data.train, endpoint_url)
+def load_splits(
+    data: DataConfig, endpoint_url: Optional[str] = None, dropped: Optional[Dict[str, int]] = None
+) -> Dict[str, "object"]:
+    """{'train', 'eval'[, 'test']} datasets; eval is split off train when no eval source is given.
+
+    With data.on_bad_rows skip, unusable rows (orchestrator.core.rows) are dropped from each source before
+    the split; `dropped` then receives the count per source (train, eval, test)."""
+
+    def load(key: str):
+        ds = load_source(getattr(data, key), endpoint_url)
+        if data.on_bad_rows == "skip":
+            before = len(ds)
+            ds = ds.filter(lambda row: row_problem(data, row) is None, desc=f"drop bad {key} rows")
+            if dropped is not None:
+                dropped[key] = before - len(ds)
+        return ds
+
+    train = load("train")
     if data.eval:
-        splits = {"train": train, "eval": load_source(data.eval, endpoint_url)}
+        splits = {"train": train, "eval": load("eval")}
     else:
         parts = train.train_test_split(test_size=data.eval_split, seed=data.split_seed)
         splits = {"train": parts["train"], "eval": parts["test"]}
     if data.test:
-        splits["test"] = load_source(data.test, endpoint_url)
+        splits["test"] = load("test")
     return splits
 
 
 def tokenize(ds, tokenizer, cfg: RunConfig):
     """Token ids and labels for every example, unpadded; columns other than the model's are dropped."""
+    return tokenize_counted(ds, tokenizer, cfg)[0]
+
+
+def tokenize_counted(ds, tokenizer, cfg: RunConfig) -> Tuple[Any, int]:
+    """(tokenized dataset, how many examples were truncated) — see jobs.formats for the rules."""
+
+    def fn(batch):
+        out: Dict[str, list] = {"input_ids": [], "attention_mask": [], "labels": [], "truncated": []}
+        for values in zip(*batch.values()):
+            feats, cut = row_features(cfg, tokenizer, dict(zip(batch.keys(), values)))
+            for k, v in feats.items():
+                out[k].append(v)
+            out["truncated"].append(cut)
+        return out
+
+    mapped = ds.map(fn, batched=True, remove_columns=ds.column_names, desc="tokenize")
+    n_cut = int(sum(mapped["truncated"]))
+    return mapped.remove_columns("truncated"), n_cut
+
+
+def row_features(cfg: RunConfig, tokenizer, row: Dict[str, Any]) -> Tuple[Dict[str, list], bool]:
+    """One example's input_ids / attention_mask / labels, and whether anything was truncated.
+
+    Chat formats: the whole conversation (max_input_length + max_target_length tokens) with labels on
+    the assistant turns only. Otherwise the prompt (max_input_length, its INPUT trimmed, cue kept) and the
+    target: seq2seq labels, or for causal_lm the completion + EOS after the prompt (labels -100 on it)."""
     d = cfg.data
+    if uses_chat(cfg, tokenizer):
+        budget = d.max_input_length + d.max_target_length
+        if d.format == "messages":
+            pieces, cut = fit_messages(cfg, tokenizer, row[MESSAGES_COLUMN], budget)
+        else:
+            pieces, cut = fit(tokenizer, row_pieces(cfg, tokenizer, row), counter(tokenizer, False), budget)
+        ids, labels = labelled_ids(tokenizer, pieces)
+        cut = cut or len(ids) > budget
+        ids, labels = ids[:budget], labels[:budget]
+        return {"input_ids": ids, "attention_mask": [1] * len(ids), "labels": labels}, cut
+    pieces = row_pieces(cfg, tokenizer, row)
+    head, target = pieces[:-1], pieces[-1][1]
+    head, cut = fit(tokenizer, head, counter(tokenizer, True), d.max_input_length)
+    enc = tokenizer(text_of(head), max_length=d.max_input_length, truncation=True)
     if cfg.model.task == "seq2seq":
-
-        def fn(batch):
-            enc = tokenizer(batch[d.input_column], max_length=d.max_input_length, truncation=True)
-            tgt = tokenizer(text_target=batch[d.target_column], max_length=d.max_target_length, truncation=True)
-            enc["labels"] = tgt["input_ids"]
-            return enc
-    else:
-
-        def fn(batch):
-            return causal_features(batch[d.input_column], batch[d.target_column], tokenizer, d)
-
-    return ds.map(fn, batched=True, remove_columns=ds.column_names, desc="tokenize")
+        lab = tokenizer(text_target=target)["input_ids"]
+        enc["labels"] = tokenizer(text_target=target, max_length=d.max_target_length, truncation=True)["input_ids"]
+        return dict(enc), cut or len(lab) > d.max_target_length
+    comp = tokenizer(target, add_special_tokens=False)["input_ids"]
+    cut = cut or len(comp) > d.max_target_length - 1
+    comp = comp[: d.max_target_length - 1] + [tokenizer.eos_token_id]
+    ids = enc["input_ids"] + comp
+    labels = [IGNORE_INDEX] * len(enc["input_ids"]) + comp
+    return {"input_ids": ids, "attention_mask": [1] * len(ids), "labels": labels}, cut
 
 
-def causal_features(inputs, targets, tokenizer, d: DataConfig) -> Dict[str, list]:
-    """Prompt + completion + EOS; labels are -100 on the prompt so only the completion is learned."""
-    out: Dict[str, list] = {"input_ids": [], "attention_mask": [], "labels": []}
-    for inp, tgt in zip(inputs, targets):
-        prompt = tokenizer(d.prompt_template.format(input=inp), max_length=d.max_input_length, truncation=True)
-        comp = tokenizer(str(tgt), add_special_tokens=False, max_length=d.max_target_length - 1, truncation=True)
-        ids = prompt["input_ids"] + comp["input_ids"] + [tokenizer.eos_token_id]
-        out["input_ids"].append(ids)
-        out["attention_mask"].append([1] * len(ids))
-        out["labels"].append([IGNORE_INDEX] * len(prompt["input_ids"]) + comp["input_ids"] + [tokenizer.eos_token_id])
-    return out
+def labelled_ids(tokenizer, pieces: List[Piece]) -> Tuple[List[int], List[int]]:
+    """The pieces' text as token ids (no special tokens added: the template writes them) and labels that are
+    -100 except on tokens starting inside a TARGET piece (offset mapping; piece by piece for slow tokenizers)."""
+    if not tokenizer.is_fast:
+        ids: List[int] = []
+        labels: List[int] = []
+        for kind, text in pieces:
+            part = tokenizer(text, add_special_tokens=False)["input_ids"]
+            ids += part
+            labels += part if kind == TARGET else [IGNORE_INDEX] * len(part)
+        return ids, labels
+    spans, at = [], 0
+    for kind, text in pieces:
+        if kind == TARGET:
+            spans.append((at, at + len(text)))
+        at += len(text)
+    enc = tokenizer(text_of(pieces), add_special_tokens=False, return_offsets_mapping=True)
+    labels = [
+        tok if e > s and any(a <= s < b for a, b in spans) else IGNORE_INDEX
+        for tok, (s, e) in zip(enc["input_ids"], enc["offset_mapping"])
+    ]
+    return list(enc["input_ids"]), labels
 
 
 def build_collator(tokenizer, model=None, pad_to_multiple_of: Optional[int] = None, packing: bool = False):
@@ -187,9 +264,15 @@ def packing_keeps_examples_apart(model, examples, ratio: float = 0.1) -> Tuple[b
 
 
 def prepare_datasets(cfg: RunConfig, tokenizer) -> Dict[str, Any]:
-    """Raw and tokenized splits: {'train','eval'} tokenized, plus 'eval_raw' (for samples) and 'test_raw'."""
-    raw = load_splits(cfg.data, cfg.data_endpoint)
-    out = {name: tokenize(ds, tokenizer, cfg) for name, ds in raw.items() if name in ("train", "eval")}
+    """Raw and tokenized splits: {'train','eval'} tokenized, plus 'eval_raw' (for samples) and 'test_raw',
+    and 'stats': {'truncated': {split: n}, 'dropped_bad_rows': {source: n} (on_bad_rows skip only)}."""
+    dropped: Dict[str, int] = {}
+    raw = load_splits(cfg.data, cfg.data_endpoint, dropped)
+    out: Dict[str, Any] = {}
+    truncated: Dict[str, int] = {}
+    for name in ("train", "eval"):
+        out[name], truncated[name] = tokenize_counted(raw[name], tokenizer, cfg)
+    out["stats"] = {"truncated": truncated, **({"dropped_bad_rows": dropped} if dropped else {})}
     out["eval_raw"] = raw["eval"]
     if "test" in raw:
         out["test_raw"] = raw["test"]

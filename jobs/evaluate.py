@@ -29,6 +29,10 @@ def evaluate(
         if not src:
             raise ValueError("nothing to score on: pass data_path or set data.test or data.eval")
         raw = load_source(src, cfg.data_endpoint)
+    if cfg.data.on_bad_rows == "skip":
+        from orchestrator.core.rows import row_problem
+
+        raw = raw.filter(lambda row: row_problem(cfg.data, row) is None)
     raw = raw.select(range(min(len(raw), max_examples)))
     tokenizer = load_tokenizer(cfg)
     if (Path(model_dir) / "adapter_config.json").exists():
@@ -49,10 +53,10 @@ def evaluate(
             count += n
     out = {"eval_loss": total / max(count, 1), "num_examples": float(len(raw))}
     if cfg.model.task == "seq2seq":
+        from jobs.formats import prompts_and_targets
         from jobs.merge import generate_samples
 
-        inputs = [str(x) for x in raw[cfg.data.input_column]]
-        refs = [str(x) for x in raw[cfg.data.target_column]]
+        inputs, refs = prompts_and_targets(cfg, tokenizer, raw)
         if (Path(model_dir) / "adapter_config.json").exists():
             preds = _generate(model, tokenizer, cfg, inputs)
         else:
@@ -64,9 +68,9 @@ def evaluate(
 def _generate(model, tokenizer, cfg: RunConfig, inputs):
     import torch
 
-    enc = tokenizer(
-        list(inputs), return_tensors="pt", padding=True, truncation=True, max_length=cfg.data.max_input_length
-    )
+    from jobs.formats import encode_prompts
+
+    enc = encode_prompts(cfg, tokenizer, inputs)
     with torch.no_grad():
         out = model.generate(**enc, max_new_tokens=cfg.training.generation_max_length, do_sample=False)
     return tokenizer.batch_decode(out, skip_special_tokens=True)

@@ -45,14 +45,13 @@ def _forward_logits(model, batch: Dict[str, Any], task: str):
         return model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits.float()
 
 
-def verification_batch(cfg: RunConfig, tokenizer, inputs: Sequence[str], targets: Sequence[str]):
-    """Inputs (and teacher-forced targets for seq2seq) tokenized as one padded batch."""
+def verification_batch(cfg: RunConfig, tokenizer, prompts: Sequence[str], targets: Sequence[str]):
+    """Prompts (jobs.formats.prompts_and_targets) and targets (teacher-forced for seq2seq) as one padded batch."""
     from jobs.data import IGNORE_INDEX
+    from jobs.formats import encode_prompts, uses_chat
 
     if cfg.model.task == "seq2seq":
-        enc = tokenizer(
-            list(inputs), return_tensors="pt", padding=True, truncation=True, max_length=cfg.data.max_input_length
-        )
+        enc = encode_prompts(cfg, tokenizer, prompts)
         lab = tokenizer(
             text_target=list(targets),
             return_tensors="pt",
@@ -63,9 +62,9 @@ def verification_batch(cfg: RunConfig, tokenizer, inputs: Sequence[str], targets
         lab[lab == tokenizer.pad_token_id] = IGNORE_INDEX
         enc["labels"] = lab
         return enc
-    texts = [cfg.data.prompt_template.format(input=i) + str(t) for i, t in zip(inputs, targets)]
     return tokenizer(
-        texts,
+        [p + str(t) for p, t in zip(prompts, targets)],
+        add_special_tokens=not uses_chat(cfg, tokenizer),
         return_tensors="pt",
         padding=True,
         truncation=True,
@@ -123,6 +122,8 @@ def generate_samples(
 ) -> List[Dict[str, str]]:
     """The model's generations beside the references (shown in the report and the summary).
 
+    `inputs` are prompts as `jobs.formats.prompts_and_targets` renders them (what the model was trained on).
+
     `model`, when given, is used instead of loading `model_dir` again.
     """
     import torch
@@ -133,10 +134,9 @@ def generate_samples(
     if model is None:
         model = model_class(cfg.model.task).from_pretrained(str(model_dir)).eval()
     n = max_new_tokens or cfg.training.generation_max_length
-    prompts = (
-        list(inputs) if cfg.model.task == "seq2seq" else [cfg.data.prompt_template.format(input=i) for i in inputs]
-    )
-    enc = tokenizer(prompts, return_tensors="pt", padding=True, truncation=True, max_length=cfg.data.max_input_length)
+    from jobs.formats import encode_prompts
+
+    enc = encode_prompts(cfg, tokenizer, inputs)
     enc = enc.to(next(model.parameters()).device)
     with torch.no_grad():
         out = model.generate(
@@ -228,9 +228,11 @@ def merge_best(cfg: RunConfig, run: RunDir, st: RunStorage, eval_raw, test_raw=N
     task asks for a whole GPU where the trials had one, and the trials' custom resources (the node pool).
     Writes merge_check.json and samples.json; returns {merge_check, scores, merged (where it is)}.
     """
+    from jobs.formats import prompts_and_targets
+    from jobs.modeling import load_tokenizer
+
     n = min(cfg.merge.verify_samples, len(eval_raw))
-    inputs = [str(x) for x in eval_raw[cfg.data.input_column][:n]]
-    targets = [str(x) for x in eval_raw[cfg.data.target_column][:n]]
+    inputs, targets = prompts_and_targets(cfg, load_tokenizer(cfg), eval_raw.select(range(n)))
     adapter_files = folder_files(run.adapter_dir)
     if st.remote and st.run_uri:
         merged = f"{st.run_uri}/best/merged"

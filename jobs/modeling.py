@@ -23,6 +23,8 @@ def load_tokenizer(cfg: RunConfig):
     tok = AutoTokenizer.from_pretrained(
         model_path(cfg, weights=False), revision=cfg.model.revision, trust_remote_code=cfg.model.trust_remote_code
     )
+    if cfg.model.chat_template:  # saved with the merged model, so it is served with the template it learned
+        tok.chat_template = cfg.model.chat_template
     if tok.pad_token is None:  # Llama-style tokenizers ship without one
         tok.pad_token = tok.eos_token
     if cfg.model.task == "causal_lm":

@@ -209,6 +209,7 @@ def run_search(
     data = prepare_datasets(cfg, tokenizer)  # tokenized once per search, shared by every trial
     n_train = len(data["train"])
     echo(f"Tokenized {n_train} train / {len(data['eval'])} eval examples in {time.time() - t0:.1f}s")
+    echo(data_stats_line(data["stats"]))
     # By value: the driver's datasets are memory-mapped from its own cache, which no worker node has.
     data_ref = ray.put(trial_data(data))
     wandb_dir = str(run.path.resolve()) if cfg.tracking.effective_backend == "wandb" else None
@@ -261,7 +262,23 @@ def run_search(
             ),
         )
     grid = tuner.fit()
-    return SearchResult(collect_results(cfg, grid, run, n_train, st), data["eval_raw"], data.get("test_raw"))
+    summary = collect_results(cfg, grid, run, n_train, st)
+    summary["data_stats"] = data["stats"]  # results.json: truncated examples and dropped bad rows per split
+    return SearchResult(summary, data["eval_raw"], data.get("test_raw"))
+
+
+def data_stats_line(stats: Dict[str, Any]) -> str:
+    """'Truncated: 3 train / 0 eval examples (...)' and, with on_bad_rows skip, the rows dropped per source."""
+    t = stats["truncated"]
+    line = (
+        f"Truncated {t['train']} train / {t['eval']} eval examples to data.max_input_length/max_target_length "
+        "(input text trimmed, template cues kept)"
+    )
+    if "dropped_bad_rows" in stats:
+        line += "; dropped bad rows (data.on_bad_rows: skip): " + ", ".join(
+            f"{n} {k}" for k, n in stats["dropped_bad_rows"].items()
+        )
+    return line
 
 
 def collect_results(cfg: RunConfig, grid, run: RunDir, n_train: int, st: RunStorage) -> Dict[str, Any]:

@@ -59,6 +59,11 @@ class RunConfig(_Section):
                 f"search.metric {self.search.metric} needs generations and is offered for model.task seq2seq; "
                 "use eval_loss for causal_lm"
             )
+        if self.data.format != "columns" and self.model.task != "causal_lm":
+            raise ValueError(
+                f"data.format {self.data.format} trains on chat turns and needs model.task causal_lm; "
+                "use data.format columns (with a prompt_template) for seq2seq"
+            )
         for key, dist in self.search.space.items():
             _check_space_bounds(key, dist)
         return self

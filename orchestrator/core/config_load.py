@@ -33,12 +33,42 @@ def parse_overrides(pairs: List[str]) -> Dict[str, Any]:
     return out
 
 
+class DuplicateKeyError(yaml.YAMLError):
+    """A mapping names the same key twice (plain YAML would silently keep the last value)."""
+
+    def __init__(self, key: Any, first_line: int, second_line: int, where: str):
+        super().__init__(f"key '{key}' appears twice{where}: at line {first_line} and line {second_line}")
+        self.key, self.first_line, self.second_line = key, first_line, second_line
+
+
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """safe_load, but a key repeated in one mapping is an error naming it and both lines."""
+
+    def construct_mapping(self, node, deep=False):
+        seen: Dict[Any, int] = {}
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=deep)
+            line = key_node.start_mark.line + 1
+            if isinstance(key, (str, int, float, bool)) and key in seen:
+                where = (
+                    ""
+                    if node.start_mark.line == 0 and node.start_mark.column == 0
+                    else (f" in the mapping starting at line {node.start_mark.line + 1}")
+                )
+                raise DuplicateKeyError(key, seen[key], line, where)
+            if isinstance(key, (str, int, float, bool)):
+                seen[key] = line
+        return super().construct_mapping(node, deep=deep)
+
+
 def load_raw(path: Union[str, Path]) -> Dict[str, Any]:
     p = Path(path)
     if not p.is_file():
         raise UserError(f"config file '{path}' does not exist; pass the path of a YAML config (see examples/).")
     try:
-        data = yaml.safe_load(p.read_text(encoding="utf-8"))
+        data = yaml.load(p.read_text(encoding="utf-8"), Loader=_UniqueKeyLoader)  # noqa: S506 (a SafeLoader)
+    except DuplicateKeyError as e:
+        raise UserError(f"{path}: {e}. Keep one of them (YAML would silently use the last).") from None
     except yaml.YAMLError as e:
         mark = getattr(e, "problem_mark", None)
         where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""

@@ -39,6 +39,11 @@ class ModelConfig(_Section):
         description="Attention kernels (default: transformers' choice, sdpa); flash_attention_* needs the "
         "flash-attn package and a GPU.",
     )
+    chat_template: Optional[str] = Field(
+        None,
+        description="A Jinja chat template (the tokenizer's chat_template format) used for data.format messages "
+        "and instruction instead of the tokenizer's own; needed when the tokenizer has none.",
+    )
 
 
 class QuantizationConfig(_Section):
@@ -83,14 +88,36 @@ class DataConfig(_Section):
     endpoint_url: Optional[str] = Field(
         None, description="S3-compatible endpoint for s3:// data (default: output.endpoint_url)."
     )
+    format: Literal["columns", "messages", "instruction"] = Field(
+        "columns",
+        description="columns: input_column -> target_column through prompt_template. messages: a `messages` "
+        "column of [{role, content}] turns (system/user/assistant) rendered with the chat template, loss on "
+        "the assistant turns only (causal_lm only). instruction: columns `instruction`, input_column (optional, "
+        "may be empty), target_column and an optional `system`, rendered with the chat template when the "
+        "tokenizer (or model.chat_template) has one, else an Alpaca-style template; loss on the output only.",
+    )
     input_column: str = Field("input", description="Column with the model input (the prompt for causal_lm).")
     target_column: str = Field("output", description="Column with the target text (the completion).")
-    max_input_length: int = Field(512, ge=1, description="Inputs are truncated to this many tokens.")
+    max_input_length: int = Field(
+        512,
+        ge=1,
+        description="Prompts are cut to this many tokens by trimming the input field only (the template's cue "
+        "stays); messages: a conversation is cut to max_input_length + max_target_length tokens.",
+    )
     max_target_length: int = Field(128, ge=1, description="Targets are truncated to this many tokens.")
     eval_split: float = Field(0.2, gt=0.0, lt=1.0, description="Share of train held out when eval is absent.")
     split_seed: int = Field(42, description="Seed of the train/eval split.")
-    prompt_template: str = Field(
-        "{input}\n", description="causal_lm only: how the input becomes the prompt; {input} is replaced."
+    prompt_template: Optional[str] = Field(
+        None,
+        description="columns format: how the input becomes the prompt; {input} (once) is replaced, the rest is "
+        "kept literally. Default: '{input}' for seq2seq (e.g. 'summarize: {input}' for T5), '{input}\\n' for "
+        "causal_lm.",
+    )
+    on_bad_rows: Literal["error", "skip"] = Field(
+        "error",
+        description="Rows whose input or target is null, not a string or empty (messages: a malformed list or "
+        "no assistant turn): error stops before anything starts, naming the rows; skip drops them when the "
+        "data is loaded and records how many per split.",
     )
     packing: Union[bool, Literal["auto"]] = Field(
         "auto",
@@ -104,9 +131,15 @@ class DataConfig(_Section):
     @field_validator("prompt_template")
     @classmethod
     def _has_input(cls, v):
-        if "{input}" not in v:
-            raise ValueError("must contain {input}")
+        if v is not None and v.count("{input}") != 1:
+            raise ValueError("must contain {input} exactly once")
         return v
+
+    def template_for(self, task: str) -> str:
+        """prompt_template, or its default for `task` ('{input}' for seq2seq, '{input}\\n' for causal_lm)."""
+        if self.prompt_template is not None:
+            return self.prompt_template
+        return "{input}" if task == "seq2seq" else "{input}\n"
 
 
 class TrainingConfig(_Section):

@@ -20,16 +20,20 @@ FORMATS = {".jsonl": "jsonl", ".json": "jsonl", ".csv": "csv", ".parquet": "parq
 
 def check_run(cfg: RunConfig, check_modules: bool = True) -> None:
     """Raise UserError listing every data and model problem; return quietly when all is well."""
+    from orchestrator.core.rows import required_columns
+    from orchestrator.launch.bad_rows import check_bad_rows
+
     problems: List[str] = []
     d = cfg.data
-    cols = [d.input_column, d.target_column]
-    for key in ("train", "eval", "test"):
-        src = getattr(d, key)
-        if src:
-            min_rows = 2 if key == "train" and not d.eval else 1
-            problems += check_source(f"data.{key}", src, cols, min_rows, endpoint_url=cfg.data_endpoint)
+    cols = required_columns(d)
+    sources = [(f"data.{k}", getattr(d, k)) for k in ("train", "eval", "test")]
     if cfg.retrain and cfg.retrain.eval_data:
-        problems += check_source("retrain.eval_data", cfg.retrain.eval_data, cols, endpoint_url=cfg.data_endpoint)
+        sources.append(("retrain.eval_data", cfg.retrain.eval_data))
+    for key, src in sources:
+        if src:
+            min_rows = 2 if key == "data.train" and not d.eval else 1
+            found = check_source(key, src, cols, min_rows, endpoint_url=cfg.data_endpoint)
+            problems += found or check_bad_rows(key, src, d)
     if cfg.model.name_or_path.startswith("s3://"):
         from orchestrator.storage.sources import check_s3_model
 
@@ -84,10 +88,11 @@ def check_file(
         problems.append(f"`{key}`: '{source}' has no examples; add at least {min_rows}.")
     elif missing:
         for c in missing:
-            which = "data.input_column" if c == columns[0] else "data.target_column"
+            which = _column_key(c, columns)
+            fix = f"Set {which} to the right column." if which != "data.format" else "Add the column."
             problems.append(
                 f"`{which}`: column '{c}' is not in {source}; it has {', '.join(sorted(header)) or 'no columns'}."
-                f"{did_you_mean(c, header)} Set {which} to the right column."
+                f"{did_you_mean(c, header)} {fix}"
             )
     elif rows < min_rows:
         problems.append(
@@ -95,6 +100,15 @@ def check_file(
             f"an eval set. Add examples or set data.eval."
         )
     return problems
+
+
+def _column_key(column: str, columns: List[str]) -> str:
+    """The YAML key that makes `column` required (data.format names messages/instruction columns itself)."""
+    from orchestrator.core.rows import INSTRUCTION_COLUMN, MESSAGES_COLUMN
+
+    if columns[0] in (MESSAGES_COLUMN, INSTRUCTION_COLUMN) and column == columns[0]:
+        return "data.format"
+    return "data.input_column" if column == columns[0] else "data.target_column"
 
 
 def _jsonl(p: Path):
@@ -193,7 +207,15 @@ def check_model_against_config(cfg: RunConfig) -> List[str]:
         ]
     if not isinstance(cfg.lora.target_modules, list):
         return []
-    names = sorted({n.split(".")[-1] for n, m in model.named_modules() if isinstance(m, torch.nn.Linear)})
+    # GPT-2 style models keep their projections in transformers' Conv1D (a transposed Linear): peft adapts
+    # those too, and bitsandbytes quantizes them.
+    names = sorted(
+        {
+            n.split(".")[-1]
+            for n, m in model.named_modules()
+            if isinstance(m, torch.nn.Linear) or type(m).__name__ == "Conv1D"
+        }
+    )
     missing = [m for m in cfg.lora.target_modules if m not in names]
     if not missing:
         return []

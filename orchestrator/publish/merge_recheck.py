@@ -10,7 +10,8 @@ from orchestrator.publish.manifest import RunRecord, utc_now
 
 
 def eval_examples(run: RunRecord) -> Tuple[List[str], List[str], str]:
-    """(inputs, targets, where from): the first merge.verify_samples eval examples of the run's data.
+    """(prompts, targets, where from): the first merge.verify_samples eval examples of the run's data,
+    rendered as in training (jobs.formats.prompts_and_targets).
 
     Falls back to best/samples.json (the eval inputs the merge was checked on) when the data is gone.
     """
@@ -18,14 +19,12 @@ def eval_examples(run: RunRecord) -> Tuple[List[str], List[str], str]:
     n = cfg.merge.verify_samples
     try:
         from jobs.data import load_splits
+        from jobs.formats import prompts_and_targets
+        from jobs.modeling import load_tokenizer
 
         ev = load_splits(cfg.data)["eval"]
-        k = min(n, len(ev))
-        return (
-            [str(x) for x in ev[cfg.data.input_column][:k]],
-            [str(x) for x in ev[cfg.data.target_column][:k]],
-            "eval data",
-        )
+        prompts, targets = prompts_and_targets(cfg, load_tokenizer(cfg), ev.select(range(min(n, len(ev)))))
+        return prompts, targets, "eval data"
     except Exception as e:  # missing files, unreadable data: use what the run recorded
         reason = f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"
     samples = run.dir.samples_path

@@ -124,6 +124,8 @@ def test_causal_lm_search_through_the_cli(tmp_path, tiny_llama, ray_local_2cpu):
     run_dir = tmp_path / "runs" / "llama"
     res = json.loads((run_dir / "results.json").read_text())
     assert res["mode"] == "min" and res["num_trials"] == 2
+    assert set(res["data_stats"]["truncated"]) == {"train", "eval"}  # counted and recorded (jobs.formats)
+    assert "Truncated " in result.output and "template cues kept" in result.output
     rows = list(csv.DictReader((run_dir / "trials.csv").open()))
     assert res["best"]["trial_id"] == min(rows, key=lambda r: float(r["eval_loss"]))["trial_id"]
     evals, losses = eval_losses(run_dir, res["best"]["trial_id"])
