@@ -15,13 +15,15 @@ def evaluate(
 
     The set is `raw` (a Dataset, e.g. received by value), else read from `data_path`, data.test or data.eval.
 
-    Returns eval_loss (mean token cross-entropy over targets, padding excluded) and, for seq2seq,
-    ROUGE of greedy generations: the same metric names the search optimizes.
+    Returns eval_loss (mean token cross-entropy over targets, padding excluded), and ROUGE (with
+    metrics.rouge_tokenizer) and exact match of greedy generations (a causal LM's from the prompt alone):
+    the same metric names the search optimizes.
     """
     import torch
 
     from jobs.data import build_collator, load_source, tokenize
-    from jobs.metrics import rouge
+    from jobs.merge import generate_samples
+    from jobs.metrics import generation_metrics
     from jobs.modeling import load_base, load_tokenizer, model_class
 
     if raw is None:
@@ -48,25 +50,9 @@ def evaluate(
             total += float(model(**batch).loss) * n
             count += n
     out = {"eval_loss": total / max(count, 1), "num_examples": float(len(raw))}
-    if cfg.model.task == "seq2seq":
-        from jobs.merge import generate_samples
-
-        inputs = [str(x) for x in raw[cfg.data.input_column]]
-        refs = [str(x) for x in raw[cfg.data.target_column]]
-        if (Path(model_dir) / "adapter_config.json").exists():
-            preds = _generate(model, tokenizer, cfg, inputs)
-        else:
-            preds = [s["prediction"] for s in generate_samples(cfg, Path(model_dir), inputs, refs)]
-        out.update({f"eval_{k}": v for k, v in rouge(preds, refs).items()})
+    inputs = [str(x) for x in raw[cfg.data.input_column]]
+    refs = [str(x) for x in raw[cfg.data.target_column]]
+    preds = [s["prediction"] for s in generate_samples(cfg, Path(model_dir), inputs, refs, model=model)]
+    scores = generation_metrics(preds, refs, cfg.metrics.rouge_tokenizer)
+    out.update({f"eval_{k}": v for k, v in scores.items()})
     return out
-
-
-def _generate(model, tokenizer, cfg: RunConfig, inputs):
-    import torch
-
-    enc = tokenizer(
-        list(inputs), return_tensors="pt", padding=True, truncation=True, max_length=cfg.data.max_input_length
-    )
-    with torch.no_grad():
-        out = model.generate(**enc, max_new_tokens=cfg.training.generation_max_length, do_sample=False)
-    return tokenizer.batch_decode(out, skip_special_tokens=True)
