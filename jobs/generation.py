@@ -59,11 +59,7 @@ def causal_generation_scores(model, tokenizer, features, cfg: RunConfig) -> Dict
 
     pairs = [split_prompt(f) for f in features]
     preds = generate_continuations(
-        model,
-        tokenizer,
-        [p for p, _ in pairs],
-        cfg.training.generation_max_length,
-        cfg.training.generation_num_beams,
+        model, tokenizer, [p for p, _ in pairs], cfg.training.generation_max_length, cfg.training.generation_num_beams
     )
     refs = tokenizer.batch_decode([c for _, c in pairs], skip_special_tokens=True)
     scores = generation_metrics(preds, [r.strip() for r in refs], cfg.metrics.rouge_tokenizer)
@@ -93,14 +89,16 @@ def causal_generation_trainer_class():
         def evaluation_loop(self, *args, **kwargs):
             output = super().evaluation_loop(*args, **kwargs)
             prefix = kwargs.get("metric_key_prefix", args[4] if len(args) > 4 else "eval")
-            was_training = self.model.training
-            self.model.eval()
+            model: Any = self.model
+            was_training = model.training
+            model.eval()
             try:
-                scores = causal_generation_scores(self.model, self.processing_class, self.eval_dataset, self.run_config)
+                scores = causal_generation_scores(model, self.processing_class, self.eval_dataset, self.run_config)
             finally:
-                self.model.train(was_training)
-            output.metrics.update({f"{prefix}_{k}": v for k, v in scores.items()})
-            return output
+                model.train(was_training)
+            metrics: Dict[str, Any] = output.metrics if output.metrics is not None else {}
+            metrics.update({f"{prefix}_{k}": v for k, v in scores.items()})
+            return output._replace(metrics=metrics)
 
     _TRAINER = CausalGenerationTrainer
     return _TRAINER

@@ -183,6 +183,7 @@ def build_trainer(
 
     args = training_arguments(cfg, output_dir, report_to_wandb)
     kw: Dict[str, Any] = {}
+    cls: Any
     if cfg.model.task == "seq2seq":
         cls = Seq2SeqTrainer
         if cfg.needs_generation:
