@@ -72,7 +72,9 @@ def tokenizer_for(choice: str, references: Sequence[str]) -> Any:
 
     auto: `CharTokenizer` when the references are mostly CJK (`CJK_SHARE`), else the default (whose
     English scores, stemmer included, stay as they were). Char rather than jieba for auto: it needs no
-    dictionary, covers Japanese and Korean, and on the examples/data/zh pairs both rank models alike.
+    dictionary, covers Japanese and Korean, and it grades early, weak models where words do not: on
+    examples/data/zh eval, nine generations of tiny T5s (bases and LoRA fine-tunes at several steps)
+    scored char ROUGE-L 0.014 to 0.061 and jieba ROUGE-L 0 every one, which would leave a search tied.
     """
     if choice == "auto":
         return CharTokenizer() if cjk_share(references) >= CJK_SHARE else None

@@ -21,13 +21,18 @@ ZH = REPO / "examples" / "data" / "zh"
 
 @pytest.fixture(scope="module")
 def tiny_zh_t5(tmp_path_factory) -> Path:
-    """A tiny T5 whose tokenizer and copy-task pre-training saw the Chinese train split only."""
+    """A tiny T5 whose tokenizer and copy-task pre-training saw the Chinese train split only.
+
+    Byte-level BPE: a character it never saw is spelled in bytes, never <unk>. 2048 tokens let it learn
+    the train split's characters and frequent words, so 50 pre-training steps give a base that writes
+    Chinese (about 40 s on 2 busy cores).
+    """
     from transformers import AutoTokenizer
 
     from jobs.tiny_models import make_tiny_model
 
     out = make_tiny_model(
-        "t5", [str(ZH / "train.jsonl")], str(tmp_path_factory.mktemp("model") / "zh-t5"), 1024, pretrain_steps=60
+        "t5", [str(ZH / "train.jsonl")], str(tmp_path_factory.mktemp("model") / "zh-t5"), 2048, pretrain_steps=50
     )
     tok = AutoTokenizer.from_pretrained(out)
     article = json.loads((ZH / "eval.jsonl").read_text().splitlines()[0])["article"]
@@ -57,7 +62,7 @@ def test_a_search_on_chinese_summaries_ranks_trials_by_char_rouge(tmp_path, tiny
             "num_samples": 2,
             "scheduler": "fifo",
             "seed": 3,
-            "space": {"training.learning_rate": {"type": "loguniform", "low": 1e-3, "high": 2e-2}},
+            "space": {"training.learning_rate": {"type": "loguniform", "low": 3e-3, "high": 3e-2}},
         },
         metrics={"rouge_tokenizer": "auto"},
         merge={"enabled": False},
@@ -70,5 +75,5 @@ def test_a_search_on_chinese_summaries_ranks_trials_by_char_rouge(tmp_path, tiny
     assert res["metric"] == "eval_rougeL" and res["mode"] == "max" and len(rows) == 2
     scores = {r["trial_id"]: float(r["eval_rougeL"]) for r in rows}
     assert max(scores.values()) > 0  # char tokens see the Chinese the model writes
-    assert res["best"]["trial_id"] == max(scores, key=lambda t: scores[t])
+    assert scores[res["best"]["trial_id"]] == max(scores.values())  # the argmax (either one, on a tie)
     assert res["best"]["metrics"]["eval_rougeL"] == pytest.approx(max(scores.values()))
