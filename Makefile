@@ -19,7 +19,7 @@ $(STAMP): requirements.lock requirements-dev.lock pyproject.toml
 # The seed scenario: a 4-trial ASHA search over learning rate and LoRA rank on a tiny T5 built from
 # a config (no downloads), W&B offline, best adapter merged and verified.
 demo: venv
-	$(PY) -m jobs.tiny_models t5 --data examples/data/seed/train.jsonl examples/data/seed/eval.jsonl examples/data/seed/test.jsonl --out models/tiny-t5
+	$(PY) -m jobs.tiny_models t5 --data examples/data/seed/train.jsonl --out models/tiny-t5
 	$(VENV)/bin/qlora-launch tune examples/t5_tiny_summarize_local.yaml
 
 test: venv

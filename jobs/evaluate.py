@@ -15,13 +15,15 @@ def evaluate(
 
     The set is `raw` (a Dataset, e.g. received by value), else read from `data_path`, data.test or data.eval.
 
-    Returns eval_loss (mean token cross-entropy over targets, padding excluded) and, for seq2seq,
-    ROUGE of greedy generations: the same metric names the search optimizes.
+    Returns eval_loss (mean token cross-entropy over targets, padding excluded), and ROUGE (with
+    metrics.rouge_tokenizer) and exact match of greedy generations (a causal LM's from the prompt alone):
+    the same metric names the search optimizes.
     """
     import torch
 
     from jobs.data import build_collator, load_source, tokenize
-    from jobs.metrics import rouge
+    from jobs.merge import generate_samples
+    from jobs.metrics import generation_metrics
     from jobs.modeling import load_base, load_tokenizer, model_class
 
     if raw is None:
@@ -52,25 +54,10 @@ def evaluate(
             total += float(model(**batch).loss) * n
             count += n
     out = {"eval_loss": total / max(count, 1), "num_examples": float(len(raw))}
-    if cfg.model.task == "seq2seq":
-        from jobs.formats import prompts_and_targets
-        from jobs.merge import generate_samples
+    from jobs.formats import prompts_and_targets
 
-        inputs, refs = prompts_and_targets(cfg, tokenizer, raw)
-        if (Path(model_dir) / "adapter_config.json").exists():
-            preds = _generate(model, tokenizer, cfg, inputs)
-        else:
-            preds = [s["prediction"] for s in generate_samples(cfg, Path(model_dir), inputs, refs)]
-        out.update({f"eval_{k}": v for k, v in rouge(preds, refs).items()})
+    inputs, refs = prompts_and_targets(cfg, tokenizer, raw)
+    preds = [s["prediction"] for s in generate_samples(cfg, Path(model_dir), inputs, refs, model=model)]
+    scores = generation_metrics(preds, refs, cfg.metrics.rouge_tokenizer)
+    out.update({f"eval_{k}": v for k, v in scores.items()})
     return out
-
-
-def _generate(model, tokenizer, cfg: RunConfig, inputs):
-    import torch
-
-    from jobs.formats import encode_prompts
-
-    enc = encode_prompts(cfg, tokenizer, inputs)
-    with torch.no_grad():
-        out = model.generate(**enc, max_new_tokens=cfg.training.generation_max_length, do_sample=False)
-    return tokenizer.batch_decode(out, skip_special_tokens=True)

@@ -201,10 +201,20 @@ def build_trainer(
     from transformers import Seq2SeqTrainer, Trainer
 
     from jobs.data import build_collator, packing_keeps_examples_apart
-    from jobs.metrics import rouge_metrics_fn
+    from jobs.generation import causal_generation_trainer_class
+    from jobs.metrics import generation_metrics_fn
 
     args = training_arguments(cfg, output_dir, report_to_wandb)
-    cls = Seq2SeqTrainer if cfg.model.task == "seq2seq" else Trainer
+    kw: Dict[str, Any] = {}
+    cls: Any
+    if cfg.model.task == "seq2seq":
+        cls = Seq2SeqTrainer
+        if cfg.needs_generation:
+            kw["compute_metrics"] = generation_metrics_fn(tokenizer, cfg.metrics.rouge_tokenizer)
+    elif cfg.needs_generation:  # generations from the prompt alone, scored after the eval loss
+        cls, kw["run_config"] = causal_generation_trainer_class(), cfg
+    else:
+        cls = Trainer
     packing = wants_packing(cfg, model)
     if packing:
         model.config.use_cache = False  # transformers detects packed rows only when it builds no cache
@@ -221,8 +231,8 @@ def build_trainer(
         eval_dataset=data["eval"],
         data_collator=build_collator(tokenizer, model if cfg.model.task == "seq2seq" else None, packing=packing),
         processing_class=tokenizer,
-        compute_metrics=rouge_metrics_fn(tokenizer) if cfg.needs_generation else None,
         callbacks=[report_callback_class()(extra=extra)],
+        **kw,
     )
     from transformers.trainer_callback import PrinterCallback
 

@@ -29,14 +29,11 @@ def seed_data() -> Path:
 
 @pytest.fixture(scope="session")
 def tiny_t5(tmp_path_factory) -> Path:
-    """A tiny T5 (random init + a short pre-training) with a BPE tokenizer trained on the seed data."""
+    """A tiny T5 (random init + a short pre-training) with a BPE tokenizer trained on the seed data's train
+    split only: the base has never seen the eval or test examples it is scored on."""
     from jobs.tiny_models import make_tiny_model
 
-    return make_tiny_model(
-        "t5",
-        [str(SEED / f"{s}.jsonl") for s in ("train", "eval", "test")],
-        str(tmp_path_factory.mktemp("model") / "tiny-t5"),
-    )
+    return make_tiny_model("t5", [str(SEED / "train.jsonl")], str(tmp_path_factory.mktemp("model") / "tiny-t5"))
 
 
 @pytest.fixture(scope="session")
@@ -44,11 +41,7 @@ def tiny_llama(tmp_path_factory) -> Path:
     """A tiny Llama-style causal LM, built like tiny_t5."""
     from jobs.tiny_models import make_tiny_model
 
-    return make_tiny_model(
-        "llama",
-        [str(SEED / f"{s}.jsonl") for s in ("train", "eval", "test")],
-        str(tmp_path_factory.mktemp("model") / "tiny-llama"),
-    )
+    return make_tiny_model("llama", [str(SEED / "train.jsonl")], str(tmp_path_factory.mktemp("model") / "tiny-llama"))
 
 
 def write_config(path: Path, model_path: Path, out: Path, **sections) -> Path:

@@ -14,13 +14,14 @@ from typing import Any, Dict, Optional
 from pydantic import Field, model_validator
 
 from orchestrator.core.config_sections import (
-    ROUGE_METRICS,
+    GENERATION_METRICS,
     SEARCHABLE,
     DataConfig,
     DistributionConfig,
     FaultToleranceConfig,
     LoraConfig,
     MergeConfig,
+    MetricsConfig,
     ModelConfig,
     OutputConfig,
     PublishConfig,
@@ -44,6 +45,7 @@ class RunConfig(_Section):
     data: DataConfig
     training: TrainingConfig = Field(default_factory=TrainingConfig)
     search: SearchConfig = Field(default_factory=SearchConfig)
+    metrics: MetricsConfig = Field(default_factory=MetricsConfig)
     resources: ResourcesConfig = Field(default_factory=ResourcesConfig)
     fault_tolerance: FaultToleranceConfig = Field(default_factory=FaultToleranceConfig)
     tracking: TrackingConfig = Field(default_factory=TrackingConfig)
@@ -54,11 +56,6 @@ class RunConfig(_Section):
 
     @model_validator(mode="after")
     def _cross_section(self):
-        if self.search.metric in ROUGE_METRICS and self.model.task != "seq2seq":
-            raise ValueError(
-                f"search.metric {self.search.metric} needs generations and is offered for model.task seq2seq; "
-                "use eval_loss for causal_lm"
-            )
         if self.data.format != "columns" and self.model.task != "causal_lm":
             raise ValueError(
                 f"data.format {self.data.format} trains on chat turns and needs model.task causal_lm; "
@@ -75,7 +72,7 @@ class RunConfig(_Section):
 
     @property
     def needs_generation(self) -> bool:
-        return self.search.metric in ROUGE_METRICS
+        return self.search.metric in GENERATION_METRICS
 
     @property
     def data_endpoint(self) -> Optional[str]:

@@ -13,6 +13,8 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 from orchestrator.core.errors import did_you_mean
 
 ROUGE_METRICS = ("eval_rouge1", "eval_rouge2", "eval_rougeL", "eval_rougeLsum")
+# Metrics computed on generated text (both tasks): the search, the test score and the report use them.
+GENERATION_METRICS = ROUGE_METRICS + ("eval_exact_match",)
 
 
 class _Section(BaseModel):
@@ -223,7 +225,11 @@ class SearchConfig(_Section):
 
     num_samples: int = Field(4, ge=1, description="Number of trials.")
     max_concurrent_trials: int = Field(2, ge=1, description="Trials running at once.")
-    metric: str = Field("eval_loss", description="eval_loss, or eval_rouge1/eval_rouge2/eval_rougeL (seq2seq).")
+    metric: str = Field(
+        "eval_loss",
+        description="eval_loss, or a metric on greedy generations (seq2seq and causal_lm): eval_rouge1, "
+        "eval_rouge2, eval_rougeL, eval_rougeLsum, eval_exact_match.",
+    )
     mode: Optional[Literal["min", "max"]] = Field(None, description="min or max; inferred from the metric if absent.")
     scheduler: Literal["asha", "fifo"] = Field("asha", description="asha stops weak trials early; fifo runs all.")
     algorithm: Literal["random", "optuna"] = Field("random", description="How trials are sampled.")
@@ -237,7 +243,7 @@ class SearchConfig(_Section):
     @field_validator("metric")
     @classmethod
     def _known_metric(cls, v):
-        known = ("eval_loss",) + ROUGE_METRICS
+        known = ("eval_loss",) + GENERATION_METRICS
         if v not in known:
             raise ValueError(f"unknown metric '{v}'; use one of {', '.join(known)}.{did_you_mean(v, known)}")
         return v
@@ -256,6 +262,19 @@ class SearchConfig(_Section):
     @property
     def resolved_mode(self) -> str:
         return self.mode or ("min" if self.metric.endswith("loss") else "max")
+
+
+class MetricsConfig(_Section):
+    """`metrics:` how generated text is scored (ROUGE in the search, the test score and the report)."""
+
+    rouge_tokenizer: Literal["auto", "whitespace", "char", "jieba"] = Field(
+        "auto",
+        description="How ROUGE splits text into tokens. auto: char when the references are mostly Chinese, "
+        "Japanese or Korean script, else rouge-score's default (lower-cased [a-z0-9] words, Porter-stemmed; "
+        "it drops every CJK character, so CJK pairs would all score 0); char: each CJK character a token, "
+        "other letters and digits as lower-cased words; jieba: Chinese word segmentation (the jieba "
+        "package); whitespace: lower-cased whitespace-separated words (for text already segmented).",
+    )
 
 
 class ResourcesConfig(_Section):

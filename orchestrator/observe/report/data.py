@@ -194,11 +194,12 @@ def axis_values(key: str, trials: Sequence[Dict[str, Any]], space: Dict[str, Any
     return [cats.index(str(v)) if v is not None else None for v in vals], list(range(len(cats))), cats, short_key(key)
 
 
-def rouge_l(prediction: str, reference: str) -> float:
-    """ROUGE-L F1 of one prediction against its reference (the project's ROUGE: jobs.metrics.rouge)."""
+def rouge_l(prediction: str, reference: str, tokenizer: str = "auto") -> float:
+    """ROUGE-L F1 of one prediction against its reference: the project's ROUGE (jobs.metrics.rouge) with
+    the run's metrics.rouge_tokenizer, so the report shows the number the search optimized."""
     from jobs.metrics import rouge
 
-    return rouge([str(prediction)], [str(reference)])["rougeL"]
+    return rouge([str(prediction)], [str(reference)], tokenizer)["rougeL"]
 
 
 def search_seconds(results: Dict[str, Any]) -> Optional[float]:

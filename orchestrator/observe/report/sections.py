@@ -243,11 +243,12 @@ def samples_section(data: ReportData) -> str:
     if not samples:
         return ""
     cfg = data["config"].get("data") or {}
+    rouge_tokenizer = str((data["config"].get("metrics") or {}).get("rouge_tokenizer") or "auto")
     in_name = html.escape(str(cfg.get("input_column") or "input"))
     ref_name = html.escape(str(cfg.get("target_column") or "reference"))
     cards = []
     for i, s in enumerate(samples, 1):
-        score = rouge_l(s.get("prediction", ""), s.get("reference", ""))
+        score = rouge_l(s.get("prediction", ""), s.get("reference", ""), rouge_tokenizer)
         cards.append(
             f'<div class="sample card"><div class="sample-head"><span class="sid">example {i}</span>'
             '<span class="badge" title="ROUGE-L F1 of this prediction vs. its reference">'

@@ -92,10 +92,21 @@ def test_search_space_is_validated():
     assert any("eval_rougeL" in p for p in problems(minimal(search={"metric": "eval_rouge"})))
 
 
-def test_rouge_needs_seq2seq():
-    data = minimal(search={"metric": "eval_rouge1"})
+@pytest.mark.parametrize("metric", ["eval_rougeL", "eval_exact_match"])
+def test_generation_metrics_are_objectives_for_causal_lm_too(metric):
+    data = minimal(search={"metric": metric})
     data["model"]["task"] = "causal_lm"
-    assert any("causal_lm" in p for p in problems(data))
+    cfg = validate_dict(data)
+    assert cfg.needs_generation and cfg.search.resolved_mode == "max"
+
+
+def test_rouge_tokenizer_is_validated_and_travels_as_json():
+    assert RunConfig.model_validate(minimal()).metrics.rouge_tokenizer == "auto"
+    cfg = RunConfig.model_validate(minimal(metrics={"rouge_tokenizer": "jieba"}))
+    assert RunConfig.model_validate(cfg.to_json()).metrics.rouge_tokenizer == "jieba"
+    found = problems(minimal(metrics={"rouge_tokenizer": "chars"}))
+    assert any("metrics.rouge_tokenizer" in p and "'char'" in p for p in found), found
+    assert any("metrics.tokenizer" in p for p in problems(minimal(metrics={"tokenizer": "char"})))
 
 
 def test_save_steps_must_be_a_multiple_of_eval_steps():

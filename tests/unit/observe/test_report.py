@@ -359,3 +359,18 @@ def test_wandb_reader_parses_runs_history_and_artifacts_across_blocks(tmp_path):
     assert dead["empty"] and dead["history"] == []
     assert wandb_sync_command(tmp_path).startswith("wandb sync ")
     assert wandb_sync_command(tmp_path / "none") is None
+
+
+def test_report_scores_chinese_samples_with_the_runs_rouge_tokenizer():
+    """The sample cards use jobs.metrics.rouge with the run's metrics.rouge_tokenizer: the number the
+    search optimized (char tokens for Chinese: LCS 10 of 12 and 21 tokens, F = 20/33 = 0.61)."""
+    from orchestrator.observe.report.sections import samples_section
+
+    sample = {
+        "input": "…",
+        "reference": "成都大熊猫基地一只大熊猫产下双胞胎，母子平安。",
+        "prediction": "成都大熊猫产下双胞胎幼崽",
+    }
+    auto = samples_section({"samples": [sample], "config": {}})
+    spaces = samples_section({"samples": [sample], "config": {"metrics": {"rouge_tokenizer": "whitespace"}}})
+    assert "ROUGE-L 0.61" in auto and "ROUGE-L 0.00" in spaces
