@@ -311,7 +311,9 @@ def collect_results(cfg: RunConfig, grid, run: RunDir, n_train: int, st: RunStor
         }
         run.trial_dir(trial_id).mkdir(parents=True, exist_ok=True)
         if st.remote and st.run_uri:  # the workers' logs were copied to the run's S3 folder: bring them here
-            _fetch_logs(st, f"{st.run_uri}/{TRIALS_DIR}/{trial_id}", run.trial_dir(trial_id))
+            from jobs.worker_log import fetch_logs
+
+            fetch_logs(st, f"{st.run_uri}/{TRIALS_DIR}/{trial_id}", run.trial_dir(trial_id))
         if result.error:
             from orchestrator.core.formatting import last_error_line
 
@@ -358,20 +360,6 @@ def collect_results(cfg: RunConfig, grid, run: RunDir, n_train: int, st: RunStor
     summary["params"] = {k: best["metrics"].get(k) for k in ("trainable_params", "total_params", "trainable_pct")}
     summary["paths"]["adapter"] = str(adapter.resolve())
     return summary
-
-
-def _fetch_logs(st: RunStorage, remote_dir: str, dest: Path) -> None:
-    """A remote trial's worker logs (worker*.log) into its local trial folder; what is missing is skipped."""
-    import pyarrow.fs
-
-    fs, path = st._fs_path(remote_dir)
-    try:
-        infos = fs.get_file_info(pyarrow.fs.FileSelector(path, allow_not_found=True))
-        for info in infos:
-            if info.type == pyarrow.fs.FileType.File and info.base_name.startswith("worker"):
-                pyarrow.fs.copy_files(info.path, str(dest / info.base_name), source_filesystem=fs)
-    except OSError:
-        pass
 
 
 def _best_of(rows: List[Dict[str, Any]], metric: str, mode: str) -> Dict[str, Any]:

@@ -64,6 +64,8 @@ def _train(config: Dict[str, Any], rank: int, sync_log) -> None:
         from jobs.mlflow_live import mlflow_live_callback
 
         trainer.add_callback(mlflow_live_callback(config["mlflow_live"], config["trial_id"], config.get("params", {})))
+    from jobs.worker_log import sync_callback
+
     sink = config.get("tracking_sink")
     if tracker is not None and sink:
         trainer.add_callback(sync_callback(lambda: sync_tracking(tracker, sink)))
@@ -93,17 +95,6 @@ def sync_tracking(tracker, sink: Dict[str, Any]) -> None:
         from jobs.worker_log import notice
 
         notice(f"Could not copy the W&B files to {sink['path']}: {e}")
-
-
-def sync_callback(fn):
-    """A TrainerCallback that calls `fn` after each checkpoint save."""
-    from transformers import TrainerCallback
-
-    class SyncOnSave(TrainerCallback):
-        def on_save(self, args, state, control, **kwargs):
-            fn()
-
-    return SyncOnSave()
 
 
 def resolve_data(data: Any) -> Dict[str, Any]:

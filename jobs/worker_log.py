@@ -147,3 +147,28 @@ def _tee(read_end: int, log, out_fd: int) -> None:
                 os.write(out_fd, chunk)
             except OSError:
                 pass
+
+
+def fetch_logs(st, remote_dir: str, dest: Path) -> None:
+    """A remote trial's worker logs (worker*.log) into its local trial folder; what is missing is skipped."""
+    import pyarrow.fs
+
+    fs, path = st._fs_path(remote_dir)
+    try:
+        infos = fs.get_file_info(pyarrow.fs.FileSelector(path, allow_not_found=True))
+        for info in infos:
+            if info.type == pyarrow.fs.FileType.File and info.base_name.startswith("worker"):
+                pyarrow.fs.copy_files(info.path, str(dest / info.base_name), source_filesystem=fs)
+    except OSError:
+        pass
+
+
+def sync_callback(fn):
+    """A TrainerCallback that calls `fn` after each checkpoint save."""
+    from transformers import TrainerCallback
+
+    class SyncOnSave(TrainerCallback):
+        def on_save(self, args, state, control, **kwargs):
+            fn()
+
+    return SyncOnSave()
