@@ -1,7 +1,7 @@
 """Generation metrics for a causal LM during the search: greedy generations from the prompt alone.
 
 A causal LM's eval features hold prompt + completion + EOS, with labels -100 on the prompt
-(`jobs.data.causal_features`). To score what the model writes, generation starts from the prompt tokens
+(`jobs.data.row_features`). To score what the model writes, generation starts from the prompt tokens
 only: the prompts of a batch are left-padded (so each row's next token follows its own prompt),
 `training.generation_max_length` new tokens are generated greedily (or with `generation_num_beams`),
 and only the new tokens are decoded. The reference is the completion as trained (its label tokens,

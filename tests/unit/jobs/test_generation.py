@@ -35,15 +35,15 @@ def llama(tiny_llama):
 
 
 def test_left_padded_batches_generate_what_each_prompt_generates_alone(tiny_llama, seed_data, llama):
-    from jobs.data import causal_features
+    from jobs.data import row_features
     from jobs.generation import generate_continuations, split_prompt
     from jobs.modeling import load_tokenizer
 
     cfg = _cfg(tiny_llama, seed_data)
     tok = load_tokenizer(cfg)
     inputs, targets = ["short", "a much longer article about fine-tuning language models"], ["x", "y z"]
-    feats = causal_features(inputs, targets, tok, cfg.data)
-    rows = [{k: feats[k][i] for k in feats} for i in range(2)]
+    col_in, col_out = cfg.data.input_column, cfg.data.target_column
+    rows = [row_features(cfg, tok, {col_in: i, col_out: t})[0] for i, t in zip(inputs, targets)]
     prompts = [split_prompt(r)[0] for r in rows]
     assert prompts[0] == tok(TEMPLATE.format(input="short"))["input_ids"]  # the prompt only, no completion
     assert tok.decode(split_prompt(rows[1])[1], skip_special_tokens=True) == "y z"
@@ -66,6 +66,7 @@ def test_evaluate_and_the_search_score_causal_generations_alike_exact_match_by_h
 
     from jobs.data import build_collator, tokenize
     from jobs.evaluate import evaluate
+    from jobs.formats import prompts_and_targets
     from jobs.generation import causal_generation_trainer_class
     from jobs.merge import generate_samples
     from jobs.modeling import load_tokenizer
@@ -73,7 +74,8 @@ def test_evaluate_and_the_search_score_causal_generations_alike_exact_match_by_h
     cfg = _cfg(tiny_llama, seed_data)
     articles = [r for r in datasets.load_dataset("json", data_files=str(seed_data / "eval.jsonl"), split="train")]
     inputs = [articles[0]["article"], articles[1]["article"]]
-    first = generate_samples(cfg, tiny_llama, inputs[:1], [""], model=llama)[0]["prediction"]
+    prompts, _ = prompts_and_targets(cfg, load_tokenizer(cfg), [{"article": inputs[0], "summary": "x"}])
+    first = generate_samples(cfg, tiny_llama, prompts, [""], model=llama)[0]["prediction"]
     assert first  # the model writes something for the first prompt
     raw = datasets.Dataset.from_dict({"article": inputs, "summary": [first, "a summary it does not write"]})
 
