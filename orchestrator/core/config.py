@@ -31,6 +31,7 @@ from orchestrator.core.config_sections import (
     TrackingConfig,
     TrainingConfig,
     _Section,
+    lora_init_problem,
 )
 from orchestrator.core.errors import UserError
 
@@ -61,6 +62,9 @@ class RunConfig(_Section):
             )
         for key, dist in self.search.space.items():
             _check_space_bounds(key, dist)
+        init_problem = lora_init_problem(self.lora.init, self.quantization.mode, self.resources.gpus_per_worker)
+        if init_problem:
+            raise ValueError(init_problem)
         return self
 
     # ---- helpers used on both sides -------------------------------------------------------------

@@ -62,6 +62,26 @@ class LoraConfig(_Section):
         "all-linear", description='Module names to adapt, e.g. [q, k, v], or "all-linear".'
     )
     bias: Literal["none", "all", "lora_only"] = Field("none", description="Which biases to train.")
+    use_dora: bool = Field(
+        False,
+        description="DoRA: split each adapted weight into a magnitude vector (trained) and a direction (LoRA "
+        "trains it); works on the 4/8-bit base, slower per step than plain LoRA.",
+    )
+    use_rslora: bool = Field(
+        False,
+        description="rsLoRA: scale the update by alpha / sqrt(r) instead of alpha / r, so higher ranks keep "
+        "learning (matters when searching lora.r).",
+    )
+    init: Literal["default", "gaussian", "pissa", "loftq"] = Field(
+        "default",
+        description="How the adapter starts (peft's init_lora_weights). default: A Kaiming-uniform, B zero; "
+        "gaussian: A Gaussian (1/r), B zero. loftq: A and B fitted (SVD) to the 4-bit quantization error of "
+        "each weight, from the model's full-precision safetensors; peft computes it on CUDA, so it is refused "
+        "with resources.gpus_per_worker 0 and with any quantization.mode but 4bit. pissa is refused: peft "
+        "takes the SVD of unquantized weights only (a 4/8-bit base is rejected), and with quantization.mode "
+        "none it rewrites the base weights to the residual, which the merge, scoring and publishing here "
+        "(they load the original base) would not see.",
+    )
 
     @field_validator("target_modules")
     @classmethod
@@ -69,6 +89,35 @@ class LoraConfig(_Section):
         if isinstance(v, list) and not v:
             raise ValueError('must name at least one module, or be "all-linear"')
         return v
+
+    @field_validator("init")
+    @classmethod
+    def _no_pissa(cls, v):
+        if v == "pissa":
+            raise ValueError(
+                "pissa is not supported: peft takes the SVD of unquantized weights only (a 4/8-bit base is "
+                "rejected), and on a full-precision base it rewrites the base weights to the residual, which "
+                "the merge, scoring and publishing here (they load the original base) would not apply; use "
+                "loftq (4-bit, CUDA), gaussian or default"
+            )
+        return v
+
+
+def lora_init_problem(init: str, quantization_mode: str, gpus_per_worker: float) -> Optional[str]:
+    """Why `lora.init` cannot run with this quantization and these workers (None: it can)."""
+    if init != "loftq":
+        return None
+    if quantization_mode != "4bit":
+        return (
+            f"lora.init loftq fits the adapter to the 4-bit quantization error; quantization.mode is "
+            f"{quantization_mode}: set it to 4bit, or use lora.init default/gaussian"
+        )
+    if gpus_per_worker <= 0:
+        return (
+            "lora.init loftq: peft computes LoftQ on CUDA and the trials run on CPU (resources.gpus_per_worker "
+            "is 0); give the workers a GPU, or use lora.init default/gaussian"
+        )
+    return None
 
 
 class DataConfig(_Section):
@@ -109,6 +158,25 @@ class DataConfig(_Section):
         return v
 
 
+# HF optimizer names that need nothing beyond torch and bitsandbytes (TrainingArguments.optim).
+OPTIMIZERS = (
+    "adamw_torch",
+    "adamw_torch_fused",
+    "adafactor",
+    "sgd",
+    "adagrad",
+    "rmsprop",
+    "adamw_bnb_8bit",
+    "adamw_8bit",
+    "paged_adamw_8bit",
+    "paged_adamw_32bit",
+    "lion_8bit",
+    "lion_32bit",
+    "paged_lion_8bit",
+    "paged_lion_32bit",
+)
+
+
 class TrainingConfig(_Section):
     """`training:` the Hugging Face TrainingArguments we expose."""
 
@@ -135,6 +203,16 @@ class TrainingConfig(_Section):
     dataloader_num_workers: int = Field(0, ge=0, description="DataLoader worker processes per Train worker.")
     mixed_precision: Literal["auto", "bf16", "fp16", "no"] = Field(
         "auto", description="auto: bf16 on GPUs that have it, else fp32."
+    )
+    optim: Literal[OPTIMIZERS] = Field(  # type: ignore[valid-type]
+        "adamw_torch_fused",
+        description="The HF Trainer's optimizer (TrainingArguments.optim). Default adamw_torch_fused (the "
+        "Trainer's own default); the QLoRA recipe uses paged_adamw_8bit (8-bit states paged to CPU memory "
+        "under GPU memory pressure). The bitsandbytes ones (*_8bit, paged_*, *_bnb*) also run on CPU with "
+        "bitsandbytes 0.50 (paging only pages on CUDA).",
+    )
+    max_grad_norm: float = Field(
+        1.0, ge=0.0, description="Clip the gradient norm to this (0: no clipping); the QLoRA recipe uses 0.3."
     )
 
     @model_validator(mode="after")
