@@ -381,7 +381,11 @@ class MergeConfig(_Section):
 class PublishConfig(_Section):
     """`publish:` where the best model goes at the end of `tune`."""
 
-    to: str = Field(description="s3://bucket/prefix or hf://org/name.")
+    to: str = Field(
+        description="s3://bucket/prefix, hf://org/name, or a local folder (a path, relative to the current "
+        "directory like output.dir, or file:///abs/path): the same layout, manifest.json and latest.json "
+        "pointer as on S3. The retrain registry defaults to it."
+    )
     what: Literal["adapter", "merged", "both"] = Field("both", description="What to publish.")
     endpoint_url: Optional[str] = Field(None, description="S3-compatible endpoint (MinIO, R2, ...).")
     private: bool = Field(True, description="Hub: create the repo private.")
@@ -390,9 +394,13 @@ class PublishConfig(_Section):
     @field_validator("to")
     @classmethod
     def _scheme(cls, v):
-        if not re.match(r"^(s3://[^/]+|hf://[^/]+/[^/]+)", v):
-            raise ValueError("must look like s3://bucket/prefix or hf://org/name")
-        return v
+        if v.startswith("file://"):
+            if not v.startswith("file:///") or v.rstrip("/") == "file:":
+                raise ValueError("a file:// URI takes an absolute path: file:///abs/folder")
+            return v[len("file://") :]  # a plain local path from here on
+        if re.match(r"^(s3://[^/]+|hf://[^/]+/[^/]+)", v) or (v.strip() and not re.match(r"[A-Za-z][A-Za-z0-9+.-]*:", v)):
+            return v
+        raise ValueError("must look like s3://bucket/prefix, hf://org/name or a local folder")
 
 
 class RetrainConfig(_Section):
