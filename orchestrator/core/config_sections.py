@@ -398,7 +398,9 @@ class PublishConfig(_Section):
             if not v.startswith("file:///") or v.rstrip("/") == "file:":
                 raise ValueError("a file:// URI takes an absolute path: file:///abs/folder")
             return v[len("file://") :]  # a plain local path from here on
-        if re.match(r"^(s3://[^/]+|hf://[^/]+/[^/]+)", v) or (v.strip() and not re.match(r"[A-Za-z][A-Za-z0-9+.-]*:", v)):
+        if re.match(r"^(s3://[^/]+|hf://[^/]+/[^/]+)", v) or (
+            v.strip() and not re.match(r"[A-Za-z][A-Za-z0-9+.-]*:", v)
+        ):
             return v
         raise ValueError("must look like s3://bucket/prefix, hf://org/name or a local folder")
 

@@ -43,9 +43,7 @@ SHIPPED_ARCHS: Dict[str, ShippedArch] = {
     "falcon-180b": ShippedArch("falcon-180b.json", "tiiuae/falcon-180B", 180e9, ("query_key_value",)),
     "t5-small": ShippedArch("t5-small.json", "google-t5/t5-small", 60e6, ("q", "v")),
     "tinyllama-1.1b": ShippedArch("tinyllama-1.1b.json", "TinyLlama/TinyLlama_v1.1", 1.1e9, ("q_proj", "v_proj")),
-    "llama-3.1-8b": ShippedArch(
-        "llama-3.1-8b.json", "meta-llama/Llama-3.1-8B-Instruct", 8e9, ("q_proj", "v_proj")
-    ),
+    "llama-3.1-8b": ShippedArch("llama-3.1-8b.json", "meta-llama/Llama-3.1-8B-Instruct", 8e9, ("q_proj", "v_proj")),
 }
 _ALIASES = {a.hub_id.lower(): name for name, a in SHIPPED_ARCHS.items()}
 _ALIASES.update({a.hub_id.split("/")[-1].lower(): name for name, a in SHIPPED_ARCHS.items()})

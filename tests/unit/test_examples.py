@@ -50,7 +50,9 @@ def test_the_cluster_example_is_the_qlora_recipe_on_s3():
     cfg = load_config(REPO / "examples" / "llama3.1_8b_instruct_cluster.yaml")
     assert (cfg.quantization.mode, cfg.quantization.quant_type, cfg.quantization.double_quant) == ("4bit", "nf4", True)
     assert (cfg.training.optim, cfg.training.max_grad_norm) == ("paged_adamw_8bit", 0.3)
-    assert cfg.output.dir.startswith("s3://") and cfg.publish.to.startswith("s3://") and cfg.data.train.startswith("s3://")
+    assert (
+        cfg.output.dir.startswith("s3://") and cfg.publish.to.startswith("s3://") and cfg.data.train.startswith("s3://")
+    )
     assert cfg.resources.gpus_per_worker == 1 and cfg.resources.num_workers == 2
 
 

@@ -128,7 +128,13 @@ def test_max_grad_norm_clips_the_update(tiny_t5, seed_data, tmp_path):
     cfg = cfg_for(
         tiny_t5,
         seed_data,
-        training={"optim": "sgd", "learning_rate": 1.0, "max_grad_norm": 1e-3, "max_steps": 1, "lr_scheduler": "constant"},
+        training={
+            "optim": "sgd",
+            "learning_rate": 1.0,
+            "max_grad_norm": 1e-3,
+            "max_steps": 1,
+            "lr_scheduler": "constant",
+        },
     )
     model, trainer, before = trained(cfg, tmp_path)
     assert trainer.args.max_grad_norm == 1e-3
@@ -147,7 +153,9 @@ def test_pissa_and_loftq_are_refused_with_the_reason(tiny_t5, seed_data):
         cfg_for(tiny_t5, seed_data, lora={"init": "loftq"})
     assert "CUDA" in str(e.value) and "resources.gpus_per_worker" in str(e.value)
     with pytest.raises(UserError) as e:
-        cfg_for(tiny_t5, seed_data, lora={"init": "loftq"}, quantization={"mode": "8bit"}, resources={"gpus_per_worker": 1})
+        cfg_for(
+            tiny_t5, seed_data, lora={"init": "loftq"}, quantization={"mode": "8bit"}, resources={"gpus_per_worker": 1}
+        )
     assert "set it to 4bit" in str(e.value)
     ok = cfg_for(tiny_t5, seed_data, lora={"init": "loftq"}, resources={"gpus_per_worker": 1})
     assert ok.lora.init == "loftq"
