@@ -31,9 +31,9 @@ from orchestrator.core.config_sections import (
     TrackingConfig,
     TrainingConfig,
     _Section,
-    lora_init_problem,
 )
 from orchestrator.core.errors import UserError
+from orchestrator.core.training_options import lora_init_problem
 
 
 class RunConfig(_Section):

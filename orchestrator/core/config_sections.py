@@ -11,6 +11,7 @@ from typing import Any, Dict, List, Literal, Optional, Union
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from orchestrator.core.errors import did_you_mean
+from orchestrator.core.training_options import OPTIMIZERS
 
 ROUGE_METRICS = ("eval_rouge1", "eval_rouge2", "eval_rougeL", "eval_rougeLsum")
 
@@ -103,23 +104,6 @@ class LoraConfig(_Section):
         return v
 
 
-def lora_init_problem(init: str, quantization_mode: str, gpus_per_worker: float) -> Optional[str]:
-    """Why `lora.init` cannot run with this quantization and these workers (None: it can)."""
-    if init != "loftq":
-        return None
-    if quantization_mode != "4bit":
-        return (
-            f"lora.init loftq fits the adapter to the 4-bit quantization error; quantization.mode is "
-            f"{quantization_mode}: set it to 4bit, or use lora.init default/gaussian"
-        )
-    if gpus_per_worker <= 0:
-        return (
-            "lora.init loftq: peft computes LoftQ on CUDA and the trials run on CPU (resources.gpus_per_worker "
-            "is 0); give the workers a GPU, or use lora.init default/gaussian"
-        )
-    return None
-
-
 class DataConfig(_Section):
     """`data:` where the examples are and which columns hold input and target."""
 
@@ -156,25 +140,6 @@ class DataConfig(_Section):
         if "{input}" not in v:
             raise ValueError("must contain {input}")
         return v
-
-
-# HF optimizer names that need nothing beyond torch and bitsandbytes (TrainingArguments.optim).
-OPTIMIZERS = (
-    "adamw_torch",
-    "adamw_torch_fused",
-    "adafactor",
-    "sgd",
-    "adagrad",
-    "rmsprop",
-    "adamw_bnb_8bit",
-    "adamw_8bit",
-    "paged_adamw_8bit",
-    "paged_adamw_32bit",
-    "lion_8bit",
-    "lion_32bit",
-    "paged_lion_8bit",
-    "paged_lion_32bit",
-)
 
 
 class TrainingConfig(_Section):
