@@ -62,10 +62,21 @@ def trained(cfg, tmp_path):
     return model, trainer, before
 
 
-def test_dora_trains_magnitude_vectors_on_the_4bit_base(tiny_t5, seed_data, tmp_path):
+def test_dora_with_paged_adamw_8bit_trains_magnitude_vectors_on_the_4bit_base(tiny_t5, seed_data, tmp_path):
+    """One short trial (CPU) with both: DoRA on the NF4 base, and the QLoRA recipe's paged 8-bit AdamW,
+    which bitsandbytes 0.50 runs on CPU."""
     import bitsandbytes as bnb
 
-    model, trainer, before = trained(cfg_for(tiny_t5, seed_data, lora={"use_dora": True}), tmp_path)
+    training = {"optim": "paged_adamw_8bit", "learning_rate": 1e-2}
+    model, trainer, before = trained(cfg_for(tiny_t5, seed_data, lora={"use_dora": True}, training=training), tmp_path)
+    opt = getattr(trainer.optimizer, "optimizer", trainer.optimizer)
+    # The Trainer maps paged_adamw_8bit to bitsandbytes' AdamW(optim_bits=8, is_paged=True). (Tensors under
+    # bitsandbytes' min_8bit_size of 4096 elements, like these tiny LoRA matrices, keep 32-bit states.)
+    assert isinstance(opt, bnb.optim.AdamW) and opt.is_paged and opt.args.optim_bits == 8
+    assert opt.state and all(st.get("step", 0) >= 1 for st in opt.state.values())
+    after = dict(model.named_parameters())
+    assert all(not before[n].equal(after[n].detach()) for n in before if "lora_A" in n)
+
     q = q_layer(model)
     assert isinstance(q.base_layer, bnb.nn.Linear4bit)
     mags = {n for n in before if "lora_magnitude_vector" in n}
@@ -105,20 +116,6 @@ def test_gaussian_init_differs_from_the_default_and_still_starts_at_the_base(tin
     bound = 1 / math.sqrt(a_def.shape[1])  # kaiming_uniform(a=sqrt(5)) on fan_in
     assert a_def.abs().max().item() <= bound + 1e-6 < a_gauss.abs().max().item()
     assert gauss.lora_B["default"].weight.abs().max().item() == 0.0  # the adapter starts as a no-op
-
-
-def test_paged_adamw_8bit_runs_on_cpu_and_trains(tiny_t5, seed_data, tmp_path):
-    import bitsandbytes as bnb
-
-    cfg = cfg_for(tiny_t5, seed_data, training={"optim": "paged_adamw_8bit", "learning_rate": 1e-2})
-    model, trainer, before = trained(cfg, tmp_path)
-    opt = getattr(trainer.optimizer, "optimizer", trainer.optimizer)
-    # The Trainer maps paged_adamw_8bit to bitsandbytes' AdamW(optim_bits=8, is_paged=True). (Tensors under
-    # bitsandbytes' min_8bit_size of 4096 elements, like these tiny LoRA matrices, keep 32-bit states.)
-    assert isinstance(opt, bnb.optim.AdamW) and opt.is_paged and opt.args.optim_bits == 8
-    assert opt.state and all(st.get("step", 0) >= 1 for st in opt.state.values())
-    after = dict(model.named_parameters())
-    assert all(not before[n].equal(after[n].detach()) for n in before if "lora_A" in n)
 
 
 def test_max_grad_norm_clips_the_update(tiny_t5, seed_data, tmp_path):
