@@ -95,3 +95,22 @@ def test_the_cli_publishes_to_the_folder_of_the_config(tmp_path, monkeypatch):
     res = CliRunner().invoke(cli, ["publish", str(run)])
     assert res.exit_code == 0, res.output
     assert json.loads((tmp_path / "pub" / "latest.json").read_text())["version"] in res.output
+
+
+@pytest.mark.parametrize(
+    "to, kept", [("file:///srv/models", "/srv/models"), ("models/line", "models/line"), ("s3://b/p", "s3://b/p")]
+)
+def test_publish_to_in_the_config_takes_a_folder(to, kept):
+    from orchestrator.core.config_load import validate_dict
+
+    cfg = validate_dict({"model": {"name_or_path": "m"}, "data": {"train": "t.jsonl"}, "publish": {"to": to}})
+    assert cfg.publish.to == kept
+
+
+@pytest.mark.parametrize("to", ["file://host/x", "gs://bucket/x", "s3:/bucket/x", ""])
+def test_publish_to_that_is_no_folder_names_the_key(to):
+    from orchestrator.core.config_load import validate_dict
+
+    with pytest.raises(UserError) as e:
+        validate_dict({"model": {"name_or_path": "m"}, "data": {"train": "t.jsonl"}, "publish": {"to": to}})
+    assert "`publish.to`" in str(e.value)
