@@ -4,7 +4,7 @@ A publication is the best adapter and/or the merged model, a model card (README.
 `manifest.json` (provenance + the sha256 and size of every other file). Before anything is uploaded
 the merge is verified again (merged model vs base + adapter on eval inputs); a failure stops it.
 
-S3 layout under `s3://bucket/prefix`:
+S3 layout under `s3://bucket/prefix` (a local folder `--to DIR` gets the same, with DIR as the prefix):
 
     <prefix>/<version>/adapter/...      the LoRA adapter + tokenizer
     <prefix>/<version>/merged/...       the merged model + tokenizer
@@ -111,7 +111,7 @@ def publish_run(
 
     Args:
         run_dir: the run folder (runs/<experiment>).
-        to: s3://bucket/prefix or hf://org/name[@revision].
+        to: s3://bucket/prefix, a local folder (path or file:///path) or hf://org/name[@revision].
         what: adapter, merged or both.
         endpoint_url: S3-compatible endpoint (MinIO, R2, a local test server).
         version: the version name (default: run end time + content hash, so a re-run resumes).
