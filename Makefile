@@ -17,10 +17,12 @@ $(STAMP): requirements.lock requirements-dev.lock pyproject.toml
 	touch $(STAMP)
 
 # The seed scenario: a 4-trial ASHA search over learning rate and LoRA rank on a tiny T5 built from
-# a config (no downloads), W&B offline, best adapter merged and verified.
+# a config (no downloads), W&B offline, best adapter merged and verified. Each demo is its own
+# experiment, runs/demo-<UTC time>, so it can be run again and again and never overwrites a run.
+DEMO_EXPERIMENT ?= demo-$(shell date -u +%Y%m%dT%H%M%SZ)
 demo: venv
 	$(PY) -m jobs.tiny_models t5 --data examples/data/seed/train.jsonl --out models/tiny-t5
-	$(VENV)/bin/qlora-launch tune examples/t5_tiny_summarize_local.yaml
+	$(VENV)/bin/qlora-launch tune examples/t5_tiny_summarize_local.yaml --experiment $(DEMO_EXPERIMENT)
 
 test: venv
 	$(PY) -m pytest -q -ra

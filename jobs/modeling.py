@@ -95,6 +95,11 @@ def lora_config(cfg: RunConfig):
         target_modules=lc.target_modules,
         bias=lc.bias,
         task_type=TASK_TYPES[cfg.model.task],
+        use_dora=lc.use_dora,
+        use_rslora=lc.use_rslora,
+        # loftq is applied after wrapping (apply_loftq): peft's init_lora_weights="loftq" wants the
+        # full-precision model and quantizes it itself; here the base is loaded 4-bit already.
+        init_lora_weights="gaussian" if lc.init == "gaussian" else True,
     )
 
 
@@ -116,7 +121,20 @@ def load_trainable(cfg: RunConfig, device_map=None):
     from transformers import set_seed
 
     set_seed(cfg.training.seed)  # the adapter's initial weights: the same trial reproduces
-    return get_peft_model(model, lora_config(cfg))
+    peft_model = get_peft_model(model, lora_config(cfg))
+    if cfg.lora.init == "loftq":
+        apply_loftq(peft_model, cfg)
+    return peft_model
+
+
+def apply_loftq(peft_model, cfg: RunConfig) -> None:
+    """LoftQ on a 4-bit base: A and B of every adapted layer fitted (SVD) to W - dequant(quant(W)), W read
+    from the model's full-precision safetensors. peft computes it on CUDA (the config refuses CPU trials)."""
+    from peft import replace_lora_weights_loftq
+
+    from jobs.model_cache import model_path
+
+    replace_lora_weights_loftq(peft_model, model_path=str(model_path(cfg)))
 
 
 def param_counts(peft_model) -> Dict[str, float]:

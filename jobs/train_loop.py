@@ -138,6 +138,8 @@ def training_arguments(cfg: RunConfig, output_dir: str, report_to_wandb: bool):
         gradient_accumulation_steps=t.gradient_accumulation_steps,
         warmup_steps=t.warmup_ratio,  # a float in [0, 1) is a ratio of total steps
         weight_decay=t.weight_decay,
+        optim=t.optim,
+        max_grad_norm=t.max_grad_norm,
         lr_scheduler_type=t.lr_scheduler,
         eval_strategy="steps",
         eval_steps=t.eval_steps,

@@ -159,7 +159,7 @@ def register(group) -> None:
         default=None,
         help="Model to estimate (overrides model.name_or_path): a local model folder, a config.json, "
         "or a shipped architecture (llama-2-7b, llama-2-13b, llama-2-70b, falcon-180b, t5-small, "
-        "tinyllama-1.1b). Only its config is read; nothing is downloaded.",
+        "tinyllama-1.1b, llama-3.1-8b). Only its config is read; nothing is downloaded.",
     )
     @click.option(
         "--rank",

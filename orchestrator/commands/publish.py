@@ -22,7 +22,8 @@ def _run_publish_section(run_dir: str):
     "to",
     default=None,
     metavar="URI",
-    help="s3://bucket/prefix or hf://org/name (YAML publish.to; default: the run's publish.to).",
+    help="s3://bucket/prefix, a local folder (path or file:///path) or hf://org/name (YAML publish.to; "
+    "default: the run's publish.to).",
 )
 @click.option(
     "--what",
@@ -95,7 +96,8 @@ def publish_cmd(
 def pull_cmd(location: str, dest: str, version: Optional[str], endpoint_url: Optional[str]) -> None:
     """Download a published model into DEST, checking every sha256 against its manifest.
 
-    LOCATION is s3://bucket/prefix (its latest.json), s3://bucket/prefix/VERSION, or hf://org/name.
+    LOCATION is s3://bucket/prefix (its latest.json), s3://bucket/prefix/VERSION, the same as a local
+    folder, or hf://org/name.
     A mismatch is refused and DEST is left untouched.
     """
     from orchestrator.publish.pull import pull

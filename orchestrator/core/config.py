@@ -34,6 +34,7 @@ from orchestrator.core.config_sections import (
     _Section,
 )
 from orchestrator.core.errors import UserError
+from orchestrator.core.training_options import lora_init_problem
 
 
 class RunConfig(_Section):
@@ -63,6 +64,9 @@ class RunConfig(_Section):
             )
         for key, dist in self.search.space.items():
             _check_space_bounds(key, dist)
+        init_problem = lora_init_problem(self.lora.init, self.quantization.mode, self.resources.gpus_per_worker)
+        if init_problem:
+            raise ValueError(init_problem)
         return self
 
     # ---- helpers used on both sides -------------------------------------------------------------

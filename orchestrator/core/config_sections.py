@@ -11,6 +11,7 @@ from typing import Any, Dict, List, Literal, Optional, Union
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from orchestrator.core.errors import did_you_mean
+from orchestrator.core.training_options import OPTIMIZERS
 
 ROUGE_METRICS = ("eval_rouge1", "eval_rouge2", "eval_rougeL", "eval_rougeLsum")
 # Metrics computed on generated text (both tasks): the search, the test score and the report use them.
@@ -69,12 +70,44 @@ class LoraConfig(_Section):
         "all-linear", description='Module names to adapt, e.g. [q, k, v], or "all-linear".'
     )
     bias: Literal["none", "all", "lora_only"] = Field("none", description="Which biases to train.")
+    use_dora: bool = Field(
+        False,
+        description="DoRA: split each adapted weight into a magnitude vector (trained) and a direction (LoRA "
+        "trains it); works on the 4/8-bit base, slower per step than plain LoRA.",
+    )
+    use_rslora: bool = Field(
+        False,
+        description="rsLoRA: scale the update by alpha / sqrt(r) instead of alpha / r, so higher ranks keep "
+        "learning (matters when searching lora.r).",
+    )
+    init: Literal["default", "gaussian", "pissa", "loftq"] = Field(
+        "default",
+        description="How the adapter starts (peft's init_lora_weights). default: A Kaiming-uniform, B zero; "
+        "gaussian: A Gaussian (1/r), B zero. loftq: A and B fitted (SVD) to the 4-bit quantization error of "
+        "each weight, from the model's full-precision safetensors; peft computes it on CUDA, so it is refused "
+        "with resources.gpus_per_worker 0 and with any quantization.mode but 4bit. pissa is refused: peft "
+        "takes the SVD of unquantized weights only (a 4/8-bit base is rejected), and with quantization.mode "
+        "none it rewrites the base weights to the residual, which the merge, scoring and publishing here "
+        "(they load the original base) would not see.",
+    )
 
     @field_validator("target_modules")
     @classmethod
     def _non_empty(cls, v):
         if isinstance(v, list) and not v:
             raise ValueError('must name at least one module, or be "all-linear"')
+        return v
+
+    @field_validator("init")
+    @classmethod
+    def _no_pissa(cls, v):
+        if v == "pissa":
+            raise ValueError(
+                "pissa is not supported: peft takes the SVD of unquantized weights only (a 4/8-bit base is "
+                "rejected), and on a full-precision base it rewrites the base weights to the residual, which "
+                "the merge, scoring and publishing here (they load the original base) would not apply; use "
+                "loftq (4-bit, CUDA), gaussian or default"
+            )
         return v
 
 
@@ -170,6 +203,16 @@ class TrainingConfig(_Section):
     dataloader_num_workers: int = Field(0, ge=0, description="DataLoader worker processes per Train worker.")
     mixed_precision: Literal["auto", "bf16", "fp16", "no"] = Field(
         "auto", description="auto: bf16 on GPUs that have it, else fp32."
+    )
+    optim: Literal[OPTIMIZERS] = Field(  # type: ignore[valid-type]
+        "adamw_torch_fused",
+        description="The HF Trainer's optimizer (TrainingArguments.optim). Default adamw_torch_fused (the "
+        "Trainer's own default); the QLoRA recipe uses paged_adamw_8bit (8-bit states paged to CPU memory "
+        "under GPU memory pressure). The bitsandbytes ones (*_8bit, paged_*, *_bnb*) also run on CPU with "
+        "bitsandbytes 0.50 (paging only pages on CUDA).",
+    )
+    max_grad_norm: float = Field(
+        1.0, ge=0.0, description="Clip the gradient norm to this (0: no clipping); the QLoRA recipe uses 0.3."
     )
 
     @model_validator(mode="after")
@@ -355,7 +398,11 @@ class MergeConfig(_Section):
 class PublishConfig(_Section):
     """`publish:` where the best model goes at the end of `tune`."""
 
-    to: str = Field(description="s3://bucket/prefix or hf://org/name.")
+    to: str = Field(
+        description="s3://bucket/prefix, hf://org/name, or a local folder (a path, relative to the current "
+        "directory like output.dir, or file:///abs/path): the same layout, manifest.json and latest.json "
+        "pointer as on S3. The retrain registry defaults to it."
+    )
     what: Literal["adapter", "merged", "both"] = Field("both", description="What to publish.")
     endpoint_url: Optional[str] = Field(None, description="S3-compatible endpoint (MinIO, R2, ...).")
     private: bool = Field(True, description="Hub: create the repo private.")
@@ -364,9 +411,15 @@ class PublishConfig(_Section):
     @field_validator("to")
     @classmethod
     def _scheme(cls, v):
-        if not re.match(r"^(s3://[^/]+|hf://[^/]+/[^/]+)", v):
-            raise ValueError("must look like s3://bucket/prefix or hf://org/name")
-        return v
+        if v.startswith("file://"):
+            if not v.startswith("file:///") or v.rstrip("/") == "file:":
+                raise ValueError("a file:// URI takes an absolute path: file:///abs/folder")
+            return v[len("file://") :]  # a plain local path from here on
+        if re.match(r"^(s3://[^/]+|hf://[^/]+/[^/]+)", v) or (
+            v.strip() and not re.match(r"[A-Za-z][A-Za-z0-9+.-]*:", v)
+        ):
+            return v
+        raise ValueError("must look like s3://bucket/prefix, hf://org/name or a local folder")
 
 
 class RetrainConfig(_Section):

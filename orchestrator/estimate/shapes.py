@@ -46,10 +46,12 @@ SHIPPED_ARCHS: Dict[str, ShippedArch] = {
     "qwen2.5-0.5b-instruct": ShippedArch(
         "qwen2.5-0.5b-instruct.json", "Qwen/Qwen2.5-0.5B-Instruct", 0.5e9, ("q_proj", "v_proj")
     ),
+    "llama-3.1-8b": ShippedArch("llama-3.1-8b.json", "meta-llama/Llama-3.1-8B-Instruct", 8e9, ("q_proj", "v_proj")),
 }
 _ALIASES = {a.hub_id.lower(): name for name, a in SHIPPED_ARCHS.items()}
 _ALIASES.update({a.hub_id.split("/")[-1].lower(): name for name, a in SHIPPED_ARCHS.items()})
 _ALIASES["t5-small"] = "t5-small"
+_ALIASES["meta-llama/llama-3.1-8b"] = _ALIASES["llama-3.1-8b"] = "llama-3.1-8b"  # the base: same shapes
 
 
 # ---- the model's shape ---------------------------------------------------------------------------

@@ -1,4 +1,5 @@
-"""Where a publication goes (`publish --to`) or comes from (`pull LOCATION`): an S3 prefix or a Hub repo.
+"""Where a publication goes (`publish --to`) or comes from (`pull LOCATION`): an S3 prefix, a local
+folder (a plain path or file://) or a Hub repo.
 
 S3 layout under `s3://bucket/prefix`: `<prefix>/<version>/...` (the files of one version, its
 `manifest.json` last) and `<prefix>/latest.json`, the pointer to the newest complete version.
@@ -9,12 +10,18 @@ when there was none). When two publications to one prefix overlap, the first to 
 the other stops with a UserError naming the version now in latest.json and leaves the pointer as the
 winner set it (its own version files stay complete under `<prefix>/<version>/`; re-running it moves
 the pointer). There is no last-writer-wins: an update is applied or refused, never lost silently.
+
+A local folder has the same layout, manifest and pointer (`<folder>/<version>/...`, `<folder>/latest.json`);
+its pointer moves by compare-and-swap under a lock file (orchestrator.storage.kv.LocalStorage).
 """
 
 from __future__ import annotations
 
 import json
+import os
+import re
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Dict, Optional
 
 from orchestrator.core.errors import UserError
@@ -24,10 +31,11 @@ LATEST = "latest.json"
 
 @dataclass
 class Destination:
-    """A parsed --to: an S3 prefix or a Hub repo."""
+    """A parsed --to: an S3 prefix, a local folder or a Hub repo."""
 
     uri: str
-    scheme: str  # s3 | hf
+    scheme: str  # s3 | local | hf
+    root: str = ""  # local: the absolute folder
     bucket: str = ""
     prefix: str = ""
     repo_id: str = ""
@@ -36,14 +44,20 @@ class Destination:
     def key(self, *parts: str) -> str:
         return "/".join(p.strip("/") for p in (self.prefix, *parts) if p and p.strip("/"))
 
+    def url(self, key: str) -> str:
+        """Where `key` (under the prefix or folder) is: s3://bucket/key or a local path."""
+        if self.scheme == "local":
+            return os.path.join(self.root, key) if key else self.root
+        return f"s3://{self.bucket}/{key}"
+
     def version_uri(self, version: str) -> str:
-        if self.scheme == "s3":
-            return f"s3://{self.bucket}/{self.key(version)}"
+        if self.scheme in ("s3", "local"):
+            return self.url(self.key(version))
         return f"hf://{self.repo_id}@{version}"
 
 
 def parse_destination(uri: str) -> Destination:
-    """`s3://bucket/prefix` or `hf://org/name[@revision]`.
+    """`s3://bucket/prefix`, a local folder (`path` or `file:///path`), or `hf://org/name[@revision]`.
 
     Raises:
         UserError: any other shape, with the forms that work.
@@ -60,22 +74,40 @@ def parse_destination(uri: str) -> Destination:
     if uri.startswith("hf://"):
         repo_id, rev = parse_hf(uri)
         return Destination(uri, "hf", repo_id=repo_id, revision=rev)
-    raise UserError(f"'{uri}' is not a place to publish to; use s3://bucket/prefix or hf://org/name.")
+    path = local_folder(uri)
+    if path is not None:
+        return Destination(uri, "local", root=path)
+    raise UserError(f"'{uri}' is not a place to publish to; use s3://bucket/prefix, a local folder or hf://org/name.")
+
+
+def local_folder(uri: str) -> Optional[str]:
+    """The absolute folder of a plain path or a file:// URI (None: another scheme, or empty)."""
+    if uri.startswith("file://"):
+        uri = uri[len("file://") :]
+        if not uri.startswith("/"):
+            return None  # file://host/... names another machine
+    if not uri or "://" in uri or re.match(r"[A-Za-z][A-Za-z0-9+.-]*:", uri):  # s3:/x: a mistyped scheme
+        return None
+    return str(Path(uri).expanduser().absolute())
 
 
 class LatestPointer:
-    """`<prefix>/latest.json` of an S3 destination, moved only if nobody moved it since `read()`.
+    """`<prefix>/latest.json` of an S3 or local destination, moved only if nobody moved it since `read()`.
 
     Args:
-        dest: an s3:// Destination.
+        dest: an s3:// or local Destination.
         endpoint_url, client: the S3 endpoint and the boto3 client to use.
     """
 
     def __init__(self, dest: Destination, endpoint_url: Optional[str] = None, client: Any = None):
-        from orchestrator.storage.kv import S3Storage
+        from orchestrator.storage.kv import LocalStorage, S3Storage, Storage
 
-        self.store = S3Storage(f"s3://{dest.bucket}/{dest.prefix}", endpoint_url, client=client)
-        self.url = f"s3://{dest.bucket}/{dest.key(LATEST)}"
+        self.store: Storage
+        if dest.scheme == "local":
+            self.store = LocalStorage(dest.root)
+        else:
+            self.store = S3Storage(f"s3://{dest.bucket}/{dest.prefix}", endpoint_url, client=client)
+        self.url = dest.url(dest.key(LATEST))
         self.token: Optional[str] = None
 
     def _get(self) -> "tuple[Optional[bytes], Optional[str]]":

@@ -47,8 +47,8 @@ def pull(
     """Download a publication into `dest` and check every file's sha256 and size against its manifest.
 
     Args:
-        location: s3://bucket/prefix (its latest.json), s3://bucket/prefix/<version>, or
-            hf://org/name[@revision].
+        location: s3://bucket/prefix (its latest.json), s3://bucket/prefix/<version>, the same as a local
+            folder (a path or file:///path), or hf://org/name[@revision].
         dest: a folder that does not exist yet, or an empty one.
         version: a version under the prefix (S3) or a revision/tag (Hub) instead of the latest.
 
@@ -59,7 +59,7 @@ def pull(
     echo = echo or (lambda *a, **k: None)
     src = parse_destination(location)
     dest = Path(dest)
-    if version and src.scheme == "s3":
+    if version and src.scheme in ("s3", "local"):
         check_version(version)
     if dest.exists() and (not dest.is_dir() or any(dest.iterdir())):
         raise UserError(f"{dest} exists and is not an empty folder; pull into a new folder.")
@@ -67,7 +67,7 @@ def pull(
     staging = dest.parent / f".{dest.name}.pull-{uuid.uuid4().hex[:8]}"
     staging.mkdir()
     try:
-        if src.scheme == "s3":
+        if src.scheme in ("s3", "local"):
             got_version, got_location, manifest, files = _pull_s3(src, staging, endpoint_url, version, s3_client, echo)
         else:
             got_version, got_location, manifest, files = _pull_hub(src, staging, version, hf_api, echo)
@@ -107,16 +107,24 @@ def _verify_files(root: Path, files: List[Dict[str, Any]], where: str) -> None:
 def _pull_s3(
     src: Destination, staging: Path, endpoint_url: Optional[str], version: Optional[str], client: Any, echo: Echo
 ):
-    from orchestrator.storage.s3 import Bucket
+    bucket: Any
+    if src.scheme == "local":
+        from orchestrator.publish.folder import FolderBucket
 
-    bucket = Bucket(src.bucket, endpoint_url, client=client)
-    bucket.check()
+        bucket = FolderBucket(src.root)
+        if not Path(src.root).is_dir():
+            raise UserError(f"nothing is published at {src.root}: no such folder.")
+    else:
+        from orchestrator.storage.s3 import Bucket
+
+        bucket = Bucket(src.bucket, endpoint_url, client=client)
+        bucket.check()
     expected_manifest_sha = None
     if version:
         vprefix = src.key(version)
         raw = bucket.get(f"{vprefix}/{MANIFEST}")
     else:
-        raw = bucket.get(src.key(MANIFEST)) if src.prefix else None
+        raw = bucket.get(src.key(MANIFEST)) if src.prefix or src.scheme == "local" else None  # a version itself
         vprefix = src.prefix
         if raw is None:
             pointer_raw = bucket.get(src.key(LATEST))
@@ -134,7 +142,7 @@ def _pull_s3(
             check_version(version)
             vprefix = src.key(version)
             raw = bucket.get(f"{vprefix}/{MANIFEST}")
-    where = f"s3://{src.bucket}/{vprefix}"
+    where = src.url(vprefix)
     if raw is None:
         raise UserError(f"{where} has no {MANIFEST}: the version does not exist or its publication did not finish.")
     if expected_manifest_sha and hashlib.sha256(raw).hexdigest() != expected_manifest_sha:

@@ -4,7 +4,7 @@ A publication is the best adapter and/or the merged model, a model card (README.
 `manifest.json` (provenance + the sha256 and size of every other file). Before anything is uploaded
 the merge is verified again (merged model vs base + adapter on eval inputs); a failure stops it.
 
-S3 layout under `s3://bucket/prefix`:
+S3 layout under `s3://bucket/prefix` (a local folder `--to DIR` gets the same, with DIR as the prefix):
 
     <prefix>/<version>/adapter/...      the LoRA adapter + tokenizer
     <prefix>/<version>/merged/...       the merged model + tokenizer
@@ -111,7 +111,7 @@ def publish_run(
 
     Args:
         run_dir: the run folder (runs/<experiment>).
-        to: s3://bucket/prefix or hf://org/name[@revision].
+        to: s3://bucket/prefix, a local folder (path or file:///path) or hf://org/name[@revision].
         what: adapter, merged or both.
         endpoint_url: S3-compatible endpoint (MinIO, R2, a local test server).
         version: the version name (default: run end time + content hash, so a re-run resumes).
@@ -156,8 +156,14 @@ def publish_run(
     version = check_version(version) if version else content_version(run, files, what)
     location = dest.version_uri(version)
 
-    bucket = None
-    if dest.scheme == "s3" and not dry_run:
+    bucket: Any = None
+    if dest.scheme == "local" and not dry_run:
+        from orchestrator.publish.folder import FolderBucket
+
+        bucket = FolderBucket(dest.root)
+        bucket.check()
+        _check_version_free(bucket, dest, version, files)
+    elif dest.scheme == "s3" and not dry_run:
         from orchestrator.storage.s3 import CONCURRENCY, Bucket
 
         bucket = Bucket(dest.bucket, endpoint_url, client=s3_client, concurrency=concurrency or CONCURRENCY)
@@ -181,7 +187,7 @@ def publish_run(
         ),
     )
     published = files + [card]
-    libraries = ("boto3",) if dest.scheme == "s3" else ("huggingface_hub",)
+    libraries = {"s3": ("boto3",), "hf": ("huggingface_hub",)}.get(dest.scheme, ())
     manifest = build_manifest(
         run, published, version=version, what=what, location=location, merge_check=merge_check, libraries=libraries
     )
@@ -197,19 +203,19 @@ def publish_run(
         manifest=manifest,
         merge_check=merge_check,
         dry_run=dry_run,
-        latest=f"s3://{dest.bucket}/{dest.key(LATEST)}" if dest.scheme == "s3" else None,
+        latest=dest.url(dest.key(LATEST)) if dest.scheme in ("s3", "local") else None,
     )
     if dry_run:
         _print_plan(result, run, dest, echo)
         return result
-    if dest.scheme == "s3":
+    if dest.scheme in ("s3", "local"):  # one layout: a local folder is copied into like a bucket prefix
         return _publish_s3(result, bucket, dest, run, published, manifest_entry, echo)
     return _publish_hub(result, dest, run, published, manifest_entry, private, revision, hf_api, echo)
 
 
 def _file_destination(dest: Destination, version: str, path: str) -> str:
-    if dest.scheme == "s3":
-        return f"s3://{dest.bucket}/{dest.key(version, path)}"
+    if dest.scheme in ("s3", "local"):
+        return dest.url(dest.key(version, path))
     return f"hf://{dest.repo_id}/{path}"
 
 
@@ -241,7 +247,7 @@ def _print_plan(pub: Publication, run: RunRecord, dest: Destination, echo: Echo)
         echo(f"  {f['path']:<{width}}  {_size(f['size']):>10}  {f['destination']}")
     total = sum(f["size"] for f in pub.files)
     echo(f"{len(pub.files)} files, {_size(total)}.")
-    if dest.scheme == "s3":
+    if dest.scheme in ("s3", "local"):
         echo(f"Then {pub.latest} -> {pub.version} (written last).")
     mc = pub.merge_check or {}
     last = (

@@ -285,6 +285,8 @@ def registry_uri_for(cfg: Any) -> str:
     """
     rt = cfg.retrain
     uri = rt.registry if rt and rt.registry else (cfg.publish.to if cfg.publish else None)
+    if uri and uri.startswith("file:///"):
+        uri = uri[len("file://") :]  # a local folder, as publish.to takes it
     if not uri:
         raise UserError(
             "`retrain.registry`: not set and there is no `publish.to` to default to; set it to a folder or "

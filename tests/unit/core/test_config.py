@@ -36,7 +36,8 @@ def test_every_shipped_example_config_validates(path):
 
 def test_example_starts_with_the_command_that_runs_it():
     for path in EXAMPLES:
-        assert path.read_text().startswith(f"# qlora-launch tune examples/{path.name}")
+        verb = "retrain" if path.name.startswith("retrain_") else "tune"
+        assert path.read_text().startswith(f"# qlora-launch {verb} examples/{path.name}")
 
 
 def test_defaults_are_qlora():

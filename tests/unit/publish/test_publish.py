@@ -140,7 +140,7 @@ def test_destinations_that_parse(uri, scheme, where):
         "hf://onlyorg",
         "hf://org/name/extra",
         "ftp://host/x",
-        "models/summarizer",
+        "file://host/x",
         "",
         "s3://bkt/a/../b",
     ],
