@@ -86,15 +86,23 @@ def trial_data(data: Dict[str, Any]) -> Dict[str, Any]:
 
 
 def load_splits(data: DataConfig, endpoint_url: Optional[str] = None) -> Dict[str, "object"]:
-    """{'train', 'eval'[, 'test']} datasets; eval is split off train when no eval source is given."""
+    """{'train', 'eval'[, 'test']} datasets; eval is split off train when no eval source is given.
+
+    Without data.test, `data.test_split` of train is set aside first (before eval is split off and before
+    any trial sees the data), so the test rows are in neither train nor eval.
+    """
     train = load_source(data.train, endpoint_url)
+    test = load_source(data.test, endpoint_url) if data.test else None
+    if test is None and data.test_split > 0:
+        parts = train.train_test_split(test_size=data.test_split, seed=data.split_seed)
+        train, test = parts["train"], parts["test"]
     if data.eval:
         splits = {"train": train, "eval": load_source(data.eval, endpoint_url)}
     else:
         parts = train.train_test_split(test_size=data.eval_split, seed=data.split_seed)
         splits = {"train": parts["train"], "eval": parts["test"]}
-    if data.test:
-        splits["test"] = load_source(data.test, endpoint_url)
+    if test is not None:
+        splits["test"] = test
     return splits
 
 

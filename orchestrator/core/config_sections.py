@@ -79,7 +79,11 @@ class DataConfig(_Section):
         "folder, or hub:NAME[:config][@revision]."
     )
     eval: Optional[str] = Field(None, description="Evaluation data; if absent, eval_split of train is held out.")
-    test: Optional[str] = Field(None, description="Held-out test data (used by retrain's promotion gate).")
+    test: Optional[str] = Field(
+        None,
+        description="Held-out test data: the merged model and the untuned base are scored on it after the search "
+        "(and retrain's promotion gate uses it); if absent, test_split of train is set aside.",
+    )
     endpoint_url: Optional[str] = Field(
         None, description="S3-compatible endpoint for s3:// data (default: output.endpoint_url)."
     )
@@ -88,7 +92,15 @@ class DataConfig(_Section):
     max_input_length: int = Field(512, ge=1, description="Inputs are truncated to this many tokens.")
     max_target_length: int = Field(128, ge=1, description="Targets are truncated to this many tokens.")
     eval_split: float = Field(0.2, gt=0.0, lt=1.0, description="Share of train held out when eval is absent.")
-    split_seed: int = Field(42, description="Seed of the train/eval split.")
+    test_split: float = Field(
+        0.1,
+        ge=0.0,
+        lt=1.0,
+        description="Share of train set aside as the test set when data.test is absent, before eval is split "
+        "off and before the search (no trial sees it); the merged model and the untuned base are scored on "
+        "it. 0: no test set.",
+    )
+    split_seed: int = Field(42, description="Seed of the train/test and train/eval splits.")
     prompt_template: str = Field(
         "{input}\n", description="causal_lm only: how the input becomes the prompt; {input} is replaced."
     )
