@@ -9,9 +9,10 @@ from orchestrator.core.config import RunConfig
 
 
 def evaluate(
-    model_dir: str, cfg: RunConfig, data_path: Optional[str] = None, max_examples: int = 256, raw=None
+    model_dir: Optional[str], cfg: RunConfig, data_path: Optional[str] = None, max_examples: int = 256, raw=None
 ) -> Dict[str, float]:
-    """Score a merged model folder (or an adapter folder, on cfg's base) on a held-out set.
+    """Score a merged model folder (or an adapter folder, on cfg's base; or, with model_dir None, the untuned
+    base itself in 32-bit) on a held-out set.
 
     The set is `raw` (a Dataset, e.g. received by value), else read from `data_path`, data.test or data.eval.
 
@@ -31,7 +32,10 @@ def evaluate(
         raw = load_source(src, cfg.data_endpoint)
     raw = raw.select(range(min(len(raw), max_examples)))
     tokenizer = load_tokenizer(cfg)
-    if (Path(model_dir) / "adapter_config.json").exists():
+    on_base = model_dir is None or (Path(model_dir) / "adapter_config.json").exists()
+    if model_dir is None:
+        model = load_base(cfg, quantized=False)
+    elif on_base:
         from peft import PeftModel
 
         model = PeftModel.from_pretrained(load_base(cfg, quantized=False), model_dir)
@@ -53,7 +57,7 @@ def evaluate(
 
         inputs = [str(x) for x in raw[cfg.data.input_column]]
         refs = [str(x) for x in raw[cfg.data.target_column]]
-        if (Path(model_dir) / "adapter_config.json").exists():
+        if on_base:
             preds = _generate(model, tokenizer, cfg, inputs)
         else:
             preds = [s["prediction"] for s in generate_samples(cfg, Path(model_dir), inputs, refs)]

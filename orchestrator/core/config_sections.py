@@ -306,6 +306,20 @@ class MergeConfig(_Section):
     )
     verify_samples: int = Field(4, ge=1, description="Eval inputs on which merged and base+adapter are compared.")
     atol: Optional[float] = Field(None, gt=0, description="Max |logit difference| allowed (default by dtype).")
+    into: Literal["original", "dequantized"] = Field(
+        "dequantized",
+        description="Which base weights the adapter is folded into: dequantized (the 4-bit NF4 weights the "
+        "adapter was trained on, dequantized, saved in the merge dtype: the merged model gives the trained "
+        "model's outputs) or original (the base's own 16/32-bit weights: the adapter then meets weights it "
+        "was not trained on). Figures for both: docs/benchmarks.md, Merge fidelity.",
+    )
+    max_metric_drop: float = Field(
+        0.05,
+        ge=0.0,
+        description="Largest rise of the eval loss (mean token cross-entropy on the verify_samples eval "
+        "examples) from the trained model (4-bit base + adapter) to the merged model that publish accepts; "
+        "a larger drop is refused.",
+    )
 
     def tolerance_for(self, dtype: str) -> float:
         """The allowed |logit difference| for a merge in `dtype` (the resolved one, never auto)."""
