@@ -175,6 +175,11 @@ def execute(
             f"Merge check {'passed' if merged['merge_check']['passed'] else 'FAILED'} on Ray node {merged['node']}: "
             f"max |logit diff| {merged['merge_check']['max_abs_logit_diff']:.3g} ({merged['merge_check']['dtype']})"
         )
+        fid = merged["merge_check"].get("fidelity")
+        if fid:
+            from orchestrator.core.scores import fidelity_text
+
+            echo(f"Fidelity: {fidelity_text(fid)}")
         summary["merge_check"] = merged["merge_check"]
         if merged["scores"]:
             summary["scores"] = merged["scores"]

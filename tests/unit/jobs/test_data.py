@@ -79,9 +79,7 @@ def test_eval_is_split_off_train_when_absent(tiny_t5, seed_data):
     assert splits["eval"]["article"] == again["eval"]["article"]  # seeded
 
 
-def test_without_data_test_a_share_of_train_is_set_aside_first_and_never_trained_or_evaluated_on(
-    tiny_t5, seed_data
-):
+def test_without_data_test_a_share_of_train_is_set_aside_first_and_never_trained_or_evaluated_on(tiny_t5, seed_data):
     import json
 
     rows = [json.loads(line)["article"] for line in (seed_data / "train.jsonl").read_text().splitlines()]
