@@ -72,7 +72,7 @@ def train_adapter(cfg, out: Path, steps: int, lr: float, device: str) -> Path:
     opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=lr)
     model.train()
     g = torch.Generator().manual_seed(0)
-    for step in range(steps):
+    for _ in range(steps):
         idx = torch.randperm(len(feats), generator=g)[:4].tolist()
         batch = collate([feats[i] for i in idx]).to(device)
         loss = model(**batch).loss

@@ -219,8 +219,6 @@ def merge_on_worker(
         if test_table is not None:
             import datasets
 
-            from jobs.evaluate import evaluate
-
             scores = test_scores(cfg, str(merged_dir), datasets.Dataset(test_table))
         if dest_filesystem is not None:
             import pyarrow.fs
