@@ -371,6 +371,29 @@ def test_a_merged_model_that_is_not_base_plus_adapter_is_not_published(tuned_t5_
     assert objects(s3_bucket.endpoint, s3_bucket.name) == {}
 
 
+def test_a_merge_that_loses_quality_is_refused_with_its_figures(tuned_t5_run, s3_bucket, tmp_path):
+    """A merged model damaged just enough to stay within a (loosened) logit tolerance of base + adapter still
+    loses quality against the trained 4-bit model: publish refuses it on merge.max_metric_drop alone."""
+    import torch
+    from safetensors.torch import load_file, save_file
+
+    run = copy_run(tuned_t5_run, tmp_path / "run")
+    cfg = json.loads((run / "config.json").read_text())
+    cfg["merge"]["atol"] = 1e6  # the logit check lets anything through: only the fidelity gate is left
+    (run / "config.json").write_text(json.dumps(cfg))
+    weights = run / "best" / "merged" / "model.safetensors"
+    tensors = load_file(weights)
+    gen = torch.Generator().manual_seed(0)
+    for k in tensors:
+        if k.endswith(("q.weight", "v.weight", "o.weight")):
+            tensors[k] = tensors[k] + torch.randn(tensors[k].shape, generator=gen) * 2.0
+    save_file(tensors, weights, metadata={"format": "pt"})
+    res = publish_cli(str(run), "--to", f"s3://{s3_bucket.name}/m", "--endpoint-url", s3_bucket.endpoint)
+    assert_refused(res, "merge fidelity", "merge.max_metric_drop 0.05", "KL", "eval loss", "nothing was uploaded")
+    assert "merge verification failed" not in res.output
+    assert objects(s3_bucket.endpoint, s3_bucket.name) == {}
+
+
 # ---- the Hub, at the HfApi boundary, with the tuned run ---------------------------------------------------
 
 
