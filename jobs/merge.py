@@ -1,7 +1,9 @@
-"""Merging the best adapter into the base, and checking the merge before anything ships.
+"""Merging the best adapter into the base, checking the merge, and scoring it on the test set.
 
-The base is loaded in 16/32-bit for the merge, never 4-bit: folding LoRA deltas into quantized weights
-(the seed's `merge_and_unload` on a 4-bit model) re-quantizes them and silently degrades the model.
+The adapter is folded into 16/32-bit weights, never into 4-bit ones: `merge_and_unload` on a 4-bit model
+(the seed's) re-quantizes the sums and silently degrades the model. With `merge.into: dequantized` (the
+default) those weights are the 4-bit weights the adapter was trained on, dequantized; with `original`, the
+base's own (figures for both: docs/benchmarks.md, Merge fidelity).
 """
 
 from __future__ import annotations
