@@ -60,7 +60,7 @@ def evaluate(
         if on_base:
             preds = _generate(model, tokenizer, cfg, inputs)
         else:
-            preds = [s["prediction"] for s in generate_samples(cfg, Path(model_dir), inputs, refs)]
+            preds = [s["prediction"] for s in generate_samples(cfg, Path(str(model_dir)), inputs, refs, model=model)]
         out.update({f"eval_{k}": v for k, v in rouge(preds, refs).items()})
     return out
 
