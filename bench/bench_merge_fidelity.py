@@ -104,13 +104,13 @@ def measure(arch: str, steps: int, lr: float, size: int, work: Path, device: str
             {
                 "model": f"tiny {arch} (hidden {size})",
                 "into": into,
-                "kl_per_token": f["kl_per_token"],
+                "kl_mean": f["kl_mean"],
                 "trained_eval_loss": f["trained_eval_loss"],
                 "eval_loss_delta": f["eval_loss_delta"],
                 "trained_rougeL": f["trained_rougeL"],
                 "rougeL_delta": f["rougeL_delta"],
                 "max_abs_logit_diff_vs_unmerged": check["max_abs_logit_diff"],
-                "tokens": f["num_tokens"],
+                "tokens": f["positions"],
             }
         )
     return out
@@ -135,7 +135,7 @@ def main(argv=None) -> None:
     cols = [
         "model",
         "into",
-        "kl_per_token",
+        "kl_mean",
         "trained_eval_loss",
         "eval_loss_delta",
         "trained_rougeL",

@@ -78,8 +78,8 @@ def fidelity(cfg: RunConfig, trained: Dict[str, Any], merged: Dict[str, Any]) ->
     drop = merged["eval_loss"] - trained["eval_loss"]
     return {
         "into": cfg.merge.into,
-        "kl_per_token": float(kl.mean()) if kl.numel() else 0.0,
-        "num_tokens": int(kl.numel()),
+        "kl_mean": float(kl.mean()) if kl.numel() else 0.0,
+        "positions": int(kl.numel()),
         "trained_eval_loss": trained["eval_loss"],
         "merged_eval_loss": merged["eval_loss"],
         "eval_loss_delta": drop,

@@ -34,7 +34,7 @@ def fidelity_of(check: Optional[Dict[str, Any]]) -> Optional[Dict[str, Any]]:
 def fidelity_text(f: Dict[str, Any]) -> str:
     """One line: KL and the metric deltas of the merged model against the trained one."""
     return (
-        f"merged (into {f.get('into')}) vs trained 4-bit + adapter: KL {_g(f.get('kl_per_token'))}/token, "
+        f"merged (into {f.get('into')}) vs trained 4-bit + adapter: KL {_g(f.get('kl_mean'))}/token, "
         f"eval loss {_g(f.get('trained_eval_loss'))} -> {_g(f.get('merged_eval_loss'))} "
         f"(drop {_g(f.get('metric_drop'))}, max {_g(f.get('max_metric_drop'))}), "
         f"ROUGE-L {_g(f.get('trained_rougeL'))} -> {_g(f.get('merged_rougeL'))}"

@@ -107,7 +107,7 @@ def kpi_section(data: ReportData) -> str:
             cards.append(
                 _card(
                     "merge fidelity",
-                    f"KL {fid.get('kl_per_token', 0):.2g}",
+                    f"KL {fid.get('kl_mean', 0):.2g}",
                     html.escape(fidelity_text(fid)),
                     cls="ok" if fid.get("passed") else "bad",
                 )

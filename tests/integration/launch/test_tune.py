@@ -88,8 +88,8 @@ def test_t5_search_end_to_end(tuned_t5_run):
     assert len(samples) == 3 and all(s["prediction"] for s in samples)
     # merged into the dequantized 4-bit weights it was trained on: it gives the trained model's outputs
     fid = res["merge_check"]["fidelity"]
-    assert fid["into"] == "dequantized" and fid["passed"] is True and fid["num_tokens"] > 0
-    assert 0 <= fid["kl_per_token"] < 1e-2 and abs(fid["eval_loss_delta"]) < 1e-2
+    assert fid["into"] == "dequantized" and fid["passed"] is True and fid["positions"] > 0
+    assert 0 <= fid["kl_mean"] < 1e-2 and abs(fid["eval_loss_delta"]) < 1e-2
     # the merged model and the untuned base scored on data.test (3 rows no trial saw), and the lift
     test, base, lift = (res["scores"][k] for k in ("test", "base_test", "lift"))
     assert test["num_examples"] == base["num_examples"] == 3
