@@ -104,6 +104,9 @@ def load_splits(
 ) -> Dict[str, "object"]:
     """{'train', 'eval'[, 'test']} datasets; eval is split off train when no eval source is given.
 
+    Without data.test, `data.test_split` of train is set aside first (before eval is split off and before
+    any trial sees the data), so the test rows are in neither train nor eval.
+
     With data.on_bad_rows skip, unusable rows (orchestrator.core.rows) are dropped from each source before
     the split; `dropped` then receives the count per source (train, eval, test)."""
 
@@ -117,13 +120,17 @@ def load_splits(
         return ds
 
     train = load("train")
+    test = load("test") if data.test else None
+    if test is None and data.test_split > 0:
+        parts = train.train_test_split(test_size=data.test_split, seed=data.split_seed)
+        train, test = parts["train"], parts["test"]
     if data.eval:
         splits = {"train": train, "eval": load("eval")}
     else:
         parts = train.train_test_split(test_size=data.eval_split, seed=data.split_seed)
         splits = {"train": parts["train"], "eval": parts["test"]}
-    if data.test:
-        splits["test"] = load("test")
+    if test is not None:
+        splits["test"] = test
     return splits
 
 

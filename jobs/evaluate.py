@@ -9,9 +9,10 @@ from orchestrator.core.config import RunConfig
 
 
 def evaluate(
-    model_dir: str, cfg: RunConfig, data_path: Optional[str] = None, max_examples: int = 256, raw=None
+    model_dir: Optional[str], cfg: RunConfig, data_path: Optional[str] = None, max_examples: int = 256, raw=None
 ) -> Dict[str, float]:
-    """Score a merged model folder (or an adapter folder, on cfg's base) on a held-out set.
+    """Score a merged model folder (or an adapter folder, on cfg's base; or, with model_dir None, the untuned
+    base itself in 32-bit) on a held-out set.
 
     The set is `raw` (a Dataset, e.g. received by value), else read from `data_path`, data.test or data.eval.
 
@@ -37,7 +38,10 @@ def evaluate(
         raw = raw.filter(lambda row: row_problem(cfg.data, row) is None)
     raw = raw.select(range(min(len(raw), max_examples)))
     tokenizer = load_tokenizer(cfg)
-    if (Path(model_dir) / "adapter_config.json").exists():
+    on_base = model_dir is None or (Path(model_dir) / "adapter_config.json").exists()
+    if model_dir is None:
+        model = load_base(cfg, quantized=False)
+    elif on_base:
         from peft import PeftModel
 
         model = PeftModel.from_pretrained(load_base(cfg, quantized=False), model_dir)
@@ -57,7 +61,7 @@ def evaluate(
     from jobs.formats import prompts_and_targets
 
     inputs, refs = prompts_and_targets(cfg, tokenizer, raw)
-    preds = [s["prediction"] for s in generate_samples(cfg, Path(model_dir), inputs, refs, model=model)]
+    preds = [s["prediction"] for s in generate_samples(cfg, Path(str(model_dir)), inputs, refs, model=model)]
     scores = generation_metrics(preds, refs, cfg.metrics.rouge_tokenizer)
     out.update({f"eval_{k}": v for k, v in scores.items()})
     return out

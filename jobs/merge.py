@@ -1,7 +1,9 @@
-"""Merging the best adapter into the base, and checking the merge before anything ships.
+"""Merging the best adapter into the base, checking the merge, and scoring it on the test set.
 
-The base is loaded in 16/32-bit for the merge, never 4-bit: folding LoRA deltas into quantized weights
-(the seed's `merge_and_unload` on a 4-bit model) re-quantizes them and silently degrades the model.
+The adapter is folded into 16/32-bit weights, never into 4-bit ones: `merge_and_unload` on a 4-bit model
+(the seed's) re-quantizes the sums and silently degrades the model. With `merge.into: dequantized` (the
+default) those weights are the 4-bit weights the adapter was trained on, dequantized; with `original`, the
+base's own (figures for both: docs/benchmarks.md, Merge fidelity).
 """
 
 from __future__ import annotations
@@ -75,25 +77,31 @@ def verification_batch(cfg: RunConfig, tokenizer, prompts: Sequence[str], target
 def verify_merge(
     cfg: RunConfig, adapter_dir: Path, merged_dir: Path, inputs: Sequence[str], targets: Sequence[str]
 ) -> Dict[str, Any]:
-    """Compare the merged model (reloaded from disk with plain transformers) with base + adapter.
+    """Compare the merged model (reloaded from disk with plain transformers) with base + adapter, and with
+    the trained model (4-bit base + adapter: `fidelity`).
 
-    Both run in the merge dtype on the same eval inputs; the merge passes when the largest absolute
-    logit difference (on non-padding positions) is within `cfg.merge.tolerance`.
+    Both run in the merge dtype on the same eval inputs, the base built as `merge.into` says; the merge
+    passes when the largest absolute logit difference (on non-padding positions) is within
+    `cfg.merge.tolerance`. The fidelity figures carry their own `passed` (merge.max_metric_drop).
     """
     import torch
     from peft import PeftModel
 
-    from jobs.modeling import base_dtype, load_base, load_tokenizer, model_class
+    from jobs.merge_fidelity import fidelity, merge_base, score_model, score_trained
+    from jobs.modeling import base_dtype, load_tokenizer, model_class
 
     tokenizer = load_tokenizer(cfg)
     batch = verification_batch(cfg, tokenizer, inputs, targets)
     dtype = base_dtype(cfg)
-    reference = PeftModel.from_pretrained(load_base(cfg, quantized=False, dtype=dtype), str(adapter_dir)).eval()
+    trained = score_trained(cfg, adapter_dir, tokenizer, inputs, targets, "cpu")
+    reference = PeftModel.from_pretrained(merge_base(cfg, dtype, "cpu"), str(adapter_dir)).eval()
     b = _forward_logits(reference, batch, cfg.model.task)
     del reference  # one model in memory at a time
     merged = model_class(cfg.model.task).from_pretrained(str(merged_dir), dtype=getattr(torch, dtype)).eval()
     a = _forward_logits(merged, batch, cfg.model.task)
-    return _compare(cfg, batch, a, b, dtype, len(inputs))
+    check = _compare(cfg, batch, a, b, dtype, len(inputs))
+    check["fidelity"] = fidelity(cfg, trained, score_model(cfg, merged, tokenizer, inputs, targets))
+    return check
 
 
 def _compare(cfg: RunConfig, batch, a, b, dtype: str, n: int) -> Dict[str, Any]:
@@ -157,20 +165,23 @@ def merge_and_check(
 ) -> Tuple[Dict[str, Any], Any]:
     """Merge, save, reload and compare, with one model in memory at a time.
 
-    base + adapter (peft, unmerged) scores the verification batch first; the same weights are then merged
-    in place and saved; the saved folder is loaded back with plain transformers and scores the batch
-    again. Returns the check and the reloaded merged model (for samples).
+    The trained model (4-bit base + adapter) is scored first (jobs.merge_fidelity); then base + adapter
+    (peft, unmerged, the base as `merge.into` says) scores the verification batch; the same weights are
+    merged in place and saved; the saved folder is loaded back with plain transformers and scores the
+    batch again. Returns the check (with its `fidelity`) and the reloaded merged model (for samples).
     """
     import torch
     from peft import PeftModel
 
-    from jobs.modeling import base_dtype, load_base, load_tokenizer, model_class
+    from jobs.merge_fidelity import fidelity, merge_base, score_model, score_trained
+    from jobs.modeling import base_dtype, load_tokenizer, model_class
 
     device = "cuda" if torch.cuda.is_available() else "cpu"
     dtype = base_dtype(cfg)
     tokenizer = load_tokenizer(cfg)
+    trained = score_trained(cfg, adapter_dir, tokenizer, inputs, targets, device)
     batch = verification_batch(cfg, tokenizer, inputs, targets).to(device)
-    model = PeftModel.from_pretrained(load_base(cfg, quantized=False, dtype=dtype), str(adapter_dir)).to(device)
+    model = PeftModel.from_pretrained(merge_base(cfg, dtype, device), str(adapter_dir)).to(device)
     reference = _forward_logits(model.eval(), batch, cfg.model.task)
     merged = model.merge_and_unload()
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -179,6 +190,7 @@ def merge_and_check(
     del model, merged
     reloaded = model_class(cfg.model.task).from_pretrained(str(out_dir), dtype=getattr(torch, dtype)).to(device)
     check = _compare(cfg, batch, _forward_logits(reloaded.eval(), batch, cfg.model.task), reference, dtype, len(inputs))
+    check["fidelity"] = fidelity(cfg, trained, score_model(cfg, reloaded, tokenizer, inputs, targets))
     return check, reloaded
 
 
@@ -209,9 +221,7 @@ def merge_on_worker(
         if test_table is not None:
             import datasets
 
-            from jobs.evaluate import evaluate
-
-            scores["test"] = evaluate(str(merged_dir), cfg, raw=datasets.Dataset(test_table))
+            scores = test_scores(cfg, str(merged_dir), datasets.Dataset(test_table))
         if dest_filesystem is not None:
             import pyarrow.fs
 
@@ -219,6 +229,22 @@ def merge_on_worker(
     import ray
 
     return {"merge_check": check, "samples": samples, "scores": scores, "node": ray.get_runtime_context().get_node_id()}
+
+
+def test_scores(cfg: RunConfig, merged_dir: str, test_raw) -> Dict[str, Any]:
+    """The merged model and the untuned base (16/32-bit) scored on the test set, and the lift: the merged
+    model's gain over the base on each figure, positive when better (loss: base - merged; a generation
+    metric: merged - base)."""
+    from jobs.evaluate import evaluate
+
+    test = evaluate(merged_dir, cfg, raw=test_raw)
+    base = evaluate(None, cfg, raw=test_raw)
+    lift = {
+        k: (base[k] - v if k.endswith("loss") else v - base[k])
+        for k, v in test.items()
+        if k != "num_examples" and k in base
+    }
+    return {"test": test, "base_test": base, "lift": lift}
 
 
 def merge_best(cfg: RunConfig, run: RunDir, st: RunStorage, eval_raw, test_raw=None) -> Dict[str, Any]:

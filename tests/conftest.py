@@ -103,6 +103,18 @@ def tuned_t5_run(tmp_path_factory, tiny_t5, ray_local_2cpu) -> Path:
     return root / "runs" / "t5"
 
 
+def merge_base_of(run_dir: Path):
+    """The base a run's adapter was merged into (merge.into of its config.json: the original weights, or the
+    4-bit weights it was trained on, dequantized), in float32 on the CPU."""
+    import json
+
+    from jobs.merge_fidelity import merge_base
+    from orchestrator.core.config import RunConfig
+
+    cfg = RunConfig.model_validate(json.loads((Path(run_dir) / "config.json").read_text()))
+    return merge_base(cfg, "float32", "cpu")
+
+
 def copy_run(run_dir: Path, dest: Path) -> Path:
     """A private copy of a run folder for tests that change it."""
     shutil.copytree(run_dir, dest, ignore=shutil.ignore_patterns("ray"))

@@ -119,7 +119,11 @@ class DataConfig(_Section):
         "folder, or hub:NAME[:config][@revision]."
     )
     eval: Optional[str] = Field(None, description="Evaluation data; if absent, eval_split of train is held out.")
-    test: Optional[str] = Field(None, description="Held-out test data (used by retrain's promotion gate).")
+    test: Optional[str] = Field(
+        None,
+        description="Held-out test data: the merged model and the untuned base are scored on it after the search "
+        "(and retrain's promotion gate uses it); if absent, test_split of train is set aside.",
+    )
     endpoint_url: Optional[str] = Field(
         None, description="S3-compatible endpoint for s3:// data (default: output.endpoint_url)."
     )
@@ -141,7 +145,15 @@ class DataConfig(_Section):
     )
     max_target_length: int = Field(128, ge=1, description="Targets are truncated to this many tokens.")
     eval_split: float = Field(0.2, gt=0.0, lt=1.0, description="Share of train held out when eval is absent.")
-    split_seed: int = Field(42, description="Seed of the train/eval split.")
+    test_split: float = Field(
+        0.1,
+        ge=0.0,
+        lt=1.0,
+        description="Share of train set aside as the test set when data.test is absent, before eval is split "
+        "off and before the search (no trial sees it); the merged model and the untuned base are scored on "
+        "it. 0: no test set.",
+    )
+    split_seed: int = Field(42, description="Seed of the train/test and train/eval splits.")
     prompt_template: Optional[str] = Field(
         None,
         description="columns format: how the input becomes the prompt; {input} (once) is replaced, the rest is "
@@ -389,6 +401,20 @@ class MergeConfig(_Section):
     )
     verify_samples: int = Field(4, ge=1, description="Eval inputs on which merged and base+adapter are compared.")
     atol: Optional[float] = Field(None, gt=0, description="Max |logit difference| allowed (default by dtype).")
+    into: Literal["original", "dequantized"] = Field(
+        "dequantized",
+        description="Which base weights the adapter is folded into: dequantized (the 4-bit NF4 weights the "
+        "adapter was trained on, dequantized, saved in the merge dtype: the merged model gives the trained "
+        "model's outputs) or original (the base's own 16/32-bit weights: the adapter then meets weights it "
+        "was not trained on). Figures for both: docs/benchmarks.md, Merge fidelity.",
+    )
+    max_metric_drop: float = Field(
+        0.05,
+        ge=0.0,
+        description="Largest rise of the eval loss (mean token cross-entropy on the verify_samples eval "
+        "examples) from the trained model (4-bit base + adapter) to the merged model that publish accepts; "
+        "a larger drop is refused.",
+    )
 
     def tolerance_for(self, dtype: str) -> float:
         """The allowed |logit difference| for a merge in `dtype` (the resolved one, never auto)."""

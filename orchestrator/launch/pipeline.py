@@ -186,12 +186,20 @@ def execute(
     if best and cfg.merge.enabled:
         from jobs.merge import merge_best
 
-        echo("Merging the best adapter into the base (16/32-bit, never 4-bit) and verifying, as a Ray task ...")
+        echo(
+            f"Merging the best adapter into the {cfg.merge.into} base weights (16/32-bit, never 4-bit), verifying "
+            "and scoring it and the untuned base on the test set, as a Ray task ..."
+        )
         merged = merge_best(cfg, run, st, result.eval_raw, result.test_raw)
         echo(
             f"Merge check {'passed' if merged['merge_check']['passed'] else 'FAILED'} on Ray node {merged['node']}: "
             f"max |logit diff| {merged['merge_check']['max_abs_logit_diff']:.3g} ({merged['merge_check']['dtype']})"
         )
+        fid = merged["merge_check"].get("fidelity")
+        if fid:
+            from orchestrator.core.scores import fidelity_text
+
+            echo(f"Fidelity: {fidelity_text(fid)}")
         summary["merge_check"] = merged["merge_check"]
         if merged["scores"]:
             summary["scores"] = merged["scores"]

@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from orchestrator.core.rundir import RunDir
+from orchestrator.core.scores import fidelity_of, fidelity_text, test_rows, test_size
 
 
 def print_summary(run_dir: Path) -> int:
@@ -50,8 +51,17 @@ def print_summary(run_dir: Path) -> int:
             f"Merged:  {res['paths'].get('merged')}  (merge check {verdict}: max |Δlogit| "
             f"{check['max_abs_logit_diff']:.2e} <= {check['tolerance']:.0e})"
         )
+        fid = fidelity_of(check)
+        if fid:
+            verdict = "[green]ok[/green]" if fid.get("passed") else "[yellow]over merge.max_metric_drop[/yellow]"
+            console.print(f"Fidelity ({verdict}): {fidelity_text(fid)}")
         if not check["passed"]:
             return 1
+    rows = test_rows(res)
+    if rows:
+        console.print(f"Test set ({test_size(res)} examples, never seen by the search): untuned base -> merged")
+        for k, base, merged, lift in rows:
+            console.print(f"  {k}: {_fmt(base)} -> [bold]{_fmt(merged)}[/bold]  (lift {_fmt(lift)}, + is better)")
     console.print(f"Results: {run.results_path}, {run.trials_csv}")
     if res["paths"].get("remote_run_dir"):
         console.print(

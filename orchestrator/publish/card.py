@@ -10,6 +10,7 @@ import re
 from pathlib import Path
 from typing import Any, Dict, List, Optional
 
+from orchestrator.core.scores import fidelity_of, fidelity_text, test_rows, test_size
 from orchestrator.publish.manifest import RunRecord, best_metrics, parts_of, scrub, trained_config
 
 _HUB_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*(/[A-Za-z0-9][A-Za-z0-9._-]*)?$")
@@ -73,6 +74,16 @@ def model_card(
         if k.startswith("eval_") and not k.endswith(("_runtime", "_per_second")):
             lines.append(f"| {k}{' (selection metric)' if k == run.metric else ''} | {_fmt(v)} |")
     p = run.results.get("params") or {}
+    rows = test_rows(run.results)
+    if rows:
+        lines += [
+            "",
+            f"## Test set ({test_size(run.results)} held-out examples, never seen by the search)",
+            "",
+            "| metric | untuned base | this model | lift (+ is better) |",
+            "|---|---|---|---|",
+        ]
+        lines += [f"| {k} | {_fmt(b)} | {_fmt(m)} | {_fmt(lift)} |" for k, b, m, lift in rows]
     lines += [
         "",
         "## Training",
@@ -101,6 +112,9 @@ def model_card(
             f"inputs right before publishing: max |logit difference| {_fmt(merge_check.get('max_abs_logit_diff'))} "
             f"(tolerance {_fmt(merge_check.get('tolerance'))}, {merge_check.get('dtype')}).",
         ]
+        fid = fidelity_of(merge_check)
+        if fid:
+            lines += ["", f"Fidelity to the trained model: {fidelity_text(fid)}."]
     lines += ["", "## How to load", ""]
     if not repo_id:
         lines += _snippet(

@@ -301,6 +301,14 @@ def utc_now() -> str:
     return datetime.now(timezone.utc).isoformat(timespec="seconds").replace("+00:00", "Z")
 
 
+def test_section(results: Dict[str, Any]) -> Optional[Dict[str, Any]]:
+    """The held-out test scores of the merged model and the untuned base, and the lift (None: not scored)."""
+    scores = results.get("scores") or {}
+    if not scores.get("test"):
+        return None
+    return {"merged": scores.get("test"), "base": scores.get("base_test"), "lift": scores.get("lift")}
+
+
 def build_manifest(
     run: RunRecord,
     files: Sequence[FileEntry],
@@ -335,6 +343,7 @@ def build_manifest(
         "parameters": run.results.get("params") or {},
         "data_fingerprints": run.results.get("data_fingerprints") or {},
         "merge_check": merge_check,
+        "test": test_section(run.results),
         "versions": {"tune": run.results.get("versions") or {}, "publish": publish_versions(libraries)},
         "git": git_commit(),
         "tuned": {"started_at": run.results.get("started_at"), "finished_at": run.results.get("finished_at")},

@@ -6,6 +6,7 @@ from __future__ import annotations
 from typing import Any, Dict, List, Tuple
 
 from orchestrator.core.errors import UserError
+from orchestrator.core.scores import fidelity_of, fidelity_text
 from orchestrator.publish.manifest import RunRecord, utc_now
 
 
@@ -66,11 +67,26 @@ def verify_run_merge(run: RunRecord) -> Dict[str, Any]:
             f"The base model ({cfg.model.name_or_path}) must be loadable where the check runs."
         ) from None
     check = {**check, "inputs_from": source, "checked_at": utc_now()}
+    fid = fidelity_of(check)
+    problems = []
     if not check.get("passed"):
-        raise UserError(
+        problems.append(
             f"merge verification failed: the merged model differs from base + adapter by "
             f"{check.get('max_abs_logit_diff'):.4g} (tolerance {check.get('tolerance')}) on {check.get('num_inputs')} "
-            f"eval inputs; nothing was uploaded. Re-merge (re-run tune, or set merge.dtype: float32) or publish "
-            "--what adapter from a run folder without best/merged."
+            "eval inputs. Re-merge (re-run tune, or set merge.dtype: float32) or publish --what adapter from a run "
+            "folder without best/merged."
+        )
+    if fid and not fid.get("passed"):
+        problems.append(
+            f"merge fidelity: the eval loss rises by {fid.get('metric_drop'):.4g} from the trained model (4-bit "
+            f"base + adapter) to the merged model, more than merge.max_metric_drop {fid.get('max_metric_drop')}. "
+            "Re-merge with merge.into: dequantized, or raise merge.max_metric_drop in the run's config."
+        )
+    if problems:
+        figures = fidelity_text(fid) if fid else "no fidelity figures"
+        raise UserError(
+            *problems,
+            f"Figures: {figures}; max |logit diff| vs base + adapter {check.get('max_abs_logit_diff'):.4g}. "
+            "Refused: nothing was uploaded.",
         )
     return check

@@ -33,6 +33,7 @@ from pathlib import Path
 from typing import Any, Callable, Dict, List, Optional
 
 from orchestrator.core.errors import UserError
+from orchestrator.core.scores import fidelity_text
 from orchestrator.publish import hub
 from orchestrator.publish.card import model_card
 from orchestrator.publish.destination import LATEST, Destination, LatestPointer, parse_destination
@@ -176,6 +177,8 @@ def publish_run(
         echo(f"Verifying the merge of {run.run_dir} (merged vs base + adapter on eval inputs) ...")
         merge_check = (verify or verify_run_merge)(run)
         echo(f"  passed: max |logit diff| {merge_check['max_abs_logit_diff']:.3g} <= {merge_check['tolerance']}")
+        if merge_check.get("fidelity"):
+            echo(f"  fidelity: {fidelity_text(merge_check['fidelity'])}")
     else:
         merge_check = {"passed": None, "skipped": "the run has no merged model; the adapter is published alone"}
 

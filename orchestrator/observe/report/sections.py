@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Optional, Sequence
 
 from orchestrator.core.formatting import is_number as _num
+from orchestrator.core.scores import fidelity_of, fidelity_text, test_rows, test_size
 from orchestrator.observe.report.data import (
     STATUS_LABEL,
     ReportData,
@@ -101,6 +102,26 @@ def kpi_section(data: ReportData) -> str:
                 cls="ok" if ok else "bad",
             )
         )
+        fid = fidelity_of(mc)
+        if fid:
+            cards.append(
+                _card(
+                    "merge fidelity",
+                    f"KL {fid.get('kl_mean', 0):.2g}",
+                    html.escape(fidelity_text(fid)),
+                    cls="ok" if fid.get("passed") else "bad",
+                )
+            )
+    for k, base, merged, lift in test_rows(data.get("results")):
+        if merged is not None and base is not None:
+            cards.append(
+                _card(
+                    f"test {k}",
+                    f"{merged:.4g}",
+                    f"untuned base {base:.4g}, lift {lift:+.4g} on {test_size(data.get('results'))} held-out examples",
+                    cls="ok" if (lift or 0) > 0 else "bad",
+                )
+            )
     return f'<section class="kpis">{"".join(cards)}</section>'
 
 

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-from tests.conftest import write_config
+from tests.conftest import merge_base_of, write_config
 
 pytestmark = pytest.mark.integration
 
@@ -28,7 +28,7 @@ def reload_and_compare(run_dir: Path, task: str):
     cfg = json.loads((run_dir / "config.json").read_text())
     cls = AutoModelForSeq2SeqLM if task == "seq2seq" else AutoModelForCausalLM
     merged = cls.from_pretrained(run_dir / "best" / "merged").eval()
-    base = cls.from_pretrained(cfg["model"]["name_or_path"], dtype=torch.float32)
+    base = merge_base_of(run_dir)  # merge.into: the dequantized 4-bit weights by default
     ref = PeftModel.from_pretrained(base, run_dir / "best" / "adapter").eval()
     tok = AutoTokenizer.from_pretrained(run_dir / "best" / "merged")
     rows = [json.loads(x) for x in Path(cfg["data"]["eval"]).read_text().splitlines() if x.strip()]
@@ -86,6 +86,17 @@ def test_t5_search_end_to_end(tuned_t5_run):
     assert diff < 1e-4 and adapter_effect > 1e-3
     samples = json.loads((run_dir / "best" / "samples.json").read_text())
     assert len(samples) == 3 and all(s["prediction"] for s in samples)
+    # merged into the dequantized 4-bit weights it was trained on: it gives the trained model's outputs
+    fid = res["merge_check"]["fidelity"]
+    assert fid["into"] == "dequantized" and fid["passed"] is True and fid["positions"] > 0
+    assert 0 <= fid["kl_mean"] < 1e-2 and abs(fid["eval_loss_delta"]) < 1e-2
+    # the merged model and the untuned base scored on data.test (3 rows no trial saw), and the lift
+    test, base, lift = (res["scores"][k] for k in ("test", "base_test", "lift"))
+    assert test["num_examples"] == base["num_examples"] == 3
+    assert {"eval_loss", "eval_rougeL"} <= set(test) and set(lift) >= {"eval_loss", "eval_rougeL"}
+    assert test["eval_loss"] < base["eval_loss"]  # the fine-tune beats the base on held-out data
+    assert lift["eval_loss"] == pytest.approx(base["eval_loss"] - test["eval_loss"]) and lift["eval_loss"] > 0
+    assert lift["eval_rougeL"] == pytest.approx(test["eval_rougeL"] - base["eval_rougeL"])
 
 
 def test_t5_search_logged_each_trial_to_wandb_offline_once(tuned_t5_run):

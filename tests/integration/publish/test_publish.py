@@ -25,7 +25,7 @@ from orchestrator.core.errors import UserError
 from orchestrator.publish.pull import pull
 from orchestrator.publish.push import publish_from_config, publish_run
 from orchestrator.storage.s3 import make_client
-from tests.conftest import copy_run
+from tests.conftest import copy_run, merge_base_of
 from tests.helpers.fakes import FakeHfApi, TcpProxy
 from tests.helpers.s3_server import s3_bucket, s3_server, start_s3_server, stop_s3_server  # noqa: F401
 
@@ -139,7 +139,6 @@ def test_the_pulled_models_give_the_same_logits_as_before_publishing(published, 
     dest = tmp_path / "model"
     pull(published["uri"], dest, endpoint_url=published["endpoint"])
     cfg = json.loads((tuned_t5_run / "config.json").read_text())
-    base_path = cfg["model"]["name_or_path"]
     tok = AutoTokenizer.from_pretrained(dest / "merged")
     rows = [json.loads(line) for line in Path(cfg["data"]["eval"]).read_text().splitlines()[:3]]
     enc = tok([r[cfg["data"]["input_column"]] for r in rows], return_tensors="pt", padding=True)
@@ -153,12 +152,8 @@ def test_the_pulled_models_give_the_same_logits_as_before_publishing(published, 
 
     merged_before = logits(AutoModelForSeq2SeqLM.from_pretrained(tuned_t5_run / "best" / "merged"))
     merged_after = logits(AutoModelForSeq2SeqLM.from_pretrained(dest / "merged"))  # plain transformers
-    adapter_before = logits(
-        PeftModel.from_pretrained(AutoModelForSeq2SeqLM.from_pretrained(base_path), tuned_t5_run / "best" / "adapter")
-    )
-    adapter_after = logits(
-        PeftModel.from_pretrained(AutoModelForSeq2SeqLM.from_pretrained(base_path), dest / "adapter")
-    )
+    adapter_before = logits(PeftModel.from_pretrained(merge_base_of(tuned_t5_run), tuned_t5_run / "best" / "adapter"))
+    adapter_after = logits(PeftModel.from_pretrained(merge_base_of(tuned_t5_run), dest / "adapter"))
     assert torch.equal(merged_before, merged_after)
     assert torch.equal(adapter_before, adapter_after)
     assert (merged_after - adapter_after).abs().max().item() <= 1e-3  # the merge is base + adapter
@@ -373,6 +368,29 @@ def test_a_merged_model_that_is_not_base_plus_adapter_is_not_published(tuned_t5_
     save_file(tensors, weights, metadata={"format": "pt"})
     res = publish_cli(str(run), "--to", f"s3://{s3_bucket.name}/m", "--endpoint-url", s3_bucket.endpoint)
     assert_refused(res, "merge verification failed", "nothing was uploaded")
+    assert objects(s3_bucket.endpoint, s3_bucket.name) == {}
+
+
+def test_a_merge_that_loses_quality_is_refused_with_its_figures(tuned_t5_run, s3_bucket, tmp_path):
+    """A merged model damaged just enough to stay within a (loosened) logit tolerance of base + adapter still
+    loses quality against the trained 4-bit model: publish refuses it on merge.max_metric_drop alone."""
+    import torch
+    from safetensors.torch import load_file, save_file
+
+    run = copy_run(tuned_t5_run, tmp_path / "run")
+    cfg = json.loads((run / "config.json").read_text())
+    cfg["merge"]["atol"] = 1e6  # the logit check lets anything through: only the fidelity gate is left
+    (run / "config.json").write_text(json.dumps(cfg))
+    weights = run / "best" / "merged" / "model.safetensors"
+    tensors = load_file(weights)
+    gen = torch.Generator().manual_seed(0)
+    for k in tensors:
+        if k.endswith(("q.weight", "v.weight", "o.weight")):
+            tensors[k] = tensors[k] + torch.randn(tensors[k].shape, generator=gen) * 2.0
+    save_file(tensors, weights, metadata={"format": "pt"})
+    res = publish_cli(str(run), "--to", f"s3://{s3_bucket.name}/m", "--endpoint-url", s3_bucket.endpoint)
+    assert_refused(res, "merge fidelity", "merge.max_metric_drop 0.05", "KL", "eval loss", "nothing was uploaded")
+    assert "merge verification failed" not in res.output
     assert objects(s3_bucket.endpoint, s3_bucket.name) == {}
 
 

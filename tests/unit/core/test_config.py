@@ -46,6 +46,8 @@ def test_defaults_are_qlora():
     assert cfg.quantization.compute_dtype == "bfloat16"
     assert cfg.model.trust_remote_code is False
     assert cfg.search.scheduler == "asha" and cfg.search.resolved_mode == "min"
+    # the merge keeps the weights the adapter was trained on; a test set is set aside without data.test
+    assert (cfg.merge.into, cfg.merge.max_metric_drop, cfg.data.test_split) == ("dequantized", 0.05, 0.1)
 
 
 def test_misspelt_key_names_the_key_and_suggests_the_fix():
@@ -75,6 +77,10 @@ def test_every_problem_is_listed_at_once():
         ({"training": {"epochs": "many"}}, "training.epochs"),
         ({"quantization": {"mode": "3bit"}}, "quantization.mode"),
         ({"lora": {"target_modules": []}}, "lora.target_modules"),
+        ({"data": {"train": "t.jsonl", "test_split": 1.0}}, "data.test_split"),
+        ({"data": {"train": "t.jsonl", "test_split": -0.1}}, "data.test_split"),
+        ({"merge": {"into": "quantized"}}, "merge.into"),
+        ({"merge": {"max_metric_drop": -0.01}}, "merge.max_metric_drop"),
     ],
 )
 def test_out_of_range_values_name_their_key(bad, key):

@@ -374,3 +374,34 @@ def test_report_scores_chinese_samples_with_the_runs_rouge_tokenizer():
     auto = samples_section({"samples": [sample], "config": {}})
     spaces = samples_section({"samples": [sample], "config": {"metrics": {"rouge_tokenizer": "whitespace"}}})
     assert "ROUGE-L 0.61" in auto and "ROUGE-L 0.00" in spaces
+
+
+def test_the_report_and_the_summary_show_the_test_scores_the_lift_and_the_merge_fidelity(tmp_path, capsys):
+    from orchestrator.observe.report.data import load_report_data
+    from orchestrator.observe.report.sections import kpi_section
+    from orchestrator.observe.summary import print_summary
+
+    run = make_run(tmp_path)
+    res = json.loads((run / "results.json").read_text())
+    fid = {"into": "dequantized", "kl_mean": 3e-4, "trained_eval_loss": 2.0, "merged_eval_loss": 2.01}
+    fid.update({"metric_drop": 0.01, "max_metric_drop": 0.05, "trained_rougeL": 0.4, "merged_rougeL": 0.4})
+    check = {**res["merge_check"], "fidelity": {**fid, "passed": True}}
+    res["merge_check"] = check
+    res["scores"] = {
+        "test": {"eval_loss": 2.5, "eval_rougeL": 0.4, "num_examples": 3.0},
+        "base_test": {"eval_loss": 4.0, "eval_rougeL": 0.1, "num_examples": 3.0},
+        "lift": {"eval_loss": 1.5, "eval_rougeL": 0.3},
+    }
+    (run / "results.json").write_text(json.dumps(res))
+    (run / "best" / "merge_check.json").write_text(json.dumps(check))
+    html = kpi_section(load_report_data(run))
+    assert "test eval_loss" in html and "untuned base 4, lift +1.5 on 3 held-out examples" in html
+    assert "test eval_rougeL" in html and "lift +0.3" in html
+    assert "merge fidelity" in html and "KL 0.0003" in html
+    res["paths"]["merged"] = str(run / "best" / "merged")
+    (run / "results.json").write_text(json.dumps(res))
+    assert print_summary(run) == 0
+    out = capsys.readouterr().out
+    assert "Test set (3 examples, never seen by the search): untuned base -> merged" in out
+    assert "eval_loss: 4 -> 2.5  (lift 1.5" in out and "eval_rougeL: 0.1 -> 0.4  (lift 0.3" in out
+    assert "Fidelity (ok): merged (into dequantized) vs trained 4-bit + adapter: KL 0.0003/token" in out

@@ -418,3 +418,34 @@ def test_the_s3_client_retries_adaptively_with_backoff(monkeypatch):
     assert make_client("http://127.0.0.1:9").meta.config.retries["total_max_attempts"] == 3
     tc = transfer_config()
     assert tc.multipart_chunksize == tc.multipart_threshold == 16 << 20 and tc.max_request_concurrency == 8
+
+
+def test_the_card_and_the_manifest_carry_the_test_scores_the_lift_and_the_merge_fidelity(
+    tmp_path, fake_hub, monkeypatch
+):
+    import orchestrator.publish.push as pub
+
+    run = make_run(tmp_path)
+    res = json.loads((run / "results.json").read_text())
+    res["scores"] = {
+        "test": {"eval_loss": 2.5, "eval_rougeL": 0.4, "num_examples": 3.0},
+        "base_test": {"eval_loss": 4.0, "eval_rougeL": 0.1, "num_examples": 3.0},
+        "lift": {"eval_loss": 1.5, "eval_rougeL": 0.3},
+    }
+    (run / "results.json").write_text(json.dumps(res))
+    fid = {"into": "dequantized", "kl_mean": 2e-4, "trained_eval_loss": 2.0, "merged_eval_loss": 2.01}
+    fid.update({"metric_drop": 0.01, "max_metric_drop": 0.05, "trained_rougeL": 0.4, "merged_rougeL": 0.4})
+    monkeypatch.setattr(pub, "verify_run_merge", lambda run: {**PASSED, "fidelity": {**fid, "passed": True}})
+    publish_run(run, "hf://org/exp")
+    files = fake_hub.commits[0]["files"]
+    card = files["README.md"].decode()
+    assert "## Test set (3 held-out examples, never seen by the search)" in card
+    assert "| eval_loss | 4 | 2.5 | 1.5 |" in card and "| eval_rougeL | 0.1 | 0.4 | 0.3 |" in card
+    assert "KL 0.0002/token" in card and "eval loss 2 -> 2.01 (drop 0.01, max 0.05)" in card
+    manifest = json.loads(files["manifest.json"])
+    assert manifest["test"] == {
+        "merged": res["scores"]["test"],
+        "base": res["scores"]["base_test"],
+        "lift": res["scores"]["lift"],
+    }
+    assert manifest["merge_check"]["fidelity"]["kl_mean"] == 2e-4
