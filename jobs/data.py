@@ -121,7 +121,7 @@ def load_splits(
 
     train = load("train")
     test = load("test") if data.test else None
-    if test is None and data.test_split > 0:
+    if test is None and data.test_split > 0 and len(train) >= 3:  # fewer rows: nothing to spare for a test set
         parts = train.train_test_split(test_size=data.test_split, seed=data.split_seed)
         train, test = parts["train"], parts["test"]
     if data.eval:

@@ -276,7 +276,7 @@ def data_stats_line(stats: Dict[str, Any]) -> str:
     )
     if "dropped_bad_rows" in stats:
         line += "; dropped bad rows (data.on_bad_rows: skip): " + ", ".join(
-            f"{n} {k}" for k, n in stats["dropped_bad_rows"].items()
+            f"{stats['dropped_bad_rows'][k]} {k}" for k in ("train", "eval", "test") if k in stats["dropped_bad_rows"]
         )
     return line
 

@@ -16,7 +16,12 @@ from orchestrator.launch.preflight import check_source
 REPO = Path(__file__).resolve().parents[2]
 EXAMPLES = sorted((REPO / "examples").glob("*.yaml"))
 # The tiny models are built on demand (jobs.tiny_models); the estimate reads the real T5 architecture.
-STAND_IN = {"t5_tiny_summarize_local.yaml": "t5-small", "retrain_tiny_local.yaml": "t5-small"}
+STAND_IN = {
+    "t5_tiny_summarize_local.yaml": "t5-small",
+    "t5_tiny_summarize_zh_local.yaml": "t5-small",
+    "retrain_tiny_local.yaml": "t5-small",
+}
+COLUMNS = {"messages": lambda d: ["messages"], "instruction": lambda d: ["instruction", d.target_column]}
 
 
 def test_the_examples_people_ask_for_are_shipped():
@@ -31,7 +36,8 @@ def test_example_validates_and_its_local_data_has_the_columns(path):
     for key in ("train", "eval", "test"):
         src = getattr(d, key)
         if src and "://" not in src:
-            assert check_source(f"data.{key}", src, [d.input_column, d.target_column]) == [], src
+            columns = COLUMNS.get(d.format, lambda d: [d.input_column, d.target_column])(d)
+            assert check_source(f"data.{key}", src, columns) == [], src
     if path.name not in STAND_IN:
         assert shipped_arch(cfg.model.name_or_path), f"{cfg.model.name_or_path}: ship its config.json to estimate it"
 
