@@ -201,7 +201,7 @@ def side_ray(config: Path, experiment: str) -> Dict[str, Any]:
             except psutil.Error:
                 pass
 
-    def with_recorder(cfg):
+    def with_recorder(cfg, **kwargs):
         from ray.tune import Callback
 
         class Recorder(Callback):
@@ -226,7 +226,7 @@ def side_ray(config: Path, experiment: str) -> Dict[str, Any]:
             def on_experiment_end(self, trials, **info):
                 marks.setdefault("experiment_end", time.time())
 
-        return product_callbacks(cfg) + [Recorder()]
+        return product_callbacks(cfg, **kwargs) + [Recorder()]
 
     product_ensure_ray = local.ensure_ray
     product_shutdown = ray.shutdown

@@ -11,7 +11,7 @@ import threading
 import psutil
 import pytest
 
-from tests.conftest import write_config
+from tests.conftest import SEED, write_config
 from tests.integration.jobs.test_fault_tolerance import tune_histories, wait_for
 
 pytestmark = pytest.mark.integration
@@ -85,7 +85,12 @@ def test_two_ranks_train_one_trial_in_sync_and_a_killed_rank_resumes(tmp_path, t
     log = json.loads(next((run_dir / "trials").glob("*/log_history.json")).read_text())
     losses = [h["loss"] for h in log if "loss" in h]  # (the eval loss rises: 10 examples, lr 1e-2, it overfits)
     assert len(losses) == MAX_STEPS and sum(losses[-5:]) < 0.9 * sum(losses[:5]), losses
-    # The loss is each rank's mean, not world_size times it: the first eval of 2 ranks is what one rank
-    # gets (2.7 on this model), not twice that (5.5 before `model_accepts_loss_kwargs` was fixed for T5).
+    # The loss is each rank's mean, not world_size times it: the first eval of 2 ranks is near what the
+    # untuned model scores on the same eval rows in one process, not twice that (before
+    # `model_accepts_loss_kwargs` was fixed for T5 it was 2x: 5.5 vs 2.7 on the earlier tiny model).
+    from jobs.evaluate import evaluate
+    from orchestrator.core.config_load import load_config
+
+    base = evaluate(None, load_config(cfg), data_path=str(SEED / "eval.jsonl"))["eval_loss"]
     first_eval = next(h["eval_loss"] for h in log if "eval_loss" in h)
-    assert first_eval < 4, first_eval
+    assert first_eval < 1.5 * base, (first_eval, base)

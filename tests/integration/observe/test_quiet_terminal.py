@@ -44,6 +44,10 @@ OWN = (
     re.compile(r"^[┏┃┡│└]"),  # its box
     re.compile(r"^(Best trial|Trainable params:|Adapter:|Merged:|Results:|Notices:|  - )"),
     re.compile(r"^No trial reported the metric; nothing was merged\."),
+    re.compile(r"^Truncated \d+ train / \d+ eval examples"),  # the data's stats
+    re.compile(r"^Fidelity( \(\w+\))?: merged "),  # the merge's fidelity to the trained model
+    re.compile(r"^Test set \(\d+ examples"),  # the test scores: merged vs untuned base
+    re.compile(r"^  eval_\w+: \S+ -> \S+"),
 )
 
 
