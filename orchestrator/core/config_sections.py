@@ -127,7 +127,12 @@ class TrainingConfig(_Section):
     logging_steps: int = Field(1, ge=1, description="Log training loss every N steps.")
     save_total_limit: int = Field(2, ge=1, description="Checkpoints kept per trial (the best is always kept).")
     seed: int = Field(42, description="Random seed of the trial.")
-    gradient_checkpointing: bool = Field(True, description="Recompute activations (non-reentrant) to save memory.")
+    gradient_checkpointing: Union[bool, Literal["auto"]] = Field(
+        "auto",
+        description="Recompute activations (non-reentrant) to save memory, at up to 2x the step time. auto: on "
+        "only for the trials whose estimated peak memory (with their sampled rank and batch size) does not fit "
+        "resources.gpu_memory_gb x gpus_per_worker (on CPU: 80 % of host memory shared by the concurrent workers).",
+    )
     group_by_length: bool = Field(True, description="Batch examples of similar length to cut padding.")
     generation_max_length: int = Field(64, ge=1, description="Max new tokens when a metric needs generations.")
     generation_num_beams: int = Field(1, ge=1, description="Beams for generation at eval.")
@@ -145,6 +150,11 @@ class TrainingConfig(_Section):
     max_grad_norm: float = Field(
         1.0, ge=0.0, description="Clip the gradient norm to this (0: no clipping); the QLoRA recipe uses 0.3."
     )
+
+    @property
+    def checkpointing_on(self) -> bool:
+        """gradient_checkpointing as a bool; an `auto` left unresolved (no estimate for the trial) keeps it on."""
+        return self.gradient_checkpointing is not False
 
     @model_validator(mode="after")
     def _save_multiple_of_eval(self):
@@ -257,6 +267,12 @@ class ResourcesConfig(_Section):
     num_workers: int = Field(1, ge=1, description="Ray Train workers (DDP ranks) per trial.")
     cpus_per_worker: float = Field(1.0, gt=0, description="CPUs per Train worker.")
     gpus_per_worker: float = Field(0.0, ge=0, description="GPUs per Train worker; fractions share one GPU.")
+    gpu_memory_gb: Optional[float] = Field(
+        None,
+        gt=0,
+        description="Memory of one GPU in GiB, for planning (training.gradient_checkpointing: auto). Unset on GPU "
+        "workers: auto keeps checkpointing on.",
+    )
     custom: Dict[str, float] = Field(
         default_factory=dict,
         description="Extra Ray resources each Train worker and the merge task ask for (e.g. {gpu_pool: 1}): "

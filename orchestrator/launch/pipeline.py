@@ -162,6 +162,11 @@ def execute(
         echo(f"Checkpoints and search state go to {st.uri}")
     fixed = {**cfg.fixed_params(), **(params or {})} if verb == "train" else None
     live = open_live_tracking(cfg, run, started.isoformat(), echo)
+    from orchestrator.estimate.trial_plan import trial_planner
+
+    planner = trial_planner(
+        cfg, 1 if fixed is not None else min(cfg.search.max_concurrent_trials, cfg.search.num_samples), echo
+    )
     try:
         result = run_search(
             cfg,
@@ -173,6 +178,7 @@ def execute(
             echo=echo,
             mlflow_live=live,
             verbose=verbose,
+            planner=planner,
         )
     except BaseException:
         if live:
