@@ -127,7 +127,7 @@ def ray_session(
         from orchestrator.launch.capacity import fit_problem, local_nodes
 
         flags = " ".join(f"--{k} {v:g}" for k, v in (("cpus", cpus), ("gpus", gpus)) if v is not None)
-        where = f"this machine (Ray started with {flags})" if flags else "this machine"
+        where = f"this machine (Ray started with {flags})" if flags and started else "this machine's Ray"
         fix = "pass a larger --cpus/--gpus if the machine has them, or run on a cluster with --address"
         problem = fit_problem(fitted, local_nodes(), where, fix)
         if problem:
