@@ -32,6 +32,7 @@ def test_a_trial_no_node_can_host_exits_2_within_seconds(tmp_path, tiny_t5):
     try:
         url = "http://" + ray._private.worker._global_node.webui_url
         cpus = ray.cluster_resources()["CPU"]
+        _wait_for_autoscaler_status(url)  # until Ray's monitor reports, the cluster might still grow: not refused
         t0 = time.monotonic()
         r = CliRunner().invoke(cli, ["tune", str(cfg), "--address", url, "--set", "resources.cpus_per_worker=8"])
         assert r.exit_code == 2, r.output
@@ -42,3 +43,17 @@ def test_a_trial_no_node_can_host_exits_2_within_seconds(tmp_path, tiny_t5):
     finally:
         if started:
             ray.shutdown()
+
+
+def _wait_for_autoscaler_status(url: str, timeout: float = 30) -> None:
+    import json
+
+    from orchestrator.launch.ray_jobs import connect
+
+    cluster, deadline = connect(url), time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        resp = cluster.client._do_request("GET", "/api/cluster_status")
+        if "Worker node types:" in (json.loads(resp.text)["data"].get("autoscalingStatus") or ""):
+            return
+        time.sleep(0.5)
+    raise AssertionError(f"no autoscaler status from {url} in {timeout:g} s")
