@@ -52,10 +52,10 @@ def trial_driver(
     cfg = RunConfig.model_validate(run_config)
     trial_id = ray.tune.get_context().get_trial_id()
     plan = planner(cfg.with_params(config["params"])) if planner else {"params": {}, "record": {}}
-    r = cfg.resources
+    r = cfg.with_params(plan["params"]).resources  # gpus_per_worker auto: this trial's share (no plan: 1)
     per_worker = {"CPU": r.cpus_per_worker, **r.custom}
-    if r.gpus_per_worker:
-        per_worker["GPU"] = r.gpus_per_worker
+    if r.gpus:
+        per_worker["GPU"] = r.gpus
     trainer = TorchTrainer(
         train_fn_per_worker,
         train_loop_config={
@@ -71,7 +71,7 @@ def trial_driver(
             "wandb_run_id": f"{cfg.experiment}-{trial_id}",
         },
         scaling_config=ray.train.ScalingConfig(
-            num_workers=r.num_workers, use_gpu=r.gpus_per_worker > 0, resources_per_worker=per_worker
+            num_workers=r.num_workers, use_gpu=r.gpus > 0, resources_per_worker=per_worker
         ),
         run_config=ray.train.RunConfig(
             name=f"train-{trial_id}",

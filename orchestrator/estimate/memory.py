@@ -300,7 +300,7 @@ def estimate(shape: ModelShape, cfg, ranks: Optional[Sequence[int]] = None, gpu_
             "_keep_in_fp32_modules."
         )
     res = cfg.resources
-    if res.gpus_per_worker == 0:
+    if res.gpus == 0:
         warnings.append(
             f"resources.gpus_per_worker is 0 (training on CPU); the fit is checked against one {gpu_mem_gib:g} GiB GPU."
         )
@@ -329,7 +329,7 @@ def estimate(shape: ModelShape, cfg, ranks: Optional[Sequence[int]] = None, gpu_
         seq_lens=seq,
         gradient_checkpointing=ckpt,
         gpu_mem_gib=gpu_mem_gib,
-        gpus_per_worker=res.gpus_per_worker,
+        gpus_per_worker=res.gpus,
         num_workers=res.num_workers,
         warnings=warnings,
         assumptions=assumptions,

@@ -1,4 +1,5 @@
-"""Per-trial decisions from the estimate: `training.gradient_checkpointing: auto`.
+"""Per-trial decisions from the estimate: `training.gradient_checkpointing: auto` and
+`resources.gpus_per_worker: auto` (the GPU share each trial asks Ray for).
 
 The model's shape is read once on the driver (meta device, orchestrator.estimate.shapes); each trial's
 decision is then arithmetic on that shape and the trial's own config (`cfg.with_params(params)`, its
@@ -14,6 +15,7 @@ The fit is judged per Train worker against:
 
 from __future__ import annotations
 
+import math
 import os
 from dataclasses import dataclass
 from typing import Any, Callable, Dict, Optional, Tuple
@@ -23,6 +25,14 @@ from orchestrator.estimate.memory import GIB, estimate
 from orchestrator.estimate.shapes import ModelShape
 
 HOST_MARGIN = 0.8  # share of host memory the trials' workers may plan to use (the rest: OS, Ray, the driver)
+GPU_SAFETY = 1.2  # gpus_per_worker auto: the estimate (+-50 % on activations) times this
+GPU_STEP = 8  # ... rounded up to 1/8 of a GPU
+
+
+def gpu_share(peak: int, gpu_memory_gb: float, safety: float = GPU_SAFETY) -> float:
+    """The GPU share one worker asks for: peak x safety / GPU memory, rounded up to 1/8, in [1/8, 1]."""
+    need = peak * safety / (gpu_memory_gb * GIB)
+    return min(1.0, max(1, math.ceil(need * GPU_STEP - 1e-9)) / GPU_STEP)
 
 
 def peak_bytes(shape: ModelShape, cfg, checkpointing: bool) -> int:
@@ -35,10 +45,10 @@ def peak_bytes(shape: ModelShape, cfg, checkpointing: bool) -> int:
 def memory_budget(cfg, host_gib: float, concurrent: int) -> Tuple[Optional[float], str]:
     """(GiB one worker may use, where that figure comes from); None when it is not known."""
     r = cfg.resources
-    if r.gpus_per_worker > 0:
+    if r.gpus > 0:  # gpus_per_worker auto: checkpointing is judged against a whole GPU (speed before sharing)
         if r.gpu_memory_gb is None:
             return None, "resources.gpu_memory_gb is not set"
-        return r.gpus_per_worker * r.gpu_memory_gb, f"{r.gpus_per_worker:g} x {r.gpu_memory_gb:g} GiB GPU"
+        return r.gpus * r.gpu_memory_gb, f"{r.gpus:g} x {r.gpu_memory_gb:g} GiB GPU"
     workers = max(1, r.num_workers * concurrent)
     return (
         HOST_MARGIN * host_gib / workers,
@@ -47,11 +57,12 @@ def memory_budget(cfg, host_gib: float, concurrent: int) -> Tuple[Optional[float
 
 
 def plan_trial(shape: ModelShape, cfg, host_gib: float, concurrent: int) -> Dict[str, Any]:
-    """The trial's gradient checkpointing and the estimate behind it.
+    """The trial's gradient checkpointing (and, with gpus_per_worker auto, its GPU share) from the estimate.
 
     Returns:
-        {"params": {"training.gradient_checkpointing": bool}, "record": {...}}: `params` resolves the
-        trial's config, `record` goes into every report of the trial (its metrics and record).
+        {"params": {"training.gradient_checkpointing": bool, ["resources.gpus_per_worker": share]},
+        "record": {...}}: `params` resolves the trial's config, `record` goes into every report of the
+        trial (its metrics and record).
     """
     want = cfg.training.gradient_checkpointing
     without = peak_bytes(shape, cfg, False)
@@ -65,9 +76,14 @@ def plan_trial(shape: ModelShape, cfg, host_gib: float, concurrent: int) -> Dict
         why = f"auto: on, {source}"
     else:
         why = f"auto: {without / GIB:.2f} GiB without it {'fits' if fits else 'exceeds'} {budget:.2f} GiB ({source})"
+    params: Dict[str, Any] = {"training.gradient_checkpointing": ckpt}
+    extra: Dict[str, Any] = {}
+    if cfg.resources.gpus_per_worker == "auto":
+        params["resources.gpus_per_worker"] = extra["gpus_per_worker"] = gpu_share(peak, cfg.resources.gpu_memory_gb)
     return {
-        "params": {"training.gradient_checkpointing": ckpt},
+        "params": params,
         "record": {
+            **extra,
             "gradient_checkpointing": ckpt,
             "estimated_peak_gb": round(peak / GIB, 3),
             "estimated_peak_gb_without_checkpointing": round(without / GIB, 3),
@@ -113,11 +129,14 @@ def model_shape(cfg) -> ModelShape:
 def trial_planner(cfg, concurrent: int, echo: Callable[..., None] = print) -> Optional[TrialPlanner]:
     """The planner for a search, or None when nothing is `auto` or the model's shape cannot be read here
     (then an `auto` keeps gradient checkpointing on, as before, and says so)."""
-    if cfg.training.gradient_checkpointing != "auto":
+    if "auto" not in (cfg.training.gradient_checkpointing, cfg.resources.gpus_per_worker):
         return None
     try:
         shape = model_shape(cfg)
     except (UserError, OSError, ValueError) as e:
-        echo(f"training.gradient_checkpointing auto: no estimate ({str(e).splitlines()[0][:200]}); it stays on.")
+        echo(
+            f"No memory estimate for the trials ({str(e).splitlines()[0][:200]}): training.gradient_checkpointing "
+            "auto stays on; resources.gpus_per_worker auto asks for a whole GPU per worker."
+        )
         return None
     return TrialPlanner(shape, host_memory_gib(), max(1, concurrent))

@@ -15,13 +15,15 @@ from typing import Any, Dict, List, Optional, Tuple
 from orchestrator.core.config import RunConfig
 
 EPS = 1e-9
+MIN_GPU_SHARE = 0.125  # orchestrator.estimate.trial_plan.GPU_STEP
 NODE_KEYS = ("CPU", "GPU")
 
 
 def worker_request(cfg: RunConfig) -> Dict[str, float]:
     """What one Train worker asks Ray for (jobs.search.trial_driver builds the same)."""
     r = cfg.resources
-    return {"CPU": r.cpus_per_worker, **({"GPU": r.gpus_per_worker} if r.gpus_per_worker else {}), **r.custom}
+    gpu = MIN_GPU_SHARE if r.gpus_per_worker == "auto" else r.gpus  # auto: the smallest share a trial may get
+    return {"CPU": r.cpus_per_worker, **({"GPU": gpu} if gpu else {}), **r.custom}
 
 
 def _fmt(res: Dict[str, float]) -> str:

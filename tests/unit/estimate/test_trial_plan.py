@@ -117,4 +117,47 @@ def test_unresolved_auto_keeps_checkpointing_on(tiny_t5, seed_data, tmp_path):
     assert load_trainable(cfg).get_base_model().is_gradient_checkpointing is True
     said = []
     assert trial_planner(cfg.with_params({"model.name_or_path": str(tmp_path)}), 1, echo=said.append) is None
-    assert "it stays on" in said[0]
+    assert "auto stays on" in said[0]
+
+
+def test_gpu_share_rounds_up_to_eighths_between_one_eighth_and_one_gpu():
+    from orchestrator.estimate.trial_plan import GPU_SAFETY, gpu_share
+
+    assert GPU_SAFETY == 1.2
+    assert gpu_share(10 * GIB, 80) == 0.25  # 12 / 80 = 0.15 -> 2/8
+    assert gpu_share(50 * GIB, 80) == 0.75  # 60 / 80 = 6/8 exactly: not rounded further up
+    assert gpu_share(50 * GIB + 2**20, 80) == 0.875  # one MiB more: the next eighth
+    assert gpu_share(1 * GIB, 80) == 0.125 and gpu_share(0, 80) == 0.125  # never below 1/8
+    assert gpu_share(70 * GIB, 80) == 1.0  # 84 / 80: one whole GPU at most
+    assert gpu_share(10 * GIB, 80, safety=1.0) == 0.125  # 10 / 80 = 1/8
+
+
+def test_gpus_per_worker_auto_needs_gpu_memory_and_is_resolved_per_trial(tiny_t5, seed_data):
+    from orchestrator.core.errors import UserError
+    from orchestrator.estimate.trial_plan import gpu_share
+    from orchestrator.launch.capacity import worker_request
+    from orchestrator.launch.preflight import check_local_gpus
+
+    with pytest.raises(Exception, match="resources.gpu_memory_gb"):
+        cfg_for(tiny_t5, seed_data, resources={"gpus_per_worker": "auto"})
+    cfg = cfg_for(tiny_t5, seed_data, resources={"gpus_per_worker": "auto", "gpu_memory_gb": 2})
+    assert cfg.resources.gpus == 1.0 and worker_request(cfg) == {"CPU": 1.0, "GPU": 0.125}  # the least a trial asks
+    with pytest.raises(UserError, match=r"gpus_per_worker` is auto \(at least 0.125\) but this machine has 0 GPU"):
+        check_local_gpus(cfg, gpus=0)
+    shape = model_shape(cfg)
+    planner = trial_planner(cfg, concurrent=1, echo=lambda *a: None)
+    assert planner is not None
+    small = cfg.with_params({"training.batch_size": 1})
+    large = cfg.with_params({"training.batch_size": 256, "lora.r": 64})
+    for trial, expected_ckpt in ((small, False), (large, None)):
+        plan = planner(trial)
+        ckpt = plan["params"]["training.gradient_checkpointing"]
+        assert expected_ckpt is None or ckpt is expected_ckpt
+        share = gpu_share(peak_bytes(shape, trial, ckpt), 2)
+        assert plan["params"]["resources.gpus_per_worker"] == plan["record"]["gpus_per_worker"] == share
+        # what the trial's driver asks Ray for per worker (jobs.search.trial_driver: the resolved resources)
+        assert trial.with_params(plan["params"]).resources.gpus == share
+    small_share = planner(small)["record"]["gpus_per_worker"]
+    large_share = planner(large)["record"]["gpus_per_worker"]
+    # the tiny model's 1 GiB assumed CUDA context alone is 1.2/2 of this GPU: 5/8; the large trial needs more
+    assert small_share == 0.625 and small_share < large_share <= 1.0
