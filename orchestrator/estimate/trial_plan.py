@@ -87,7 +87,7 @@ def plan_trial(shape: ModelShape, cfg, host_gib: float, concurrent: int) -> Dict
             "gradient_checkpointing": ckpt,
             "estimated_peak_gb": round(peak / GIB, 3),
             "estimated_peak_gb_without_checkpointing": round(without / GIB, 3),
-            "memory_budget_gb": None if budget is None else round(budget, 3),
+            **({} if budget is None else {"memory_budget_gb": round(budget, 3)}),  # no None in Tune's metrics
             "gradient_checkpointing_reason": why,
         },
     }
