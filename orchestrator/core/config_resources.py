@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Annotated, Dict, Literal, Optional, Union
 
-from pydantic import Field, model_validator
+from pydantic import Field, field_validator, model_validator
 
 from orchestrator.core.config_data import _Section
 
@@ -30,6 +30,19 @@ class ResourcesConfig(_Section):
     def gpus(self) -> float:
         """gpus_per_worker as a number: `auto` is at most one GPU (each trial's share is resolved in the search)."""
         return 1.0 if self.gpus_per_worker == "auto" else self.gpus_per_worker
+
+    @field_validator("gpus_per_worker", mode="before")
+    @classmethod
+    def _number_or_auto(cls, v):
+        if v == "auto":
+            return v
+        try:
+            ok = not isinstance(v, bool) and float(v) >= 0
+        except (TypeError, ValueError):
+            ok = False
+        if not ok:
+            raise ValueError(f"must be a number of GPUs >= 0 (fractions share one GPU) or auto (got {v!r})")
+        return v
 
     @model_validator(mode="after")
     def _auto_gpus_need_memory(self):

@@ -152,6 +152,13 @@ class TrainingConfig(_Section):
         1.0, ge=0.0, description="Clip the gradient norm to this (0: no clipping); the QLoRA recipe uses 0.3."
     )
 
+    @field_validator("gradient_checkpointing", mode="before")
+    @classmethod
+    def _bool_or_auto(cls, v):
+        if not isinstance(v, bool) and v != "auto":
+            raise ValueError(f"must be true, false or auto (got {v!r})")
+        return v
+
     @property
     def checkpointing_on(self) -> bool:
         """gradient_checkpointing as a bool; an `auto` left unresolved (no estimate for the trial) keeps it on."""
