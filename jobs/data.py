@@ -284,3 +284,17 @@ def prepare_datasets(cfg: RunConfig, tokenizer) -> Dict[str, Any]:
     if "test" in raw:
         out["test_raw"] = raw["test"]
     return out
+
+
+def data_stats_line(stats: Dict[str, Any]) -> str:
+    """'Truncated: 3 train / 0 eval examples (...)' and, with on_bad_rows skip, the rows dropped per source."""
+    t = stats["truncated"]
+    line = (
+        f"Truncated {t['train']} train / {t['eval']} eval examples to data.max_input_length/max_target_length "
+        "(input text trimmed, template cues kept)"
+    )
+    if "dropped_bad_rows" in stats:
+        line += "; dropped bad rows (data.on_bad_rows: skip): " + ", ".join(
+            f"{stats['dropped_bad_rows'][k]} {k}" for k in ("train", "eval", "test") if k in stats["dropped_bad_rows"]
+        )
+    return line

@@ -112,10 +112,10 @@ def load_trainable(cfg: RunConfig, device_map=None):
         # Reentrant checkpointing breaks under DDP ("Expected to mark a variable ready only once").
         model = prepare_model_for_kbit_training(
             model,
-            use_gradient_checkpointing=cfg.training.gradient_checkpointing,
+            use_gradient_checkpointing=cfg.training.checkpointing_on,
             gradient_checkpointing_kwargs={"use_reentrant": False},
         )
-    elif cfg.training.gradient_checkpointing:
+    elif cfg.training.checkpointing_on:
         model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
         model.enable_input_require_grads()
     from transformers import set_seed

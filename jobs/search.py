@@ -12,7 +12,7 @@ import shutil
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Dict, List, Optional, Union
+from typing import Any, Callable, Dict, List, Optional, Union
 
 from orchestrator.core.config import RunConfig
 from orchestrator.core.ray_storage import RunStorage
@@ -34,8 +34,10 @@ def trial_driver(
     tracking_sink: Optional[Dict[str, Any]] = None,
     mlflow_live: Optional[Dict[str, Any]] = None,
     log: Optional[Dict[str, Any]] = None,
+    planner: Optional[Callable[[RunConfig], Dict[str, Any]]] = None,
 ) -> None:
-    """Tune trainable: one Ray Train run with this trial's hyperparameters.
+    """Tune trainable: one Ray Train run with this trial's hyperparameters; `planner` (from the driver:
+    orchestrator.estimate.trial_plan) resolves its `auto` settings from the estimate and records them.
 
     `log` says where the workers' output goes (jobs/worker_log.py): the run folder's trials/<id>/ or,
     for a remote run, a node-local file copied to storage; `stream` also sends it on to the driver.
@@ -49,15 +51,17 @@ def trial_driver(
 
     cfg = RunConfig.model_validate(run_config)
     trial_id = ray.tune.get_context().get_trial_id()
-    r = cfg.resources
+    plan = planner(cfg.with_params(config["params"])) if planner else {"params": {}, "record": {}}
+    r = cfg.with_params(plan["params"]).resources  # gpus_per_worker auto: this trial's share (no plan: 1)
     per_worker = {"CPU": r.cpus_per_worker, **r.custom}
-    if r.gpus_per_worker:
-        per_worker["GPU"] = r.gpus_per_worker
+    if r.gpus:
+        per_worker["GPU"] = r.gpus
     trainer = TorchTrainer(
         train_fn_per_worker,
         train_loop_config={
             "run_config": run_config,
-            "params": config["params"],
+            "params": {**config["params"], **plan["params"]},
+            "plan": plan["record"],
             "data": data,
             "trial_id": trial_id,
             "wandb_dir": wandb_dir,
@@ -67,7 +71,7 @@ def trial_driver(
             "wandb_run_id": f"{cfg.experiment}-{trial_id}",
         },
         scaling_config=ray.train.ScalingConfig(
-            num_workers=r.num_workers, use_gpu=r.gpus_per_worker > 0, resources_per_worker=per_worker
+            num_workers=r.num_workers, use_gpu=r.gpus > 0, resources_per_worker=per_worker
         ),
         run_config=ray.train.RunConfig(
             name=f"train-{trial_id}",
@@ -195,12 +199,13 @@ def run_search(
     echo=print,
     mlflow_live: Optional[Dict[str, Any]] = None,
     verbose: bool = False,
+    planner: Optional[Callable[[RunConfig], Dict[str, Any]]] = None,
 ) -> SearchResult:
     """Run the search (or, with `fixed_params`, one trial); record the trials and copy the best adapter out."""
     import ray
     from ray import tune
 
-    from jobs.data import prepare_datasets, trial_data
+    from jobs.data import data_stats_line, prepare_datasets, trial_data
     from jobs.driver_callbacks import driver_local
     from jobs.modeling import load_tokenizer
 
@@ -233,6 +238,7 @@ def run_search(
             tracking_sink=sink,
             mlflow_live=mlflow_live,
             log=log,
+            planner=planner,
         ),
         {"cpu": TRIAL_CPU},
     )
@@ -267,20 +273,6 @@ def run_search(
     return SearchResult(summary, data["eval_raw"], data.get("test_raw"))
 
 
-def data_stats_line(stats: Dict[str, Any]) -> str:
-    """'Truncated: 3 train / 0 eval examples (...)' and, with on_bad_rows skip, the rows dropped per source."""
-    t = stats["truncated"]
-    line = (
-        f"Truncated {t['train']} train / {t['eval']} eval examples to data.max_input_length/max_target_length "
-        "(input text trimmed, template cues kept)"
-    )
-    if "dropped_bad_rows" in stats:
-        line += "; dropped bad rows (data.on_bad_rows: skip): " + ", ".join(
-            f"{stats['dropped_bad_rows'][k]} {k}" for k in ("train", "eval", "test") if k in stats["dropped_bad_rows"]
-        )
-    return line
-
-
 def collect_results(cfg: RunConfig, grid, run: RunDir, n_train: int, st: RunStorage) -> Dict[str, Any]:
     """trials.csv, per-trial histories, the best trial's adapter copied to best/adapter."""
     from jobs.merge import copy_adapter
@@ -308,6 +300,7 @@ def collect_results(cfg: RunConfig, grid, run: RunDir, n_train: int, st: RunStor
             "planned_steps": plan["steps"],
             "status": status,
             "time_s": round(float(last.get("time_total_s", 0) or 0), 1),
+            **{k: last[k] for k in ("gradient_checkpointing", "estimated_peak_gb") if k in last},  # the plan
         }
         run.trial_dir(trial_id).mkdir(parents=True, exist_ok=True)
         if st.remote and st.run_uri:  # the workers' logs were copied to the run's S3 folder: bring them here

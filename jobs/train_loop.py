@@ -58,7 +58,7 @@ def _train(config: Dict[str, Any], rank: int, sync_log) -> None:
         tracker.config.update({**counts}, allow_val_change=True)
     output_dir = tempfile.mkdtemp(prefix="qlora-trial-")
     resume, step = restore_checkpoint(output_dir)
-    extra = {**counts, "resumed_from_step": step}
+    extra = {**counts, "resumed_from_step": step, **config.get("plan", {})}  # plan: the estimate's choices
     trainer = build_trainer(cfg, model, tokenizer, data, extra, output_dir, report_to_wandb=tracker is not None)
     if config.get("mlflow_live"):
         from jobs.mlflow_live import mlflow_live_callback

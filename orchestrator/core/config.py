@@ -64,7 +64,7 @@ class RunConfig(_Section):
             )
         for key, dist in self.search.space.items():
             _check_space_bounds(key, dist)
-        init_problem = lora_init_problem(self.lora.init, self.quantization.mode, self.resources.gpus_per_worker)
+        init_problem = lora_init_problem(self.lora.init, self.quantization.mode, self.resources.gpus)
         if init_problem:
             raise ValueError(init_problem)
         return self

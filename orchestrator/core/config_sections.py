@@ -11,6 +11,7 @@ from typing import Any, Dict, List, Literal, Optional, Union
 from pydantic import Field, field_validator, model_validator
 
 from orchestrator.core.config_data import DataConfig, _Section  # noqa: F401  (DataConfig re-exported)
+from orchestrator.core.config_resources import ResourcesConfig  # noqa: F401  (re-exported)
 from orchestrator.core.errors import did_you_mean
 from orchestrator.core.training_options import OPTIMIZERS
 
@@ -127,7 +128,12 @@ class TrainingConfig(_Section):
     logging_steps: int = Field(1, ge=1, description="Log training loss every N steps.")
     save_total_limit: int = Field(2, ge=1, description="Checkpoints kept per trial (the best is always kept).")
     seed: int = Field(42, description="Random seed of the trial.")
-    gradient_checkpointing: bool = Field(True, description="Recompute activations (non-reentrant) to save memory.")
+    gradient_checkpointing: Union[bool, Literal["auto"]] = Field(
+        "auto",
+        description="Recompute activations (non-reentrant) to save memory, at up to 2x the step time. auto: on "
+        "only for the trials whose estimated peak memory (with their sampled rank and batch size) does not fit "
+        "resources.gpu_memory_gb x gpus_per_worker (on CPU: 80 % of host memory shared by the concurrent workers).",
+    )
     group_by_length: bool = Field(True, description="Batch examples of similar length to cut padding.")
     generation_max_length: int = Field(64, ge=1, description="Max new tokens when a metric needs generations.")
     generation_num_beams: int = Field(1, ge=1, description="Beams for generation at eval.")
@@ -145,6 +151,18 @@ class TrainingConfig(_Section):
     max_grad_norm: float = Field(
         1.0, ge=0.0, description="Clip the gradient norm to this (0: no clipping); the QLoRA recipe uses 0.3."
     )
+
+    @field_validator("gradient_checkpointing", mode="before")
+    @classmethod
+    def _bool_or_auto(cls, v):
+        if not isinstance(v, bool) and v != "auto":
+            raise ValueError(f"must be true, false or auto (got {v!r})")
+        return v
+
+    @property
+    def checkpointing_on(self) -> bool:
+        """gradient_checkpointing as a bool; an `auto` left unresolved (no estimate for the trial) keeps it on."""
+        return self.gradient_checkpointing is not False
 
     @model_validator(mode="after")
     def _save_multiple_of_eval(self):
@@ -248,19 +266,6 @@ class MetricsConfig(_Section):
         "it drops every CJK character, so CJK pairs would all score 0); char: each CJK character a token, "
         "other letters and digits as lower-cased words; jieba: Chinese word segmentation (the jieba "
         "package); whitespace: lower-cased whitespace-separated words (for text already segmented).",
-    )
-
-
-class ResourcesConfig(_Section):
-    """`resources:` what one trial asks Ray for."""
-
-    num_workers: int = Field(1, ge=1, description="Ray Train workers (DDP ranks) per trial.")
-    cpus_per_worker: float = Field(1.0, gt=0, description="CPUs per Train worker.")
-    gpus_per_worker: float = Field(0.0, ge=0, description="GPUs per Train worker; fractions share one GPU.")
-    custom: Dict[str, float] = Field(
-        default_factory=dict,
-        description="Extra Ray resources each Train worker and the merge task ask for (e.g. {gpu_pool: 1}): "
-        "pins them to the nodes that offer them (`ray start --resources`).",
     )
 
 

@@ -229,9 +229,15 @@ def estimate(shape: ModelShape, cfg, ranks: Optional[Sequence[int]] = None, gpu_
         cfg: a validated RunConfig (lora, quantization, training, data and resources are read).
         ranks: ranks to report; default `ranks_from_config(cfg)`. Memory is given for the largest.
         gpu_mem_gib: memory of one GPU.
+    training.gradient_checkpointing auto is resolved here: off when the configured variant fits the budget.
     Raises:
         UserError: lora.target_modules does not fit the model.
     """
+    if cfg.training.gradient_checkpointing == "auto":  # on only when the configured variant does not fit
+        off = estimate(shape, cfg.with_params({"training.gradient_checkpointing": False}), ranks, gpu_mem_gib)
+        if off.fits(next(v for v in off.variants if v.key == off.configured_variant)):
+            return off
+        return estimate(shape, cfg.with_params({"training.gradient_checkpointing": True}), ranks, gpu_mem_gib)
     ranks = sorted(set(int(r) for r in (ranks or ranks_from_config(cfg))))
     tm = cfg.lora.target_modules
     counts = [count_lora(shape, r, tm, cfg.lora.bias) for r in ranks]
@@ -294,7 +300,7 @@ def estimate(shape: ModelShape, cfg, ranks: Optional[Sequence[int]] = None, gpu_
             "_keep_in_fp32_modules."
         )
     res = cfg.resources
-    if res.gpus_per_worker == 0:
+    if res.gpus == 0:
         warnings.append(
             f"resources.gpus_per_worker is 0 (training on CPU); the fit is checked against one {gpu_mem_gib:g} GiB GPU."
         )
@@ -323,7 +329,7 @@ def estimate(shape: ModelShape, cfg, ranks: Optional[Sequence[int]] = None, gpu_
         seq_lens=seq,
         gradient_checkpointing=ckpt,
         gpu_mem_gib=gpu_mem_gib,
-        gpus_per_worker=res.gpus_per_worker,
+        gpus_per_worker=res.gpus,
         num_workers=res.num_workers,
         warnings=warnings,
         assumptions=assumptions,

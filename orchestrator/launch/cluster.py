@@ -285,11 +285,15 @@ def submit_run(
         0 when the job SUCCEEDED (or when not waiting), 1 when it FAILED or was STOPPED.
 
     Raises:
-        UserError: bad address, missing/wrong token, S3 output without credentials.
+        UserError: bad address, missing/wrong token, S3 output without credentials, a trial that no node of
+            the (fixed-size) cluster can host.
     """
     if verb not in VERBS:
         raise ValueError(f"verb must be one of {VERBS}, got {verb!r}")
     aws_note = check_storage_credentials(cfg)
+    from orchestrator.launch.capacity import check_cluster_fits
+
+    check_cluster_fits(cfg, connect(address), echo)  # a trial no node can host: exit 2 now, not a silent wait
     cluster_cfg, notes = prepare_for_cluster(cfg)
     runtime_env = build_runtime_env()
     for note in ([aws_note] if aws_note else []) + notes:

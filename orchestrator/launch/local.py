@@ -83,7 +83,10 @@ def fit_to_machine(cfg: RunConfig, total_cpus: float, echo=print) -> RunConfig:
     """Shrink each worker's CPU share a little so `max_concurrent_trials` trials fit beside their drivers.
 
     Each Tune trial holds a sliver of CPU (it only drives its Train workers); on a 2-core laptop two
-    1-CPU trials would otherwise not fit, and the second trial's workers would wait for the first.
+    1-CPU trials would otherwise not fit, and the second trial's workers would wait for the first. When
+    that many cannot fit by shaving, one trial at a time is fitted the same way (a trial asking for every
+    CPU would otherwise never fit beside its driver's sliver); what shaving cannot fit is left as it is
+    (orchestrator.launch.capacity refuses a trial that can never fit).
     """
     from jobs.search import TRIAL_CPU
 
@@ -92,12 +95,15 @@ def fit_to_machine(cfg: RunConfig, total_cpus: float, echo=print) -> RunConfig:
     need = conc * (r.num_workers * r.cpus_per_worker + TRIAL_CPU)
     if need <= total_cpus:
         return cfg
-    per_worker = (total_cpus - conc * TRIAL_CPU) / (conc * r.num_workers)
-    if per_worker < 0.5 * r.cpus_per_worker:
-        return cfg  # too far off to fit by shaving; Ray queues the extra trials instead
-    per_worker = int(per_worker * 100) / 100
-    echo(f"Local mode: {total_cpus:g} CPUs; giving each Train worker {per_worker:g} CPU so {conc} trials run at once.")
-    return cfg.with_params({"resources.cpus_per_worker": per_worker})
+    for n in (conc, 1) if conc > 1 else (1,):
+        per_worker = int((total_cpus - n * TRIAL_CPU) / (n * r.num_workers) * 100) / 100
+        if n == 1 and r.num_workers * r.cpus_per_worker + TRIAL_CPU <= total_cpus:
+            return cfg  # one trial fits as asked; Ray queues the others
+        if per_worker >= 0.5 * r.cpus_per_worker:
+            at_once = f"so {n} trials run at once" if n > 1 else "so one trial fits at a time"
+            echo(f"Local mode: {total_cpus:g} CPUs; giving each Train worker {per_worker:g} CPU {at_once}.")
+            return cfg.with_params({"resources.cpus_per_worker": per_worker})
+    return cfg  # too far off to fit by shaving
 
 
 @contextmanager
@@ -116,7 +122,17 @@ def ray_session(
     # `train`: one trial, never stopped by Tune
     started = ensure_ray(cpus, gpus, fast_poll=(verb == "train"), log_to_driver=verbose)
     try:
-        yield fit_to_machine(cfg, float(ray.cluster_resources().get("CPU", 1)), echo)
+        fitted = fit_to_machine(cfg, float(ray.cluster_resources().get("CPU", 1)), echo)
+        from orchestrator.core.errors import UserError
+        from orchestrator.launch.capacity import fit_problem, local_nodes
+
+        flags = " ".join(f"--{k} {v:g}" for k, v in (("cpus", cpus), ("gpus", gpus)) if v is not None)
+        where = f"this machine (Ray started with {flags})" if flags and started else "this machine's Ray"
+        fix = "pass a larger --cpus/--gpus if the machine has them, or run on a cluster with --address"
+        problem = fit_problem(fitted, local_nodes(), where, fix)
+        if problem:
+            raise UserError(problem)
+        yield fitted
     finally:
         if started:
             ray.shutdown()

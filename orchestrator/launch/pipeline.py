@@ -50,9 +50,10 @@ def plan_text(cfg: RunConfig, verb: str) -> str:
         lines += [f"  {s}" for s in describe_space(cfg)] or ["  (empty space: every trial uses the config's values)"]
     else:
         lines.append(f"One trial with {cfg.fixed_params() or 'the config values'}")
+    gpus = "a share from the trial's estimate" if r.gpus_per_worker == "auto" else f"{r.gpus_per_worker:g}"
     lines.append(
         f"Resources per trial: {r.num_workers} Ray Train worker(s) x {r.cpus_per_worker:g} CPU"
-        f" + {r.gpus_per_worker:g} GPU; up to {min(trials, cfg.search.max_concurrent_trials)} trials at once"
+        f" + {gpus} GPU; up to {min(trials, cfg.search.max_concurrent_trials)} trials at once"
     )
     return "\n".join(lines)
 
@@ -162,6 +163,11 @@ def execute(
         echo(f"Checkpoints and search state go to {st.uri}")
     fixed = {**cfg.fixed_params(), **(params or {})} if verb == "train" else None
     live = open_live_tracking(cfg, run, started.isoformat(), echo)
+    from orchestrator.estimate.trial_plan import trial_planner
+
+    planner = trial_planner(
+        cfg, 1 if fixed is not None else min(cfg.search.max_concurrent_trials, cfg.search.num_samples), echo
+    )
     try:
         result = run_search(
             cfg,
@@ -173,6 +179,7 @@ def execute(
             echo=echo,
             mlflow_live=live,
             verbose=verbose,
+            planner=planner,
         )
     except BaseException:
         if live:

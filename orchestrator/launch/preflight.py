@@ -249,20 +249,23 @@ def check_local_start(cfg: RunConfig, *, resume: bool, gpus: Optional[float]) ->
 
 def check_local_gpus(cfg: RunConfig, gpus: Optional[float]) -> None:
     """GPUs asked for by `resources` must exist on this machine in local mode."""
-    need = cfg.resources.gpus_per_worker * cfg.resources.num_workers
+    auto = cfg.resources.gpus_per_worker == "auto"
+    ask = 0.125 if auto else cfg.resources.gpus  # auto: a trial's share is at least 1/8
+    shown = "auto (at least 0.125)" if auto else f"{ask:g}"
+    need = ask * cfg.resources.num_workers
     if need <= 0:
         return
     have = gpus if gpus is not None else detect_gpus()
-    if have < cfg.resources.gpus_per_worker:
+    if have < ask:
         raise UserError(
-            f"`resources.gpus_per_worker` is {cfg.resources.gpus_per_worker:g} but this machine has "
+            f"`resources.gpus_per_worker` is {shown} but this machine has "
             f"{have:g} GPU(s). Set resources.gpus_per_worker: 0 to train on CPU, or pass --address to run on a "
             f"Ray cluster with GPU workers."
         )
     if have < need:
         raise UserError(
             f"`resources`: one trial needs {need:g} GPUs ({cfg.resources.num_workers} workers x "
-            f"{cfg.resources.gpus_per_worker:g}) but this machine has {have:g}. Lower resources.num_workers or "
+            f"{ask:g}) but this machine has {have:g}. Lower resources.num_workers or "
             f"resources.gpus_per_worker."
         )
 

@@ -58,9 +58,8 @@ def test_bad_rows_stop_the_run_naming_split_count_rows_and_fix(runner, tmp_path,
 
 
 def test_skip_drops_bad_rows_and_counts_them(tmp_path, tiny_t5):
-    from jobs.data import prepare_datasets
+    from jobs.data import data_stats_line, prepare_datasets
     from jobs.modeling import load_tokenizer
-    from jobs.search import data_stats_line
     from orchestrator.core.config_load import load_config
     from orchestrator.launch.preflight import check_run
 

@@ -1,0 +1,60 @@
+"""The `resources:` section of the YAML config (orchestrator.core.config_sections holds the others)."""
+
+from __future__ import annotations
+
+from typing import Annotated, Dict, Literal, Optional, Union
+
+from pydantic import Field, field_validator, model_validator
+
+from orchestrator.core.config_data import _Section
+
+
+class ResourcesConfig(_Section):
+    """`resources:` what one trial asks Ray for."""
+
+    num_workers: int = Field(1, ge=1, description="Ray Train workers (DDP ranks) per trial.")
+    cpus_per_worker: float = Field(1.0, gt=0, description="CPUs per Train worker.")
+    gpus_per_worker: Union[Annotated[float, Field(ge=0)], Literal["auto"]] = Field(
+        0.0,
+        description="GPUs per Train worker; fractions share one GPU. auto: each trial asks for the share its own "
+        "estimated peak memory needs (x 1.2, rounded up to 1/8 of resources.gpu_memory_gb, at most 1 GPU).",
+    )
+    gpu_memory_gb: Optional[float] = Field(
+        None,
+        gt=0,
+        description="Memory of one GPU in GiB, for planning (training.gradient_checkpointing: auto). Unset on GPU "
+        "workers: auto keeps checkpointing on.",
+    )
+
+    @property
+    def gpus(self) -> float:
+        """gpus_per_worker as a number: `auto` is at most one GPU (each trial's share is resolved in the search)."""
+        return 1.0 if self.gpus_per_worker == "auto" else self.gpus_per_worker
+
+    @field_validator("gpus_per_worker", mode="before")
+    @classmethod
+    def _number_or_auto(cls, v):
+        if v == "auto":
+            return v
+        try:
+            ok = not isinstance(v, bool) and float(v) >= 0
+        except (TypeError, ValueError):
+            ok = False
+        if not ok:
+            raise ValueError(f"must be a number of GPUs >= 0 (fractions share one GPU) or auto (got {v!r})")
+        return v
+
+    @model_validator(mode="after")
+    def _auto_gpus_need_memory(self):
+        if self.gpus_per_worker == "auto" and self.gpu_memory_gb is None:
+            raise ValueError(
+                "resources.gpus_per_worker auto sizes each trial's GPU share from its estimated memory: set "
+                "resources.gpu_memory_gb (the memory of one GPU in GiB, e.g. 80), or a number of GPUs"
+            )
+        return self
+
+    custom: Dict[str, float] = Field(
+        default_factory=dict,
+        description="Extra Ray resources each Train worker and the merge task ask for (e.g. {gpu_pool: 1}): "
+        "pins them to the nodes that offer them (`ray start --resources`).",
+    )
