@@ -60,7 +60,8 @@ def trial_driver(
         train_fn_per_worker,
         train_loop_config={
             "run_config": run_config,
-            "params": {**config["params"], **plan["params"]},
+            "params": config["params"],  # what was sampled (W&B/MLflow record these)
+            "plan_params": plan["params"],  # what the plan resolved (auto settings)
             "plan": plan["record"],
             "data": data,
             "trial_id": trial_id,

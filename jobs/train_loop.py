@@ -40,7 +40,8 @@ def train_fn_per_worker(config: Dict[str, Any]) -> None:
 
 def _train(config: Dict[str, Any], rank: int, sync_log) -> None:
 
-    cfg = RunConfig.model_validate(config["run_config"]).with_params(config.get("params", {}))
+    params = {**config.get("params", {}), **config.get("plan_params", {})}
+    cfg = RunConfig.model_validate(config["run_config"]).with_params(params)
     data = resolve_data(config["data"])
     tracker = start_tracking(cfg, config)
     from jobs.modeling import load_tokenizer, load_trainable, param_counts
