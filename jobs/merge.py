@@ -64,14 +64,23 @@ def verification_batch(cfg: RunConfig, tokenizer, prompts: Sequence[str], target
         lab[lab == tokenizer.pad_token_id] = IGNORE_INDEX
         enc["labels"] = lab
         return enc
-    return tokenizer(
+    enc = tokenizer(
         [p + str(t) for p, t in zip(prompts, targets)],
         add_special_tokens=not uses_chat(cfg, tokenizer),
         return_tensors="pt",
         padding=True,
         truncation=True,
         max_length=cfg.data.max_input_length + cfg.data.max_target_length,
+        return_offsets_mapping=True,
     )
+    # labels on the tokens that reach into the target (by character offset: BPE may merge across the
+    # boundary); the prompt, special tokens and padding are IGNORE_INDEX
+    ends = enc.pop("offset_mapping")[..., 1]
+    cut = enc["input_ids"].new_tensor([len(p) for p in prompts]).unsqueeze(1)
+    labels = enc["input_ids"].clone()
+    labels[(ends <= cut) | (enc["attention_mask"] == 0)] = IGNORE_INDEX
+    enc["labels"] = labels
+    return enc
 
 
 def verify_merge(

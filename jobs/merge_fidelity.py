@@ -16,19 +16,6 @@ from typing import Any, Dict, Optional, Sequence
 from orchestrator.core.config import RunConfig
 
 
-def scored_batch(cfg: RunConfig, tokenizer, inputs: Sequence[str], targets: Sequence[str]):
-    """The examples tokenized as in training (jobs.data.tokenize) and padded as one batch, labels -100 off target."""
-    import datasets
-
-    from jobs.data import build_collator, tokenize
-
-    raw = datasets.Dataset.from_dict(
-        {cfg.data.input_column: [str(x) for x in inputs], cfg.data.target_column: [str(x) for x in targets]}
-    )
-    feats = tokenize(raw, tokenizer, cfg)
-    return build_collator(tokenizer)([feats[i] for i in range(len(feats))])
-
-
 def _scored(logits, labels, task: str):
     """(logits, labels) at the positions that predict a target token (causal LM: shifted by one)."""
     if task == "causal_lm":
@@ -37,32 +24,22 @@ def _scored(logits, labels, task: str):
     return logits[mask].float(), labels[mask]
 
 
-def _logits(model, batch, task: str):
-    import torch
-
-    with torch.no_grad():
-        if task == "seq2seq":
-            return model(
-                input_ids=batch["input_ids"], attention_mask=batch["attention_mask"], labels=batch["labels"]
-            ).logits.float()
-        return model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits.float()
-
-
 def score_model(cfg: RunConfig, model, tokenizer, inputs: Sequence[str], targets: Sequence[str]) -> Dict[str, Any]:
     """What fidelity compares: the scored positions' logits, the eval loss and ROUGE-L of greedy generations."""
     import torch.nn.functional as F
 
-    from jobs.merge import generate_samples
+    from jobs.merge import _forward_logits, generate_samples, verification_batch
     from jobs.metrics import rouge
 
     device = next(model.parameters()).device
-    batch = scored_batch(cfg, tokenizer, inputs, targets).to(device)
-    logits, labels = _scored(_logits(model.eval(), batch, cfg.model.task), batch["labels"], cfg.model.task)
+    # `inputs` are prompts as rendered for training (jobs.formats): the merge check's own batch, with labels
+    batch = verification_batch(cfg, tokenizer, inputs, targets).to(device)
+    logits, labels = _scored(_forward_logits(model.eval(), batch, cfg.model.task), batch["labels"], cfg.model.task)
     preds = [s["prediction"] for s in generate_samples(cfg, Path("."), inputs, targets, model=model)]
     return {
         "logits": logits.cpu(),
         "eval_loss": float(F.cross_entropy(logits, labels)),
-        "rougeL": float(rouge(preds, [str(t) for t in targets])["rougeL"]),
+        "rougeL": float(rouge(preds, [str(t) for t in targets], cfg.metrics.rouge_tokenizer)["rougeL"]),
     }
 
 

@@ -101,3 +101,31 @@ def test_a_merge_that_loses_quality_fails_fidelity_with_its_figures(tiny_t5, see
     assert bad["passed"] is False and f["passed"] is False
     assert f["metric_drop"] > 0.05 and f["kl_mean"] > 0.1
     assert f["trained_eval_loss"] == pytest.approx(ok["fidelity"]["trained_eval_loss"])
+
+
+def test_the_causal_verification_batch_labels_the_target_tokens_only(tiny_llama, seed_data):
+    """Fidelity's loss is on what the model was trained to write: the prompt (as rendered for training,
+    left-padded) and the padding carry no label, and the labelled tokens decode to the target."""
+    from jobs.formats import prompts_and_targets
+    from jobs.merge import verification_batch
+    from jobs.modeling import load_tokenizer
+
+    cfg = validate_dict(
+        {
+            "model": {"name_or_path": str(tiny_llama), "task": "causal_lm"},
+            "data": {
+                "train": str(seed_data / "train.jsonl"),
+                "input_column": "article",
+                "target_column": "summary",
+                "prompt_template": "Summarize: {input}\nSummary: ",
+                "max_input_length": 48,
+            },
+        }
+    )
+    tok = load_tokenizer(cfg)
+    rows = [{"article": "a short one", "summary": "short"}, {"article": "a much longer article " * 4, "summary": "x y"}]
+    prompts, targets = prompts_and_targets(cfg, tok, rows)
+    batch = verification_batch(cfg, tok, prompts, targets)
+    for i, target in enumerate(targets):
+        labelled = batch["labels"][i][batch["labels"][i] != -100]
+        assert tok.decode(labelled, skip_special_tokens=True).strip() == target
