@@ -309,9 +309,10 @@ def collect_results(cfg: RunConfig, grid, run: RunDir, n_train: int, st: RunStor
 
             fetch_logs(st, f"{st.run_uri}/{TRIALS_DIR}/{trial_id}", run.trial_dir(trial_id))
         if result.error:
-            from orchestrator.core.formatting import last_error_line
+            from orchestrator.core.formatting import error_in_log, last_error_line
 
-            row["error"] = last_error_line(str(result.error))
+            log = run.trial_dir(trial_id) / "worker.log"  # what the live line showed, else Tune's error
+            row["error"] = error_in_log(log) or last_error_line(str(result.error))
         said = [n for h in history if isinstance(h.get("notices"), str) for n in h["notices"].split("\n") if n]
         notices.update((f"trial {trial_id}: {n}", None) for n in said)
         if last:

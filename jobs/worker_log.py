@@ -153,7 +153,7 @@ def fetch_logs(st, remote_dir: str, dest: Path) -> None:
     """A remote trial's worker logs (worker*.log) into its local trial folder; what is missing is skipped."""
     import pyarrow.fs
 
-    fs, path = st._fs_path(remote_dir)
+    fs, path = st.fs_path(remote_dir)
     try:
         infos = fs.get_file_info(pyarrow.fs.FileSelector(path, allow_not_found=True))
         for info in infos:

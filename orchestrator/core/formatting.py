@@ -52,3 +52,16 @@ def last_error_line(text: str) -> str:
         if not ln.startswith(("File ", "^", "~", "During handling", "The above exception", "Traceback")):
             return ln[:300]
     return lines[-1][:300] if lines else ""
+
+
+def error_in_log(path) -> str:
+    """The failure line at the end of a trial's worker log (its traceback's last line), or "" when the
+    file is absent or holds none. The live line and the summary both take a failure from here."""
+    from pathlib import Path
+
+    p = Path(path) if path else None
+    if p is None or not p.is_file():
+        return ""
+    with p.open("rb") as f:
+        f.seek(max(0, p.stat().st_size - 8192))
+        return last_error_line(f.read().decode("utf-8", errors="replace"))

@@ -59,7 +59,8 @@ class RunStorage:
     def remote(self) -> bool:
         return self.filesystem is not None
 
-    def _fs_path(self, path: str):
+    def fs_path(self, path: str):
+        """(pyarrow filesystem, path in it) for a path or s3:// URI of this storage."""
         import pyarrow.fs
 
         if self.filesystem is not None:
@@ -69,14 +70,14 @@ class RunStorage:
     def exists(self, path: str) -> bool:
         import pyarrow.fs
 
-        fs, p = self._fs_path(path)
+        fs, p = self.fs_path(path)
         return fs.get_file_info(p).type != pyarrow.fs.FileType.NotFound
 
     def read_text(self, path: str) -> Optional[str]:
         """A small file's text, or None when it is not there."""
         if not self.exists(path):
             return None
-        fs, p = self._fs_path(path)
+        fs, p = self.fs_path(path)
         with fs.open_input_stream(p) as f:
             return f.read().decode("utf-8")
 

@@ -18,7 +18,7 @@ import sys
 from typing import Any, Dict, List, Optional
 
 from orchestrator.core.config import RunConfig
-from orchestrator.core.formatting import fmt_duration, last_error_line
+from orchestrator.core.formatting import error_in_log, fmt_duration, last_error_line
 from orchestrator.observe.search_state import (
     COMPLETED,
     ERROR,
@@ -257,14 +257,9 @@ def error_line(trial, log: Optional[str] = None) -> str:
     """The last line of a failed trial's error (the exception and its message): from the end of its
     worker log when that is on this machine (Tune writes its own error file only after this hook),
     else from Tune's error file."""
-    from pathlib import Path
-
-    if log and Path(log).is_file():
-        with open(log, "rb") as f:
-            f.seek(max(0, Path(log).stat().st_size - 8192))
-            line = last_error_line(f.read().decode("utf-8", errors="replace"))
-        if line:
-            return line
+    line = error_in_log(log)
+    if line:
+        return line
     err = None
     try:
         err = trial.get_error()
