@@ -49,35 +49,39 @@ def upload_run_dir(run_dir: Path, storage: RunStorage, echo: Callable[[str], Non
     """
     if not storage.remote or not storage.run_uri:
         return []
-    from orchestrator.storage.checksums import file_checksums
-    from orchestrator.storage.s3 import Bucket, Upload
-
-    bucket, key = parse_s3(storage.run_uri)
-    items = []
-    for f in sorted(run_dir.rglob("*")):
-        rel = f.relative_to(run_dir)
-        if not f.is_file() or rel.parts[0] == RAY_DIR or rel.parts[-1].startswith(".") or rel.parts == (DRIVER_LOG,):
-            continue  # driver.log is still being written: upload_driver_log sends it once closed
-        size = f.stat().st_size
-        sha, checksum = file_checksums(f, size)
-        items.append(Upload(f"{key}/{rel.as_posix()}", size, sha, path=f, checksum=checksum))
-    uploaded, skipped = Bucket(bucket, endpoint_url=storage.endpoint_url).upload(items)
+    files = [
+        f
+        for f in sorted(run_dir.rglob("*"))
+        if f.is_file()
+        and (rel := f.relative_to(run_dir)).parts[0] != RAY_DIR
+        and not rel.parts[-1].startswith(".")
+        and rel.parts != (DRIVER_LOG,)  # still being written: upload_driver_log sends it once closed
+    ]
+    uploaded, skipped = _upload(run_dir, storage, files)
     echo(f"Run folder uploaded to {storage.run_uri}/ ({len(uploaded)} files, {len(skipped)} already there)")
     return uploaded
 
 
+def _upload(run_dir: Path, storage: RunStorage, files: List[Path]):
+    """Upload run-folder files under storage.run_uri, skipping those already there, checksum-checked."""
+    from orchestrator.storage.checksums import file_checksums
+    from orchestrator.storage.s3 import Bucket, Upload
+
+    bucket, key = parse_s3(str(storage.run_uri))
+    items = []
+    for f in files:
+        size = f.stat().st_size
+        sha, checksum = file_checksums(f, size)
+        items.append(Upload(f"{key}/{f.relative_to(run_dir).as_posix()}", size, sha, path=f, checksum=checksum))
+    return Bucket(bucket, endpoint_url=storage.endpoint_url).upload(items)
+
+
 def upload_driver_log(cfg, run_dir: Path) -> None:
     """The closed driver.log to the run's S3 folder (an s3:// output.dir); a failure only costs the log."""
-    if not is_s3(cfg.output.dir):
+    if not is_s3(cfg.output.dir) or not (run_dir / DRIVER_LOG).is_file():
         return
     storage = run_storage(cfg, run_dir)
-    path = run_dir / DRIVER_LOG
-    if not storage.remote or not storage.run_uri or not path.is_file():
-        return
-    import pyarrow.fs
-
     try:
-        dest = f"{storage.run_uri.removeprefix('s3://')}/{DRIVER_LOG}"
-        pyarrow.fs.copy_files(str(path), dest, destination_filesystem=storage.filesystem)
-    except OSError as e:
+        _upload(run_dir, storage, [run_dir / DRIVER_LOG])
+    except (OSError, UserError) as e:
         print(f"Could not upload {DRIVER_LOG} to {storage.run_uri}: {e}")

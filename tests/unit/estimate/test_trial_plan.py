@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import pytest
 
-from orchestrator.core.config_load import validate_dict
 from orchestrator.estimate.memory import GIB
 from orchestrator.estimate.trial_plan import (
     HOST_MARGIN,
@@ -16,26 +15,18 @@ from orchestrator.estimate.trial_plan import (
     plan_trial,
     trial_planner,
 )
+from tests.helpers.configs import tiny_t5_config
 
 
 def cfg_for(model, seed_data, training=None, resources=None, **sections):
-    return validate_dict(
-        {
-            "model": {"name_or_path": str(model), "task": "seq2seq"},
-            "data": {
-                "train": str(seed_data / "train.jsonl"),
-                "eval": str(seed_data / "eval.jsonl"),
-                "input_column": "article",
-                "target_column": "summary",
-                "max_input_length": 64,
-                "max_target_length": 16,
-            },
-            "quantization": {"compute_dtype": "float32"},
-            "lora": {"target_modules": ["q", "v"], "r": 4, "alpha": 8},
-            "training": {"max_steps": 2, "batch_size": 2, **(training or {})},
-            "resources": resources or {},
-            **sections,
-        }
+    return tiny_t5_config(
+        model,
+        seed_data,
+        data={"max_input_length": 64, "max_target_length": 16},
+        lora={"target_modules": ["q", "v"], "r": 4, "alpha": 8},
+        training={"max_steps": 2, "batch_size": 2, **(training or {})},
+        resources=resources or {},
+        **sections,
     )
 
 

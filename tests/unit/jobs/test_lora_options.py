@@ -12,25 +12,17 @@ import math
 import pytest
 
 from jobs.data import build_collator, load_splits, tokenize
-from orchestrator.core.config_load import validate_dict
 from orchestrator.core.errors import UserError
+from tests.helpers.configs import tiny_t5_config
 
 
 def cfg_for(model, seed_data, lora=None, training=None, **sections):
-    return validate_dict(
-        {
-            "model": {"name_or_path": str(model), "task": "seq2seq"},
-            "data": {
-                "train": str(seed_data / "train.jsonl"),
-                "eval": str(seed_data / "eval.jsonl"),
-                "input_column": "article",
-                "target_column": "summary",
-            },
-            "quantization": {"compute_dtype": "float32"},
-            "lora": {"target_modules": ["q", "v"], "r": 4, "alpha": 8, **(lora or {})},
-            "training": {"max_steps": 2, "batch_size": 2, "gradient_checkpointing": False, **(training or {})},
-            **sections,
-        }
+    return tiny_t5_config(
+        model,
+        seed_data,
+        lora={"target_modules": ["q", "v"], "r": 4, "alpha": 8, **(lora or {})},
+        training={"max_steps": 2, "batch_size": 2, "gradient_checkpointing": False, **(training or {})},
+        **sections,
     )
 
 

@@ -8,25 +8,17 @@ from pathlib import Path
 import pytest
 
 from orchestrator.core.config_load import validate_dict
+from tests.helpers.configs import tiny_t5_config
 
 
 def cfg_for(model: Path, seed_data: Path, **merge):
-    return validate_dict(
-        {
-            "model": {"name_or_path": str(model), "task": "seq2seq"},
-            "data": {
-                "train": str(seed_data / "train.jsonl"),
-                "eval": str(seed_data / "eval.jsonl"),
-                "input_column": "article",
-                "target_column": "summary",
-                "max_input_length": 64,
-                "max_target_length": 16,
-            },
-            "quantization": {"compute_dtype": "float32"},
-            "lora": {"r": 4, "target_modules": ["q", "v"]},
-            "training": {"generation_max_length": 8},
-            "merge": {"dtype": "float32", **merge},
-        }
+    return tiny_t5_config(
+        model,
+        seed_data,
+        data={"max_input_length": 64, "max_target_length": 16},
+        lora={"r": 4, "target_modules": ["q", "v"]},
+        training={"generation_max_length": 8},
+        merge={"dtype": "float32", **merge},
     )
 
 
