@@ -309,8 +309,15 @@ def _publish_s3(
         for key in bucket.list(dest.key(pub.version)):
             if key not in keep:
                 bucket.delete(key)
-        bucket.put(manifest_key, manifest_entry.data)  # the version is complete from here on
-        pub.uploaded.append(MANIFEST)
+        # The version is complete from here on. A concurrent publication of the same version may have
+        # written its manifest first (same files, another timestamp): then that one stands, and the pointer
+        # names its checksum, so that it matches what is stored.
+        existing = bucket.put_new(manifest_key, manifest_entry.data)
+        if existing is None:
+            pub.uploaded.append(MANIFEST)
+        else:
+            pub.manifest = json.loads(existing)
+            pub.skipped.append(MANIFEST)
     manifest_raw = existing if existing is not None else manifest_entry.data
     pointer = {
         "version": pub.version,

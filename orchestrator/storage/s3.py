@@ -198,6 +198,34 @@ class Bucket:
                 Metadata={"sha256": digest},
             )
 
+    def put_new(self, key: str, data: bytes, content_type: str = "application/json") -> Optional[bytes]:
+        """`put` only if `key` does not exist yet (`If-None-Match: *`). Returns None when this call wrote it,
+        else the bytes already there (a concurrent writer got there first; ours were not written)."""
+        from botocore.exceptions import ClientError
+
+        digest = hashlib.sha256(data).hexdigest()
+        with self.errors(self.url(key)):
+            try:
+                self.client.put_object(
+                    Bucket=self.name,
+                    Key=key,
+                    Body=data,
+                    ContentType=content_type,
+                    ChecksumSHA256=bytes_checksum(data),
+                    Metadata={"sha256": digest},
+                    IfNoneMatch="*",
+                )
+                return None
+            except ClientError as e:
+                code = e.response.get("Error", {}).get("Code", "")
+                status = e.response.get("ResponseMetadata", {}).get("HTTPStatusCode")
+                if code not in ("PreconditionFailed", "ConditionalRequestConflict") and status not in (409, 412):
+                    raise
+        now = self.get(key)
+        if now is None:  # the other writer's 409 conflict did not land after all: try once more
+            return self.put_new(key, data, content_type)
+        return now
+
     def delete(self, key: str) -> None:
         with self.errors(self.url(key)):
             self.client.delete_object(Bucket=self.name, Key=key)

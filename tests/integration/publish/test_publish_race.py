@@ -6,6 +6,7 @@ model (tests/unit/publish/test_publish.py's make_run), so there is no merge chec
 
 from __future__ import annotations
 
+import hashlib
 import json
 import re
 import shutil
@@ -21,6 +22,7 @@ from click.testing import CliRunner
 from orchestrator.cli import cli
 from orchestrator.core.errors import UserError
 from orchestrator.publish.destination import LatestPointer
+from orchestrator.publish.manifest import MANIFEST
 from orchestrator.publish.push import publish_run
 from tests.helpers.s3_server import s3_bucket, s3_server  # noqa: F401  (pytest fixtures)
 from tests.unit.publish.test_publish import make_run
@@ -143,6 +145,10 @@ def test_concurrent_publications_of_the_same_version_both_succeed(s3_bucket, tmp
     out = race_in_threads({"a": run, "b": run}, uri, ep, monkeypatch)
     assert not any(isinstance(o, UserError) for o in out.values()), out
     assert out["a"].version == out["b"].version == latest_version(s3_bucket)
+    # The pointer names the manifest that is stored (one of the two wrote it, the other adopted it).
+    pointer = json.loads(stored(s3_bucket, f"{PREFIX}/latest.json"))
+    manifest = stored(s3_bucket, f"{PREFIX}/{out['a'].version}/manifest.json")
+    assert pointer["manifest_sha256"] == hashlib.sha256(manifest).hexdigest()
 
 
 def test_a_cli_publish_that_loses_exits_2_and_a_rerun_moves_the_pointer(s3_bucket, tmp_path, monkeypatch):  # noqa: F811
