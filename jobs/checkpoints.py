@@ -159,3 +159,26 @@ def pick_resumable(
         log(f"Skipping checkpoint {src}: {reason}")
     log("No whole checkpoint left to resume from: starting from scratch")
     return None
+
+
+def stage_checkpoint(src: Optional[str], tmp: Path | str, step: int, log: Callable[[str], None]) -> Optional[Path]:
+    """Copy the HF checkpoint `src` into `tmp/checkpoint` with its manifest, for `ray.train.report`.
+
+    Returns the staged folder, or None when there is nothing to stage or it could not be written (a full
+    disk, a permission error): then `log` is told once why, and the trial goes on reporting without a
+    checkpoint (a restart resumes from the previous one).
+    """
+    if src is None:
+        return None
+    out = Path(tmp, HF_SUBDIR)
+    try:
+        shutil.copytree(src, out)
+        write_manifest(out)  # last: a checkpoint cut short fails it on resume
+    except OSError as e:
+        shutil.rmtree(out, ignore_errors=True)
+        log(
+            f"The checkpoint at step {step} could not be written ({type(e).__name__}: {e}); training went on "
+            "without it, so a restart would resume from an earlier checkpoint. Check free disk space."
+        )
+        return None
+    return out

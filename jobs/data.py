@@ -298,3 +298,24 @@ def data_stats_line(stats: Dict[str, Any]) -> str:
             f"{stats['dropped_bad_rows'][k]} {k}" for k in ("train", "eval", "test") if k in stats["dropped_bad_rows"]
         )
     return line
+
+
+def data_notices(stats: Dict[str, Any], cfg: RunConfig) -> List[str]:
+    """What the summary's notices say about the data: examples truncated, bad rows dropped."""
+    out = []
+    t = {k: n for k, n in stats.get("truncated", {}).items() if n}
+    if t:
+        d = cfg.data
+        out.append(
+            "Truncated " + " / ".join(f"{n} {k}" for k, n in t.items()) + " examples to data.max_input_length "
+            f"{d.max_input_length} / max_target_length {d.max_target_length} (input text trimmed, template cues "
+            "kept); raise them to train on whole examples."
+        )
+    dropped = stats.get("dropped_bad_rows") or {}
+    if any(dropped.values()):
+        out.append(
+            "Dropped bad rows (data.on_bad_rows: skip): "
+            + ", ".join(f"{n} {k}" for k, n in dropped.items() if n)
+            + "; set data.on_bad_rows: error and run `qlora-launch validate` to list them."
+        )
+    return out

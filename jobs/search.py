@@ -206,7 +206,7 @@ def run_search(
     import ray
     from ray import tune
 
-    from jobs.data import data_stats_line, prepare_datasets, trial_data
+    from jobs.data import data_notices, data_stats_line, prepare_datasets, trial_data
     from jobs.driver_callbacks import driver_local
     from jobs.modeling import load_tokenizer
 
@@ -271,6 +271,7 @@ def run_search(
     grid = tuner.fit()
     summary = collect_results(cfg, grid, run, n_train, st)
     summary["data_stats"] = data["stats"]  # results.json: truncated examples and dropped bad rows per split
+    summary["notices"] = data_notices(data["stats"], cfg) + summary["notices"]
     return SearchResult(summary, data["eval_raw"], data.get("test_raw"))
 
 

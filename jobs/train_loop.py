@@ -121,14 +121,19 @@ def _device_map(cfg: RunConfig):
     return None
 
 
-def training_arguments(cfg: RunConfig, output_dir: str, report_to_wandb: bool):
+def training_arguments(cfg: RunConfig, output_dir: str, report_to_wandb: bool, model_type: Optional[str] = None):
     import torch
     from transformers import Seq2SeqTrainingArguments, TrainingArguments
 
+    from jobs.precision import choose_precision
+
     t = cfg.training
     cuda = torch.cuda.is_available()
-    bf16 = t.mixed_precision == "bf16" or (t.mixed_precision == "auto" and cuda and torch.cuda.is_bf16_supported())
-    fp16 = t.mixed_precision == "fp16" or (t.mixed_precision == "auto" and cuda and not bf16)
+    bf16, fp16, said = choose_precision(t.mixed_precision, model_type, cuda, cuda and torch.cuda.is_bf16_supported())
+    if said:
+        from jobs.worker_log import notice
+
+        notice(said)
     kwargs: Dict[str, Any] = dict(
         output_dir=output_dir,
         num_train_epochs=t.epochs,
@@ -198,7 +203,7 @@ def build_trainer(
     from jobs.generation import causal_generation_trainer_class
     from jobs.metrics import generation_metrics_fn
 
-    args = training_arguments(cfg, output_dir, report_to_wandb)
+    args = training_arguments(cfg, output_dir, report_to_wandb, getattr(model.config, "model_type", None))
     kw: Dict[str, Any] = {}
     cls: Any
     if cfg.model.task == "seq2seq":
@@ -275,10 +280,6 @@ def report_callback_class():
                 metrics.update(log)
             metrics.update(self.extra)
             metrics["step"] = state.global_step
-            from jobs.worker_log import NOTICES
-
-            if NOTICES:
-                metrics["notices"] = "\n".join(NOTICES)
             metrics["peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
             if torch.cuda.is_available():
                 metrics["peak_gpu_mem_mb"] = torch.cuda.max_memory_allocated() / 2**20
@@ -289,14 +290,14 @@ def report_callback_class():
             with tempfile.TemporaryDirectory() as tmp:
                 # Only rank 0 reports a checkpoint: the HF Trainer writes the adapter, optimizer and
                 # trainer state there alone (other ranks' folders hold just their RNG state).
-                src = transformers.trainer.get_last_checkpoint(args.output_dir) if ctx.get_world_rank() == 0 else None
-                checkpoint = None
-                if src is not None:
-                    from jobs.checkpoints import write_manifest
+                from jobs.checkpoints import stage_checkpoint
+                from jobs.worker_log import NOTICES, notice
 
-                    shutil.copytree(src, Path(tmp, CHECKPOINT_DIR))
-                    write_manifest(Path(tmp, CHECKPOINT_DIR))  # last: a checkpoint cut short fails it on resume
-                    checkpoint = ray.train.Checkpoint.from_directory(tmp)
+                src = transformers.trainer.get_last_checkpoint(args.output_dir) if ctx.get_world_rank() == 0 else None
+                staged = stage_checkpoint(src, tmp, state.global_step, notice)
+                if NOTICES:  # what the user should read in the summary, including a checkpoint not written
+                    metrics["notices"] = "\n".join(NOTICES)
+                checkpoint = ray.train.Checkpoint.from_directory(tmp) if staged is not None else None
                 ray.train.report(metrics=metrics, checkpoint=checkpoint)
 
     def _ranks_in_sync(step: int, model) -> bool:

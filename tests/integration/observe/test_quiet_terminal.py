@@ -11,6 +11,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import shutil
@@ -86,11 +87,12 @@ def broken_t5(tiny_t5, tmp_path_factory) -> Path:
     return dest
 
 
-def config(tmp_path: Path, model: Path, name: str) -> Path:
+def config(tmp_path: Path, model: Path, name: str, **sections) -> Path:
     return write_config(
         tmp_path / f"{name}.yaml",
         model,
         tmp_path / "runs",
+        **sections,
         training={"max_steps": 4, "eval_steps": 2, "epochs": 1},
         search={"num_samples": 1, "max_concurrent_trials": 1, "metric": "eval_loss", "space": {}},
         tracking={"backend": "none"},
@@ -102,7 +104,8 @@ QLORA = [sys.executable, "-m", "orchestrator.cli"]
 
 
 def test_tune_in_a_terminal_shows_only_its_own_lines(tmp_path, tiny_t5):
-    code, lines = screen_of([*QLORA, "tune", config(tmp_path, tiny_t5, "quiet")], tmp_path, tmp_path / "screen")
+    cfg = config(tmp_path, tiny_t5, "quiet", data={"max_input_length": 24})  # the seed's articles are longer
+    code, lines = screen_of([*QLORA, "tune", cfg], tmp_path, tmp_path / "screen")
     assert code == 0, "\n".join(lines[-40:])
     assert leaked(lines) == [], "lines that are not the product's own:\n" + "\n".join(leaked(lines))
     assert any(re.match(r"^trial\s+status\s+.*eval_loss\s+trial best", ln) for ln in lines)  # the live table
@@ -111,6 +114,13 @@ def test_tune_in_a_terminal_shows_only_its_own_lines(tmp_path, tiny_t5):
     run = tmp_path / "runs" / "quiet"
     (log,) = run.glob("trials/*/worker.log")  # what was kept off the screen is in the trial's log
     assert "trainable params" in log.read_text() and (run / "driver.log").exists()
+    # A warning that matters (examples truncated) is in the summary's notices, once.
+    cut = json.loads((run / "results.json").read_text())["data_stats"]["truncated"]
+    assert cut["train"] > 0, cut
+    (notice,) = [ln for ln in lines if ln.startswith(f"  - Truncated {cut['train']} train ")]
+    assert "data.max_input_length 24" in notice and lines.index("Notices:") < lines.index(notice), lines
+    raw = ANSI.sub("", (tmp_path / "screen").read_text(errors="replace"))
+    assert raw.count(notice.strip()) == 1
 
 
 def test_a_failing_trial_is_one_line_and_its_log_has_the_traceback(tmp_path, broken_t5):

@@ -22,7 +22,6 @@ from click.testing import CliRunner
 from orchestrator.cli import cli
 from orchestrator.core.errors import UserError
 from orchestrator.publish.destination import LatestPointer
-from orchestrator.publish.manifest import MANIFEST
 from orchestrator.publish.push import publish_run
 from tests.helpers.s3_server import s3_bucket, s3_server  # noqa: F401  (pytest fixtures)
 from tests.unit.publish.test_publish import make_run
