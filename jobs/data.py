@@ -99,6 +99,17 @@ def trial_data(data: Dict[str, Any]) -> Dict[str, Any]:
     return {"train": table_of(data["train"]), "eval": table_of(data["eval"])}
 
 
+def _refuse_bad_rows(data: DataConfig, key: str, source: str, ds) -> None:
+    """A UserError naming the first unusable rows of a source the preflight could not read (s3://, hub:,
+    a save_to_disk folder), before any trial starts."""
+    from orchestrator.core.errors import UserError
+    from orchestrator.launch.bad_rows import describe_bad_rows
+
+    bad = [(f"row {n}", why) for n, row in enumerate(ds, 1) if (why := row_problem(data, row))]
+    if bad:
+        raise UserError(describe_bad_rows(f"data.{key}", source, bad))
+
+
 def load_splits(
     data: DataConfig, endpoint_url: Optional[str] = None, dropped: Optional[Dict[str, int]] = None
 ) -> Dict[str, "object"]:
@@ -112,6 +123,9 @@ def load_splits(
 
     def load(key: str):
         ds = load_source(getattr(data, key), endpoint_url)
+        source = getattr(data, key)
+        if data.on_bad_rows == "error" and ("://" in source or source.startswith("hub:") or Path(source).is_dir()):
+            _refuse_bad_rows(data, key, source, ds)  # local files were checked before the run (launch.bad_rows)
         if data.on_bad_rows == "skip":
             before = len(ds)
             ds = ds.filter(lambda row: row_problem(data, row) is None, desc=f"drop bad {key} rows")

@@ -106,23 +106,27 @@ def run(
     from orchestrator.observe.summary import print_summary
 
     run_dir = check_local_start(cfg, resume=resume, gpus=gpus)
+    made = run_dir  # the topmost folder this run creates (runs/ itself on a first run)
+    while not made.parent.exists():
+        made = made.parent
     try:
         with ray_session(cfg, verb, cpus=cpus, gpus=gpus, echo=echo, verbose=verbose) as fitted:
             with driver_logging(run_dir, verbose, cfg=fitted):
                 callbacks = progress_callbacks(fitted, trials_dir=str(RunDir(run_dir).path.resolve() / TRIALS_DIR))
                 execute(fitted, verb, resume=resume, params=params, callbacks=callbacks, echo=echo, verbose=verbose)
     except BaseException:
-        _clean_failed(run_dir, resume)
+        _clean_failed(run_dir, resume, made)
         raise
     return print_summary(run_dir)
 
 
-def _clean_failed(run_dir: Path, resume: bool) -> None:
-    """A run that failed before it reported anything leaves no half-written folder behind."""
+def _clean_failed(run_dir: Path, resume: bool, made: Path) -> None:
+    """A run that failed before it reported anything leaves no half-written folder behind (nor the output
+    folder it created for itself)."""
     if resume or not run_dir.exists():
         return
     if not (run_dir / "ray" / "tune").exists():
-        shutil.rmtree(run_dir, ignore_errors=True)
+        shutil.rmtree(made, ignore_errors=True)
 
 
 def open_live_tracking(cfg: RunConfig, run: RunDir, started_at: str, echo: Echo) -> Optional[Dict[str, Any]]:

@@ -89,3 +89,23 @@ def test_good_s3_data_passes_the_checks(s3_data, tiny_t5, tmp_path, monkeypatch)
     r = _tune(tmp_path, tiny_t5, s3_data, f"s3://{s3_data.name}/data/train.jsonl", monkeypatch, "--dry-run")
     assert r.exit_code == 0, r.output
     assert "Dry run: nothing started." in r.output
+
+
+def test_bad_rows_in_s3_data_stop_the_run_before_any_trial(s3_data, tiny_t5, tmp_path, monkeypatch):
+    """The preflight reads only the head of an s3:// file; the whole of it is checked where it is loaded,
+    before a trial starts, with the same message as a local file's."""
+    import json
+
+    rows = [json.loads(line) for line in (SEED / "train.jsonl").read_text().splitlines() if line.strip()]
+    rows[3]["summary"] = None
+    rows[6]["article"] = ""
+    body = "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows).encode()
+    s3_data.client().put_object(Bucket=s3_data.name, Key="data/bad.jsonl", Body=body)
+    r = _tune(tmp_path, tiny_t5, s3_data, f"s3://{s3_data.name}/data/bad.jsonl", monkeypatch)
+    assert r.exit_code == 2, r.output
+    assert (
+        f"`data.train`: 2 bad row(s) in s3://{s3_data.name}/data/bad.jsonl: row 4 (summary is null), "
+        "row 7 (article is empty)" in r.output
+    ), r.output
+    assert "data.on_bad_rows: skip" in r.output and "Traceback" not in r.output
+    assert _nothing_written(tmp_path)
