@@ -21,7 +21,7 @@ $(STAMP): requirements.lock requirements-dev.lock pyproject.toml
 # experiment, runs/demo-<UTC time>, so it can be run again and again and never overwrites a run.
 DEMO_EXPERIMENT ?= demo-$(shell date -u +%Y%m%dT%H%M%SZ)
 demo: venv
-	$(PY) -m jobs.tiny_models t5 --data examples/data/seed/train.jsonl --out models/tiny-t5
+	$(PY) -m jobs.tiny_models t5 --data examples/data/seed/train.jsonl --pretrain-on article --out models/tiny-t5
 	$(VENV)/bin/qlora-launch tune examples/t5_tiny_summarize_local.yaml --experiment $(DEMO_EXPERIMENT)
 
 test: venv

@@ -13,18 +13,19 @@ from __future__ import annotations
 import argparse
 import json
 from pathlib import Path
-from typing import Iterable, List
+from typing import Iterable, List, Optional, Sequence
 
 SPECIAL = {"pad": "<pad>", "eos": "</s>", "unk": "<unk>", "bos": "<s>"}
 
 
-def _texts(paths: Iterable[str]) -> List[str]:
+def _texts(paths: Iterable[str], keys: Optional[Sequence[str]] = None) -> List[str]:
+    """The string values of every JSONL row (only those under `keys` when given)."""
     out: List[str] = []
     for p in paths:
         for line in Path(p).read_text(encoding="utf-8").splitlines():
             if line.strip():
                 row = json.loads(line)
-                out.extend(str(v) for v in row.values() if isinstance(v, str))
+                out.extend(str(v) for k, v in row.items() if isinstance(v, str) and (keys is None or k in keys))
     return out
 
 
@@ -38,7 +39,10 @@ def build_tokenizer(texts: List[str], vocab_size: int = 512, add_bos: bool = Fal
     tok.decoder = decoders.ByteLevel()
     specials = [SPECIAL["pad"], SPECIAL["eos"], SPECIAL["unk"], SPECIAL["bos"]]
     trainer = trainers.BpeTrainer(
-        vocab_size=vocab_size, special_tokens=specials, initial_alphabet=pre_tokenizers.ByteLevel.alphabet()
+        vocab_size=vocab_size,
+        special_tokens=specials,
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+        show_progress=False,  # no progress bars on the demo's screen
     )
     tok.train_from_iterator(texts, trainer=trainer)
     eos_id = tok.token_to_id(SPECIAL["eos"])
@@ -129,14 +133,26 @@ def pretrain(model, tokenizer, texts: List[str], arch: str, steps: int, seed: in
 
 
 def make_tiny_model(
-    arch: str, data: List[str], out: str, vocab_size: int = 512, size: int = 64, pretrain_steps: int = 150
+    arch: str,
+    data: List[str],
+    out: str,
+    vocab_size: int = 512,
+    size: int = 64,
+    pretrain_steps: int = 150,
+    pretrain_on: Optional[Sequence[str]] = None,
 ) -> Path:
-    """Build and save a tiny `arch` ('t5' or 'llama') model with a tokenizer trained on `data`."""
+    """Build and save a tiny `arch` ('t5' or 'llama') model with a tokenizer trained on `data`.
+
+    `pretrain_on`: the columns whose text the base is pre-trained on (default: all). Give the inputs only
+    (e.g. `article`) for a base that, like a real one, has never seen the fine-tune's targets: pre-trained
+    on the summaries too, the tiny base memorizes them, and no fine-tune can then lower its loss on
+    held-out summaries.
+    """
     texts = _texts(data)
     tokenizer = build_tokenizer(texts, vocab_size=vocab_size, add_bos=(arch == "llama"))
     model = build_t5(tokenizer, d_model=size) if arch == "t5" else build_llama(tokenizer, hidden=size)
     if pretrain_steps:
-        pretrain(model, tokenizer, texts, arch, pretrain_steps)
+        pretrain(model, tokenizer, _texts(data, pretrain_on) if pretrain_on else texts, arch, pretrain_steps)
     out_dir = Path(out)
     out_dir.mkdir(parents=True, exist_ok=True)
     model.save_pretrained(out_dir)
@@ -152,12 +168,21 @@ def main(argv=None) -> None:
     ap.add_argument("--vocab-size", type=int, default=512)
     ap.add_argument("--size", type=int, default=64, help="Hidden size (d_model).")
     ap.add_argument("--pretrain-steps", type=int, default=150, help="Steps of base pre-training (0: random).")
+    ap.add_argument(
+        "--pretrain-on",
+        nargs="+",
+        metavar="COLUMN",
+        help="Pre-train on these columns' text only (e.g. the inputs, so the base never sees the targets).",
+    )
     args = ap.parse_args(argv)
     if (Path(args.out) / "config.json").exists():
         print(f"{args.out} already holds a model; keeping it.")
         return
-    path = make_tiny_model(args.arch, args.data, args.out, args.vocab_size, args.size, args.pretrain_steps)
-    print(f"Saved a tiny {args.arch} model (random init, {args.pretrain_steps} pre-training steps) to {path}")
+    path = make_tiny_model(
+        args.arch, args.data, args.out, args.vocab_size, args.size, args.pretrain_steps, args.pretrain_on
+    )
+    on = f" on {', '.join(args.pretrain_on)}" if args.pretrain_on else ""
+    print(f"Saved a tiny {args.arch} model (random init, {args.pretrain_steps} pre-training steps{on}) to {path}")
 
 
 if __name__ == "__main__":

@@ -30,10 +30,13 @@ def seed_data() -> Path:
 @pytest.fixture(scope="session")
 def tiny_t5(tmp_path_factory) -> Path:
     """A tiny T5 (random init + a short pre-training) with a BPE tokenizer trained on the seed data's train
-    split only: the base has never seen the eval or test examples it is scored on."""
+    split only: the base has never seen the eval or test examples it is scored on, and is pre-trained on the
+    articles only, so that, like a real base, it has never seen a summary."""
     from jobs.tiny_models import make_tiny_model
 
-    return make_tiny_model("t5", [str(SEED / "train.jsonl")], str(tmp_path_factory.mktemp("model") / "tiny-t5"))
+    return make_tiny_model(
+        "t5", [str(SEED / "train.jsonl")], str(tmp_path_factory.mktemp("model") / "tiny-t5"), pretrain_on=["article"]
+    )
 
 
 @pytest.fixture(scope="session")

@@ -94,10 +94,9 @@ def test_t5_search_end_to_end(tuned_t5_run):
     test, base, lift = (res["scores"][k] for k in ("test", "base_test", "lift"))
     assert test["num_examples"] == base["num_examples"] == 3
     assert {"eval_loss", "eval_rougeL"} <= set(test) and set(lift) >= {"eval_loss", "eval_rougeL"}
-    # The fine-tune beats the untuned base on held-out data in the search's metric or in loss. On this tiny
-    # T5 (tokenizer and pre-training from the 10 train rows only) the eval loss rises from the first eval in
-    # every trial while ROUGE-L rises (measured: test ROUGE-L 0.074 -> 0.128, loss 9.44 -> 9.49).
-    assert test["eval_rougeL"] > base["eval_rougeL"] or test["eval_loss"] < base["eval_loss"], (test, base)
+    # The fine-tune beats the untuned base on held-out data: its loss on the 3 test summaries is lower. (ROUGE is
+    # recorded, not asserted: on 3 rows a tiny T5's generations are too poor for ROUGE to rank it.)
+    assert test["eval_loss"] < base["eval_loss"] - 0.1, (test, base)
     assert lift["eval_loss"] == pytest.approx(base["eval_loss"] - test["eval_loss"])
     assert lift["eval_rougeL"] == pytest.approx(test["eval_rougeL"] - base["eval_rougeL"])
 

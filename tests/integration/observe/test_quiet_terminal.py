@@ -49,6 +49,7 @@ OWN = (
     re.compile(r"^Fidelity( \(\w+\))?: merged "),  # the merge's fidelity to the trained model
     re.compile(r"^Test set \(\d+ examples"),  # the test scores: merged vs untuned base
     re.compile(r"^  eval_\w+: \S+ -> \S+"),
+    re.compile(r"^W&B runs are offline files; to upload them|^  wandb sync "),  # with tracking.wandb
 )
 
 
