@@ -147,3 +147,19 @@ def test_verbose_brings_the_worker_lines_back(tmp_path, broken_t5):
     workers = [ln for ln in lines if re.search(r"\((RayTrainWorker|TrainController)\s+pid=\d+", ln)]
     assert workers, "\n".join(lines)
     assert any("SafetensorError" in ln for ln in workers)  # the worker's traceback, streamed
+
+
+def test_piped_output_follows_the_same_rules_in_plain_lines(tmp_path, broken_t5):
+    """Not a terminal (CI, `| tee`): plain lines, no live redraws, and still nothing from a worker or library."""
+    cmd = [*QLORA, "tune", str(config(tmp_path, broken_t5, "piped"))]
+    env = {k: v for k, v in os.environ.items() if k not in ("COLUMNS", "LINES")}
+    proc = subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=400)
+    assert proc.returncode == 1, proc.stdout + proc.stderr
+    lines = [ln for ln in (proc.stdout + proc.stderr).splitlines() if ln.strip()]
+    assert not any("\x1b[" in ln or "\r" in ln for ln in lines)  # no escape codes, no redraws
+    plain = re.compile(r"^trial \S+ (started|done|FAILED|restarted)\b|^\[search (started|finished)\]|^\[progress\]")
+    leaked_lines = [ln for ln in lines if not (plain.search(ln) or any(p.search(ln) for p in OWN))]
+    assert leaked_lines == [], "lines that are not the product's own:\n" + "\n".join(leaked_lines)
+    failed = [ln for ln in lines if re.match(r"^trial \S+ FAILED: ", ln)]
+    assert len(failed) == 1 and "SafetensorError" in failed[0], "\n".join(lines)
+    assert re.search(r"\(log: \S+/runs/piped/trials/\S+/worker\.log\)$", failed[0])
