@@ -52,6 +52,17 @@ class FolderBucket:
     def put(self, key: str, data: bytes, content_type: str = "application/json") -> None:
         self.store.write_bytes(key.strip("/"), data)
 
+    def put_new(self, key: str, data: bytes, content_type: str = "application/json") -> Optional[bytes]:
+        """`put` only if `key` does not exist yet: None when this call wrote it, else the bytes already there
+        (as orchestrator.storage.s3.Bucket.put_new)."""
+        from orchestrator.storage.kv import Conflict
+
+        try:
+            self.store.write_bytes_if(key.strip("/"), data, None)
+            return None
+        except Conflict:
+            return self.get(key)
+
     def delete(self, key: str) -> None:
         self.store.delete(key.strip("/"))
 
