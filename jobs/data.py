@@ -103,7 +103,7 @@ def _refuse_bad_rows(data: DataConfig, key: str, source: str, ds) -> None:
     """A UserError naming the first unusable rows of a source the preflight could not read (s3://, hub:,
     a save_to_disk folder), before any trial starts."""
     from orchestrator.core.errors import UserError
-    from orchestrator.launch.bad_rows import describe_bad_rows
+    from orchestrator.core.rows import describe_bad_rows
 
     bad = [(f"row {n}", why) for n, row in enumerate(ds, 1) if (why := row_problem(data, row))]
     if bad:

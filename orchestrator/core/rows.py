@@ -8,7 +8,7 @@ assistant, content a string, with at least one assistant turn holding text.
 
 from __future__ import annotations
 
-from typing import Any, List, Mapping, Optional
+from typing import Any, List, Mapping, Optional, Tuple
 
 from orchestrator.core.config_sections import DataConfig
 
@@ -16,6 +16,7 @@ MESSAGES_COLUMN = "messages"
 INSTRUCTION_COLUMN = "instruction"
 SYSTEM_COLUMN = "system"
 ROLES = ("system", "user", "assistant")
+SHOWN = 5  # first bad rows named in a message
 
 
 def required_columns(d: DataConfig) -> List[str]:
@@ -64,3 +65,13 @@ def messages_problem(messages: Any) -> Optional[str]:
     if not any(m["role"] == "assistant" and m["content"].strip() for m in messages):
         return "no assistant turn with text"
     return None
+
+
+def describe_bad_rows(key: str, source: str, bad: List[Tuple[str, str]]) -> str:
+    """The error for a split with bad rows: count, first rows and why, and the two fixes."""
+    first = ", ".join(f"{where} ({why})" for where, why in bad[:SHOWN])
+    more = f" and {len(bad) - SHOWN} more" if len(bad) > SHOWN else ""
+    return (
+        f"`{key}`: {len(bad)} bad row(s) in {source}: {first}{more}. Clean the file, or set "
+        f"data.on_bad_rows: skip to drop such rows when the data is loaded."
+    )

@@ -13,9 +13,7 @@ from pathlib import Path
 from typing import Any, Dict, Iterator, List, Tuple
 
 from orchestrator.core.config_sections import DataConfig
-from orchestrator.core.rows import row_problem
-
-SHOWN = 5  # first rows named in a message
+from orchestrator.core.rows import describe_bad_rows, row_problem
 
 
 def numbered_rows(p: Path) -> Iterator[Tuple[str, Dict[str, Any]]]:
@@ -48,16 +46,6 @@ def bad_rows(d: DataConfig, p: Path) -> List[Tuple[str, str]]:
         if why:
             out.append((where, why))
     return out
-
-
-def describe_bad_rows(key: str, source: str, bad: List[Tuple[str, str]]) -> str:
-    """The error for a split with bad rows: count, first rows and why, and the two fixes."""
-    first = ", ".join(f"{where} ({why})" for where, why in bad[:SHOWN])
-    more = f" and {len(bad) - SHOWN} more" if len(bad) > SHOWN else ""
-    return (
-        f"`{key}`: {len(bad)} bad row(s) in {source}: {first}{more}. Clean the file, or set "
-        f"data.on_bad_rows: skip to drop such rows when the data is loaded."
-    )
 
 
 def check_bad_rows(key: str, source: str, d: DataConfig) -> List[str]:
