@@ -1,0 +1,52 @@
+"""The torch process-group backend of a trial's Train workers, chosen where they run, and where Ray placed them.
+
+Ray Train picks `nccl` whenever a worker asks for GPUs. A worker given a GPU share on a node without CUDA
+(Ray started with logical GPUs: `--gpus` on a CPU machine, as the placement test does) then fails to
+start; `DeviceTorchConfig` asks rank 0 whether it sees CUDA and uses gloo when it does not (nccl as
+before when it does). `placement()` is what Ray assigned the worker, for its reports.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from typing import Any, Dict
+
+from ray.train.torch import TorchConfig
+from ray.train.torch.config import _TorchBackend
+
+
+def _has_cuda() -> bool:
+    import torch
+
+    return torch.cuda.is_available()
+
+
+class _DeviceBackend(_TorchBackend):
+    def on_start(self, worker_group, backend_config):
+        if backend_config.backend is None and worker_group.get_resources_per_worker().get("GPU", 0) > 0:
+            cuda = worker_group.execute_single(0, _has_cuda)
+            backend_config = dataclasses.replace(backend_config, backend="nccl" if cuda else "gloo")
+        super().on_start(worker_group, backend_config)
+
+
+@dataclass
+class DeviceTorchConfig(TorchConfig):
+    @property
+    def backend_cls(self):
+        return _DeviceBackend
+
+
+def placement() -> Dict[str, Any]:
+    """The GPU ids and the GPU share Ray assigned this worker ({} without GPUs), and its node."""
+    import ray
+
+    ctx = ray.get_runtime_context()
+    ids = ctx.get_accelerator_ids().get("GPU") or []
+    if not ids:
+        return {}
+    return {
+        "ray_gpu_ids": ",".join(str(i) for i in ids),
+        "ray_gpu_share": float(ctx.get_assigned_resources().get("GPU", 0.0)),
+        "ray_node_id": ctx.get_node_id(),
+    }
