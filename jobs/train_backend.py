@@ -9,8 +9,9 @@ before when it does). `placement()` is what Ray assigned the worker, for its rep
 from __future__ import annotations
 
 import dataclasses
+import time
 from dataclasses import dataclass
-from typing import Any, Dict
+from typing import Any, Dict, Optional
 
 from ray.train.torch import TorchConfig
 from ray.train.torch.config import _TorchBackend
@@ -22,16 +23,24 @@ def _has_cuda() -> bool:
     return torch.cuda.is_available()
 
 
+DEVICE = "nccl-or-gloo"  # resolved in _DeviceBackend.on_start (TorchTrainer fills in only an empty backend)
+
+
 class _DeviceBackend(_TorchBackend):
     def on_start(self, worker_group, backend_config):
-        if backend_config.backend is None and worker_group.get_resources_per_worker().get("GPU", 0) > 0:
-            cuda = worker_group.execute_single(0, _has_cuda)
+        if backend_config.backend == DEVICE:
+            gpu = worker_group.get_resources_per_worker().get("GPU", 0) > 0
+            cuda = gpu and worker_group.execute_single(0, _has_cuda)
             backend_config = dataclasses.replace(backend_config, backend="nccl" if cuda else "gloo")
         super().on_start(worker_group, backend_config)
 
 
 @dataclass
 class DeviceTorchConfig(TorchConfig):
+    """TorchConfig whose backend is chosen where the workers run: nccl with CUDA, gloo without."""
+
+    backend: Optional[str] = DEVICE
+
     @property
     def backend_cls(self):
         return _DeviceBackend
@@ -46,6 +55,7 @@ def placement() -> Dict[str, Any]:
     if not ids:
         return {}
     return {
+        "placed_at": time.time(),
         "ray_gpu_ids": ",".join(str(i) for i in ids),
         "ray_gpu_share": float(ctx.get_assigned_resources().get("GPU", 0.0)),
         "ray_node_id": ctx.get_node_id(),

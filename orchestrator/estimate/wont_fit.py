@@ -80,3 +80,11 @@ def space_warning(cfg, planner: Callable[[Any], Dict[str, Any]], n: int = SAMPLE
         f"skipped (SKIPPED_WONT_FIT); the largest {wont_fit_text(worst)}. Narrow search.space (lora.r, "
         "training.batch_size, data.max_*_length) or give the trials more memory (resources)."
     )
+
+
+def validate_warning(cfg) -> Optional[str]:
+    """`validate`'s warning when most of the search space cannot fit (None when it can, or no estimate)."""
+    from orchestrator.estimate.trial_plan import trial_planner
+
+    planner = trial_planner(cfg, min(cfg.search.max_concurrent_trials, cfg.search.num_samples), echo=lambda *a: None)
+    return space_warning(cfg, planner) if planner is not None else None
