@@ -2,8 +2,8 @@
 
 Ray Train picks `nccl` whenever a worker asks for GPUs. A worker given a GPU share on a node without CUDA
 (Ray started with logical GPUs: `--gpus` on a CPU machine, as the placement test does) then fails to
-start; `DeviceTorchConfig` asks rank 0 whether it sees CUDA and uses gloo when it does not (nccl as
-before when it does). `placement()` is what Ray assigned the worker, for its reports.
+start, and Accelerate is pointed at cuda:N; `DeviceTorchConfig` asks rank 0 whether it sees CUDA and,
+when it does not, uses gloo and the CPU (nccl and the assigned GPU as before when it does). `placement()` is what Ray assigned the worker, for its reports.
 """
 
 from __future__ import annotations
@@ -26,12 +26,22 @@ def _has_cuda() -> bool:
 DEVICE = "nccl-or-gloo"  # resolved in _DeviceBackend.on_start (TorchTrainer fills in only an empty backend)
 
 
+def _use_cpu() -> None:
+    import os
+
+    os.environ["ACCELERATE_TORCH_DEVICE"] = "cpu"
+
+
 class _DeviceBackend(_TorchBackend):
     def on_start(self, worker_group, backend_config):
         if backend_config.backend == DEVICE:
             gpu = worker_group.get_resources_per_worker().get("GPU", 0) > 0
             cuda = gpu and worker_group.execute_single(0, _has_cuda)
             backend_config = dataclasses.replace(backend_config, backend="nccl" if cuda else "gloo")
+            super().on_start(worker_group, backend_config)
+            if gpu and not cuda:  # Ray told Accelerate to use cuda:N (from the GPU ids it assigned)
+                worker_group.execute(_use_cpu)
+            return
         super().on_start(worker_group, backend_config)
 
 

@@ -78,6 +78,9 @@ def test_train_backend_is_chosen_on_the_worker():
         def execute_single(self, rank, fn):
             return self.cuda
 
+        def execute(self, fn):
+            seen.append(fn.__name__)
+
     from ray.train.torch.config import _TorchBackend
 
     original = _TorchBackend.on_start
@@ -87,4 +90,4 @@ def test_train_backend_is_chosen_on_the_worker():
             _DeviceBackend().on_start(Group(gpu, cuda), config)
     finally:
         _TorchBackend.on_start = original
-    assert seen == ["gloo", "gloo", "nccl"]
+    assert seen == ["gloo", "gloo", "_use_cpu", "nccl"]  # a GPU share without CUDA: Accelerate on the CPU
