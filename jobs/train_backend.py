@@ -3,7 +3,8 @@
 Ray Train picks `nccl` whenever a worker asks for GPUs. A worker given a GPU share on a node without CUDA
 (Ray started with logical GPUs: `--gpus` on a CPU machine, as the placement test does) then fails to
 start, and Accelerate is pointed at cuda:N; `DeviceTorchConfig` asks rank 0 whether it sees CUDA and,
-when it does not, uses gloo and the CPU (nccl and the assigned GPU as before when it does). `placement()` is what Ray assigned the worker, for its reports.
+when it does not, uses gloo and the CPU (nccl and the assigned GPU as before when it does).
+`placement()` is what Ray assigned the worker, for its reports.
 """
 
 from __future__ import annotations

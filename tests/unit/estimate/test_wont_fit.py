@@ -58,7 +58,8 @@ def test_a_trial_over_one_gpu_is_skipped_with_its_estimate(tiny_t5, seed_data):
     assert planner(half)["wont_fit"]["available_gb"] == 24.0
     # no gpu_memory_gb: nothing to judge against, nothing skipped
     unknown = cfg.with_params({"resources.gpus_per_worker": 1, "resources.gpu_memory_gb": None})
-    assert fit_limit(unknown, 64)[0] is None and planner(unknown.with_params({"training.batch_size": 32}))["wont_fit"] is None
+    assert fit_limit(unknown, 64)[0] is None
+    assert planner(unknown.with_params({"training.batch_size": 32}))["wont_fit"] is None
 
 
 def test_cpu_workers_are_judged_against_host_memory(tiny_t5, seed_data):

@@ -28,9 +28,8 @@ def test_worst_value_per_mode_and_the_csv_fields():
 @pytest.mark.parametrize("mode", ["min", "max"])
 def test_optuna_records_the_skipped_region_as_the_worst_completed_value(mode):
     from optuna.trial import TrialState
-    from ray.tune.search.optuna import OptunaSearch
-
     from ray import tune
+    from ray.tune.search.optuna import OptunaSearch
 
     search = OptunaSearch({"lora.r": tune.choice([4, 64])}, metric="eval_loss", mode=mode, seed=0)
     for tid, result in (("a", {"eval_loss": worst(mode), **SKIP}), ("b", {"eval_loss": 2.0})):
