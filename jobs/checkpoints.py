@@ -14,9 +14,13 @@ import shutil
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Dict, List, Optional, Tuple
+from typing import TYPE_CHECKING, Any, Callable, Dict, List, Optional, Tuple
 
 from orchestrator.core.fingerprint import sha256_file
+
+if TYPE_CHECKING:
+    from orchestrator.core.ray_storage import RunStorage
+    from orchestrator.core.rundir import RunDir
 
 MANIFEST = "manifest.sha256.json"
 HF_SUBDIR = "checkpoint"  # where the report callback puts the HF checkpoint inside a Ray checkpoint
@@ -182,3 +186,14 @@ def stage_checkpoint(src: Optional[str], tmp: Path | str, step: int, log: Callab
         )
         return None
     return out
+
+
+def save_log_history(checkpoints: List[Optional[str]], run: "RunDir", trial_id: str, st: "RunStorage") -> None:
+    """The trial's HF log_history from its newest checkpoint still in storage (older ones get pruned)."""
+    for ckpt in checkpoints:
+        if not ckpt:
+            continue
+        text = st.read_text(f"{ckpt}/checkpoint/trainer_state.json")
+        if text is not None:
+            run.write_trial_history(trial_id, json.loads(text)["log_history"])
+            return

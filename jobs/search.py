@@ -6,7 +6,6 @@ own TorchTrainer and forwards the workers' reports to Tune with `TuneReportCallb
 
 from __future__ import annotations
 
-import json
 import math
 import shutil
 import time
@@ -47,11 +46,15 @@ def trial_driver(
     from ray.train.torch import TorchTrainer
     from ray.tune.integration.ray_train import TuneReportCallback
 
+    from jobs.train_backend import DeviceTorchConfig
     from jobs.train_loop import train_fn_per_worker
+    from jobs.wont_fit import report_wont_fit
 
     cfg = RunConfig.model_validate(run_config)
     trial_id = ray.tune.get_context().get_trial_id()
     plan = planner(cfg.with_params(config["params"])) if planner else {"params": {}, "record": {}}
+    if plan.get("wont_fit"):  # its estimate exceeds the largest GPU (or the host): no Train run, one report
+        return report_wont_fit(cfg, trial_id, plan)
     r = cfg.with_params(plan["params"]).resources  # gpus_per_worker auto: this trial's share (no plan: 1)
     per_worker = {"CPU": r.cpus_per_worker, **r.custom}
     if r.gpus:
@@ -71,6 +74,7 @@ def trial_driver(
             "log": log,
             "wandb_run_id": f"{cfg.experiment}-{trial_id}",
         },
+        torch_config=DeviceTorchConfig(),  # gloo where a worker's GPU share has no CUDA behind it
         scaling_config=ray.train.ScalingConfig(
             num_workers=r.num_workers, use_gpu=r.gpus > 0, resources_per_worker=per_worker
         ),
@@ -140,14 +144,16 @@ def _max_reports(cfg: RunConfig, n_train: int) -> int:
 
 def build_tune_config(cfg: RunConfig, n_train: int, single: bool):
     from ray import tune
-    from ray.tune.schedulers import ASHAScheduler, FIFOScheduler, TrialScheduler
+    from ray.tune.schedulers import FIFOScheduler, TrialScheduler
     from ray.tune.search import SearchAlgorithm, Searcher
 
     scheduler: TrialScheduler
     search_alg: Union[Searcher, SearchAlgorithm]
     s = cfg.search
     if s.scheduler == "asha" and not single:
-        scheduler = ASHAScheduler(
+        from jobs.wont_fit import FeasibleASHA  # ASHA that never ranks a skipped (won't fit) trial
+
+        scheduler = FeasibleASHA(
             time_attr="training_iteration",
             max_t=max(_max_reports(cfg, n_train), s.grace_period),
             grace_period=s.grace_period,
@@ -277,8 +283,10 @@ def run_search(
 
 def collect_results(cfg: RunConfig, grid, run: RunDir, n_train: int, st: RunStorage) -> Dict[str, Any]:
     """trials.csv, per-trial histories, the best trial's adapter copied to best/adapter."""
+    from jobs.checkpoints import save_log_history
     from jobs.merge import copy_adapter
     from jobs.model_cache import model_path
+    from jobs.wont_fit import skipped_fields
 
     metric, mode = cfg.search.metric, cfg.search.resolved_mode
     better = (lambda a, b: a < b) if mode == "min" else (lambda a, b: a > b)
@@ -303,6 +311,7 @@ def collect_results(cfg: RunConfig, grid, run: RunDir, n_train: int, st: RunStor
             "status": status,
             "time_s": round(float(last.get("time_total_s", 0) or 0), 1),
             **{k: last[k] for k in ("gradient_checkpointing", "estimated_peak_gb") if k in last},  # the plan
+            **skipped_fields(last),  # SKIPPED_WONT_FIT: the estimate, needed vs available GiB
         }
         run.trial_dir(trial_id).mkdir(parents=True, exist_ok=True)
         if st.remote and st.run_uri:  # the workers' logs were copied to the run's S3 folder: bring them here
@@ -320,7 +329,7 @@ def collect_results(cfg: RunConfig, grid, run: RunDir, n_train: int, st: RunStor
             run.write_trial_result(trial_id, _jsonable(last))
         if scored:
             row[metric] = _best_of(scored, metric, mode)[metric]
-            _save_log_history([h.get("checkpoint_path") for h in reversed(history)], run, trial_id, st)
+            save_log_history([h.get("checkpoint_path") for h in reversed(history)], run, trial_id, st)
             # Ray keeps only the best few checkpoints: pick among those still in storage, latest on ties.
             kept = [h for h in scored if h.get("checkpoint_path") and st.exists(h["checkpoint_path"])]
             if kept:
@@ -383,14 +392,3 @@ def _jsonable(d: Dict[str, Any]) -> Dict[str, Any]:
         elif hasattr(v, "item"):
             out[k] = v.item()
     return out
-
-
-def _save_log_history(checkpoints: List[Optional[str]], run: RunDir, trial_id: str, st: RunStorage) -> None:
-    """The trial's HF log_history from its newest checkpoint still in storage (older ones get pruned)."""
-    for ckpt in checkpoints:
-        if not ckpt:
-            continue
-        text = st.read_text(f"{ckpt}/checkpoint/trainer_state.json")
-        if text is not None:
-            run.write_trial_history(trial_id, json.loads(text)["log_history"])
-            return

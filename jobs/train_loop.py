@@ -45,6 +45,7 @@ def _train(config: Dict[str, Any], rank: int, sync_log) -> None:
     data = resolve_data(config["data"])
     tracker = start_tracking(cfg, config)
     from jobs.modeling import load_tokenizer, load_trainable, param_counts
+    from jobs.train_backend import placement  # the GPU ids and share Ray gave this worker
 
     tokenizer = load_tokenizer(cfg)
     model = load_trainable(cfg, device_map=_device_map(cfg))
@@ -59,7 +60,7 @@ def _train(config: Dict[str, Any], rank: int, sync_log) -> None:
         tracker.config.update({**counts}, allow_val_change=True)
     output_dir = tempfile.mkdtemp(prefix="qlora-trial-")
     resume, step = restore_checkpoint(output_dir)
-    extra = {**counts, "resumed_from_step": step, **config.get("plan", {})}  # plan: the estimate's choices
+    extra = {**counts, "resumed_from_step": step, **config.get("plan", {}), **placement()}  # plan: the estimate's
     trainer = build_trainer(cfg, model, tokenizer, data, extra, output_dir, report_to_wandb=tracker is not None)
     if config.get("mlflow_live"):
         from jobs.mlflow_live import mlflow_live_callback

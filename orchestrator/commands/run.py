@@ -64,6 +64,11 @@ def register(group: click.Group) -> None:
             click.echo(json.dumps(cfg.to_json(), indent=2))
             return
         click.echo(plan_text(cfg, "tune"))
+        from orchestrator.estimate.wont_fit import validate_warning
+
+        warning = validate_warning(cfg)  # most of the space cannot fit: a warning, not an error
+        if warning:
+            click.secho(warning, fg="yellow")
         click.secho("Config is well-formed!", fg="green")
 
     @group.command()

@@ -61,9 +61,12 @@ def plan_trial(shape: ModelShape, cfg, host_gib: float, concurrent: int) -> Dict
 
     Returns:
         {"params": {"training.gradient_checkpointing": bool, ["resources.gpus_per_worker": share]},
-        "record": {...}}: `params` resolves the trial's config, `record` goes into every report of the
-        trial (its metrics and record).
+        "record": {...}, "wont_fit": None or {needed_gb, available_gb, fit_limit}}: `params` resolves the
+        trial's config, `record` goes into every report of the trial (its metrics and record); `wont_fit`:
+        the trial cannot fit the largest GPU (or the host) and is skipped (orchestrator.estimate.wont_fit).
     """
+    from orchestrator.estimate.wont_fit import wont_fit
+
     want = cfg.training.gradient_checkpointing
     without = peak_bytes(shape, cfg, False)
     budget, source = memory_budget(cfg, host_gib, concurrent)
@@ -82,6 +85,7 @@ def plan_trial(shape: ModelShape, cfg, host_gib: float, concurrent: int) -> Dict
         params["resources.gpus_per_worker"] = extra["gpus_per_worker"] = gpu_share(peak, cfg.resources.gpu_memory_gb)
     return {
         "params": params,
+        "wont_fit": wont_fit(cfg, peak, host_gib),
         "record": {
             **extra,
             "gradient_checkpointing": ckpt,
@@ -127,16 +131,15 @@ def model_shape(cfg) -> ModelShape:
 
 
 def trial_planner(cfg, concurrent: int, echo: Callable[..., None] = print) -> Optional[TrialPlanner]:
-    """The planner for a search, or None when nothing is `auto` or the model's shape cannot be read here
-    (then an `auto` keeps gradient checkpointing on, as before, and says so)."""
-    if "auto" not in (cfg.training.gradient_checkpointing, cfg.resources.gpus_per_worker):
-        return None
+    """The planner for a search (the `auto` settings and the trials that cannot fit), or None when the
+    model's shape cannot be read here (then an `auto` keeps gradient checkpointing on, as before, and says so)."""
     try:
         shape = model_shape(cfg)
     except (UserError, OSError, ValueError) as e:
         echo(
-            f"No memory estimate for the trials ({str(e).splitlines()[0][:200]}): training.gradient_checkpointing "
-            "auto stays on; resources.gpus_per_worker auto asks for a whole GPU per worker."
+            f"No memory estimate for the trials ({str(e).splitlines()[0][:200]}): no trial is skipped for its "
+            "size; training.gradient_checkpointing auto stays on; resources.gpus_per_worker auto asks for a whole "
+            "GPU per worker."
         )
         return None
     return TrialPlanner(shape, host_memory_gib(), max(1, concurrent))

@@ -24,14 +24,22 @@ from orchestrator.observe.search_state import (
     ERROR,
     PENDING,
     RUNNING,
+    SKIPPED,
     STOPPED,
     SearchProgress,
     fmt_value,
     search_progress,
 )
 
-_STYLE = {PENDING: "dim", RUNNING: "cyan", COMPLETED: "green", STOPPED: "yellow", ERROR: "bold red"}
-_LABEL = {PENDING: "pending", RUNNING: "running", COMPLETED: "done", STOPPED: "stopped", ERROR: "error"}
+_STYLE = {PENDING: "dim", RUNNING: "cyan", COMPLETED: "green", STOPPED: "yellow", ERROR: "bold red", SKIPPED: "magenta"}
+_LABEL = {
+    PENDING: "pending",
+    RUNNING: "running",
+    COMPLETED: "done",
+    STOPPED: "stopped",
+    ERROR: "error",
+    SKIPPED: "won't fit",
+}
 
 
 def live_table(progress: SearchProgress):
@@ -180,6 +188,8 @@ class ProgressCallback:
             self._draw(force=True)
             if error:
                 self._say(self.failure_line(t.trial_id, t.step, error), style="red")
+            elif t.status == SKIPPED:
+                self._say(self.progress.skipped_line(t), style="magenta")
         else:
             self._print(self.progress.plain_result_line(t) + (f" (log: {self.log_path(t.trial_id)})" if error else ""))
 

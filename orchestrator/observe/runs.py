@@ -213,7 +213,13 @@ def _console():
 
 
 def _status_word(s) -> str:
-    return {"COMPLETED": "completed", "STOPPED_EARLY": "stopped early", "ERROR": "failed"}.get(str(s), str(s).lower())
+    words = {
+        "COMPLETED": "completed",
+        "STOPPED_EARLY": "stopped early",
+        "ERROR": "failed",
+        "SKIPPED_WONT_FIT": "won't fit",
+    }
+    return words.get(str(s), str(s).lower())
 
 
 def _fmt(v) -> str:

@@ -15,10 +15,12 @@ from typing import Any, Callable, Dict, List, Optional
 from orchestrator.core.config import RunConfig
 from orchestrator.core.formatting import fmt_duration, fmt_number
 from orchestrator.core.formatting import is_number as _num
+from orchestrator.core.trial_status import SKIPPED_FLAG, SKIPPED_WONT_FIT, wont_fit_text
 
 # Trial states, named as in trials.csv where they overlap.
 PENDING, RUNNING, COMPLETED, STOPPED, ERROR = "PENDING", "RUNNING", "COMPLETED", "STOPPED_EARLY", "ERROR"
-FINISHED = (COMPLETED, STOPPED, ERROR)
+SKIPPED = SKIPPED_WONT_FIT  # never started: its estimate does not fit (one report, no worker)
+FINISHED = (COMPLETED, STOPPED, ERROR, SKIPPED)
 
 
 @dataclass
@@ -41,7 +43,7 @@ class TrialState:
 
     def fraction(self) -> Optional[float]:
         """How far through its planned training the trial is (0..1), when that is known."""
-        if self.status in (COMPLETED, STOPPED, ERROR):
+        if self.status in FINISHED:
             return 1.0
         if self.planned_steps and self.step is not None:
             return min(1.0, self.step / self.planned_steps)
@@ -115,6 +117,10 @@ class SearchProgress:
             t.epoch = float(result["epoch"])
         if _num(result.get("time_total_s")):
             t.time_s = float(result["time_total_s"])
+        if result.get(SKIPPED_FLAG):  # its metric is the worst value, for the search algorithm only
+            t.status = SKIPPED
+            t.extra.update({k: result.get(k) for k in ("needed_gb", "available_gb", "fit_limit")})
+            return t
         for k in ("peak_rss_mb", "done"):
             if k in result:
                 t.extra[k] = result[k]
@@ -131,7 +137,9 @@ class SearchProgress:
         """The trial finished: ran to the end, was stopped by the scheduler, or failed (`error`)."""
         t = self._trial(trial_id)
         frac = t.fraction() if t.status not in FINISHED else None
-        if error is not None:
+        if t.status == SKIPPED and error is None:
+            pass
+        elif error is not None:
             t.status, t.error = ERROR, error
         elif frac is not None:
             t.status = COMPLETED if frac >= 0.999 else STOPPED
@@ -151,7 +159,7 @@ class SearchProgress:
         return self.clock() - self.t0
 
     def counts(self) -> Dict[str, int]:
-        out = {s: 0 for s in (PENDING, RUNNING, COMPLETED, STOPPED, ERROR)}
+        out = {s: 0 for s in (PENDING, RUNNING, COMPLETED, STOPPED, ERROR, SKIPPED)}
         for t in self.trials.values():
             out[t.status] += 1
         out[PENDING] += max(0, self.total - len(self.trials))  # not yet created by the search algorithm
@@ -170,7 +178,7 @@ class SearchProgress:
         now = self.clock()
         per_trial = []
         for t in self.trials.values():
-            if t.status == ERROR:
+            if t.status in (ERROR, SKIPPED):
                 continue
             f = t.fraction() if t.status == RUNNING else (1.0 if t.status == COMPLETED else None)
             spent = t.time_s if t.time_s is not None else (now - t.started if t.started is not None else None)
@@ -204,7 +212,7 @@ class SearchProgress:
 
     def trials_text(self) -> str:
         c = self.counts()
-        done = c[COMPLETED] + c[STOPPED] + c[ERROR]
+        done = c[COMPLETED] + c[STOPPED] + c[ERROR] + c[SKIPPED]
         parts = [f"{done}/{self.total} trials done"]
         if c[RUNNING]:
             parts.append(f"{c[RUNNING]} running")
@@ -212,12 +220,14 @@ class SearchProgress:
             parts.append(f"{c[STOPPED]} stopped early")
         if c[ERROR]:
             parts.append(f"{c[ERROR]} failed")
+        if c[SKIPPED]:
+            parts.append(f"{c[SKIPPED]} skipped (won't fit)")
         return " · ".join(parts)
 
     def time_text(self) -> str:
         c = self.counts()
         parts = [f"elapsed {fmt_duration(self.elapsed())}"]
-        if c[COMPLETED] + c[STOPPED] + c[ERROR] < self.total:
+        if c[COMPLETED] + c[STOPPED] + c[ERROR] + c[SKIPPED] < self.total:
             eta = self.eta()
             parts.append(f"~{fmt_duration(eta)} left" if eta is not None else "time left: estimating")
         if self.best is not None:
@@ -229,11 +239,16 @@ class SearchProgress:
         step = f" at step {t.step}" if t.step is not None else ""
         if t.status == ERROR:
             what = f"trial {t.trial_id} FAILED{step}: {t.error}"
+        elif t.status == SKIPPED:
+            what = self.skipped_line(t)
         elif t.status == STOPPED:
             what = f"trial {t.trial_id} stopped early{step}: {shown}"
         else:
             what = f"trial {t.trial_id} done{step}: {shown}"
         return f"{what} | {self.summary_line()}"
+
+    def skipped_line(self, t: TrialState) -> str:
+        return f"trial {t.trial_id} skipped, won't fit: {wont_fit_text(t.extra)}"
 
     def plain_start_line(self, t: TrialState) -> str:
         params = ", ".join(f"{k}={fmt_value(v)}" for k, v in t.params.items())

@@ -23,7 +23,7 @@ def print_summary(run_dir: Path) -> int:
     table = Table(title=f"{res['experiment']}: {res['num_trials']} trials ({metric}, {res['mode']})")
     keys: list = []
     for row in res["trials"]:
-        keys += [k for k in row if k not in keys and k not in ("planned_steps", "error")]
+        keys += [k for k in row if k not in keys and k not in ("planned_steps", "error", "fit_limit")]
     for k in keys:
         table.add_column(k, justify="right" if k not in ("trial_id", "status") else "left")
     for row in res["trials"]:
@@ -72,8 +72,13 @@ def print_summary(run_dir: Path) -> int:
 
 
 def print_problems(console, run: RunDir, res) -> None:
-    """Failed trials (one line each, with the path to the trial's log) and the notices, each once."""
+    """Failed and skipped trials (one line each: the path to a failed trial's log, a skipped one's estimate) and
+    the notices, each once."""
+    from orchestrator.core.trial_status import SKIPPED_WONT_FIT, wont_fit_text
+
     for row in res["trials"]:
+        if row.get("status") == SKIPPED_WONT_FIT:
+            console.print(f"trial {row['trial_id']} skipped, won't fit: {wont_fit_text(row)}", style="magenta")
         if row.get("status") != "ERROR":
             continue
         at = f" at step {row['steps']}" if row.get("steps") else ""

@@ -20,7 +20,12 @@ from orchestrator.core.rundir import RunDir
 
 # Tableau 10: distinct, colour-blind friendlier than plotly's default; one colour per trial everywhere.
 PALETTE = ["#4e79a7", "#f28e2b", "#e15759", "#76b7b2", "#59a14f", "#edc948", "#b07aa1", "#ff9da7", "#9c755f", "#bab0ac"]
-STATUS_LABEL = {"COMPLETED": "completed", "STOPPED_EARLY": "stopped early", "ERROR": "error"}
+STATUS_LABEL = {
+    "COMPLETED": "completed",
+    "STOPPED_EARLY": "stopped early",
+    "ERROR": "error",
+    "SKIPPED_WONT_FIT": "won't fit",  # never started: its estimate exceeds the largest GPU (or the host)
+}
 SMOOTH_AFTER = 20  # points; noisier per-step curves get a smoothed line over the faint raw one
 
 

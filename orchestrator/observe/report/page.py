@@ -82,6 +82,7 @@ table { border-collapse:collapse; width:100%; }
 .pill.completed { background:#dcfce7; color:var(--ok); }
 .pill.stopped_early { background:#fef3c7; color:var(--warn); }
 .pill.error { background:#fee2e2; color:var(--bad); }
+.pill.skipped_wont_fit { background:#f3e8ff; color:#7e22ce; }
 table.kv th { text-align:left; font-weight:500; color:var(--muted); padding:3px 12px 3px 0; font-size:13px;
         white-space:nowrap; vertical-align:top; }
 table.kv td { padding:3px 0; font-variant-numeric: tabular-nums; font-size:13px; word-break:break-all; }

@@ -10,6 +10,7 @@ from typing import Optional, Sequence
 
 from orchestrator.core.formatting import is_number as _num
 from orchestrator.core.scores import fidelity_of, fidelity_text, test_rows, test_size
+from orchestrator.core.trial_status import SKIPPED_WONT_FIT, wont_fit_text
 from orchestrator.observe.report.data import (
     STATUS_LABEL,
     ReportData,
@@ -74,7 +75,8 @@ def kpi_section(data: ReportData) -> str:
         _card(
             "trials",
             str(len(trials)),
-            f"{counts['COMPLETED']} completed · {counts['STOPPED_EARLY']} stopped early · {counts['ERROR']} failed",
+            f"{counts['COMPLETED']} completed · {counts['STOPPED_EARLY']} stopped early · {counts['ERROR']} failed"
+            + (f" · {counts['SKIPPED_WONT_FIT']} won't fit" if counts["SKIPPED_WONT_FIT"] else ""),
         )
     )
     if p.get("trainable_params"):
@@ -162,9 +164,10 @@ def trial_table_section(data: ReportData) -> str:
             else:
                 v = r.get(c)
             if c == "status":
+                why = f' <span class="muted">{html.escape(wont_fit_text(r))}</span>' if v == SKIPPED_WONT_FIT else ""
                 cells.append(
                     f'<td data-v="{html.escape(str(v))}"><span class="pill {str(v).lower()}">'
-                    f"{html.escape(STATUS_LABEL.get(v, str(v)))}</span></td>"
+                    f"{html.escape(STATUS_LABEL.get(v, str(v)))}</span>{why}</td>"
                 )
             elif c == "trial_id":
                 star = ' <span class="star" title="best trial">★</span>' if tid == best else ""
