@@ -69,19 +69,22 @@ class BudgetLimiter(SearchAlgorithm):
     def next_trial(self):
         if self.is_finished():
             return None
+        # The wrapped algorithm first: it holds back while its concurrency limit is reached, so the budget
+        # is judged when a trial could really start (after the finished trial was counted), not earlier.
+        trial = self.inner.next_trial()
+        if trial is None:
+            return None
         if not self.ledger.allows_next():
             self.stop = {
                 "launched": len(self.resources),
                 "committed_gpu_hours": round(self.ledger.committed(), 6),
                 "projected_gpu_hours": round(self.ledger.projected(), 6),
             }
-            self.set_finished()
+            self.set_finished()  # the trial just drawn is dropped: the search ends here
             return None
-        trial = self.inner.next_trial()
-        if trial is not None:
-            params = (trial.config or {}).get("params", {})
-            self.resources[trial.trial_id] = self.cfg.with_params(params).resources.model_dump(mode="json")
-            self.ledger.started(trial.trial_id)
+        params = (trial.config or {}).get("params", {})
+        self.resources[trial.trial_id] = self.cfg.with_params(params).resources.model_dump(mode="json")
+        self.ledger.started(trial.trial_id)
         return trial
 
     def _gpu_hours(self, trial_id: str, result: Dict[str, Any]) -> float:

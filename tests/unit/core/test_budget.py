@@ -47,6 +47,20 @@ def test_bad_budget_values_name_their_keys():
     assert "`resources.price_per_gpu_hour`" in text and "above 0" in text
 
 
+def test_cli_refuses_a_dollar_budget_without_a_price_exit_2_nothing_written(tmp_path, tiny_t5):
+    from click.testing import CliRunner
+
+    from orchestrator.cli import cli
+    from tests.conftest import write_config
+
+    path = write_config(tmp_path / "exp.yaml", tiny_t5, tmp_path / "runs", search={"budget": {"usd": 20}})
+    for verb in ("validate", "tune"):
+        result = CliRunner().invoke(cli, [verb, str(path)], catch_exceptions=False)
+        assert result.exit_code == 2, result.output
+        assert "Traceback" not in result.output and "resources.price_per_gpu_hour" in result.output
+    assert not (tmp_path / "runs").exists()
+
+
 def test_dollars_become_gpu_hours_at_the_price():
     c = cfg(search={"budget": {"usd": 10}}, resources={"price_per_gpu_hour": 2.5})
     assert budget_gpu_hours(c) == 4.0
