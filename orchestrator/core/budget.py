@@ -126,13 +126,18 @@ def spend_summary(cfg: RunConfig, rows: List[Mapping[str, Any]], stop: Optional[
     return out
 
 
+def dollars(x: float) -> str:
+    """$1,234.50; small sums keep three significant digits ($0.0531)."""
+    return f"${x:,.2f}" if abs(x) >= 1 or x == 0 else f"${x:.3g}"
+
+
 def spend_line(spend: Mapping[str, Any], num_samples: int, num_trials: int) -> str:
     """One line for the end-of-run summary."""
-    usd = f" (${spend['usd']:.2f})" if spend.get("usd") is not None else ""
+    usd = f" ({dollars(spend['usd'])})" if spend.get("usd") is not None else ""
     text = f"Spend: {spend['gpu_hours']:.4g} GPU-hours{usd}"
     b = spend.get("budget")
     if b:
-        limit = f"${b['usd']:.2f}" if "usd" in b else f"{b['gpu_hours']:.4g} GPU-hours"
+        limit = dollars(b["usd"]) if "usd" in b else f"{b['gpu_hours']:.4g} GPU-hours"
         text += f" of a {limit} budget"
         if spend.get("stopped_by_budget"):
             text += (

@@ -129,12 +129,14 @@ def kpi_section(data: ReportData) -> str:
 
 
 def _spend_card(spend) -> str:
-    usd = spend.get("usd")
-    value = f"${usd:,.2f}" if _num(usd) else f"{spend.get('gpu_hours', 0):.3g} GPU-h"
-    sub = [f"{spend.get('gpu_hours', 0):.3g} GPU-hours"] if _num(usd) else []
+    from orchestrator.core.budget import dollars
+
+    usd, unit = spend.get("usd"), "worker-h" if "worker" in str(spend.get("unit_note")) else "GPU-h"
+    value = dollars(usd) if _num(usd) else f"{spend.get('gpu_hours', 0):.3g} {unit}"
+    sub = [f"{spend.get('gpu_hours', 0):.3g} {unit}"] if _num(usd) else []
     b = spend.get("budget") or {}
     if b:
-        sub.append(f"budget {'$%.2f' % b['usd'] if 'usd' in b else '%.3g GPU-h' % b['gpu_hours']}")
+        sub.append(f"budget {dollars(b['usd']) if 'usd' in b else '%.3g %s' % (b['gpu_hours'], unit)}")
         if spend.get("stopped_by_budget"):
             sub.append("the budget stopped the search")
     over = bool(b) and spend.get("gpu_hours", 0) > (spend.get("budget_gpu_hours") or float("inf"))

@@ -44,7 +44,8 @@ def test_cost_view_in_dollars_with_the_best_so_far_curve(tmp_path):
 def test_report_has_the_cost_plot_and_spend_card_only_when_spend_was_recorded(tmp_path):
     page = render_html(load_report_data(run_with_spend(tmp_path / "a")))
     assert 'id="plot-cost"' in page and "<h2>Cost</h2>" in page
-    assert "$1.20" in page and "budget $1.50" in page and "the budget stopped the search" in page
+    assert "$1.20" in page and "budget $1.50" in page and "0.6 worker-h" in page
+    assert "the budget stopped the search" in page
     assert "spend ($)" in page  # a column of the trial table
     plain = render_html(load_report_data(make_run(tmp_path / "b")))
     assert "plot-cost" not in plain and "<h2>Cost</h2>" not in plain
