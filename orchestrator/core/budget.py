@@ -126,6 +126,23 @@ def spend_summary(cfg: RunConfig, rows: List[Mapping[str, Any]], stop: Optional[
     return out
 
 
+def budget_text(cfg: RunConfig) -> Optional[str]:
+    """The budget as --dry-run and validate show it, or None without one."""
+    limit = budget_gpu_hours(cfg)
+    if limit is None:
+        return None
+    unit = (
+        "worker-hours (CPU-only trials: a Train worker counts as one GPU)" if cfg.resources.gpus == 0 else "GPU-hours"
+    )
+    price = cfg.resources.price_per_gpu_hour
+    usd = f"{dollars(cfg.search.budget.usd)} = " if cfg.search.budget and cfg.search.budget.usd is not None else ""
+    at = f" at {dollars(price)} each" if price is not None else ""
+    return (
+        f"Budget: {usd}{limit:.4g} {unit}{at}; no trial is launched once the spend so far plus the projected "
+        "cost of the next (the mean of the finished trials) would pass it"
+    )
+
+
 def dollars(x: float) -> str:
     """$1,234.50; small sums keep three significant digits ($0.0531)."""
     return f"${x:,.2f}" if abs(x) >= 1 or x == 0 else f"${x:.3g}"

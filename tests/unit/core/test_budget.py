@@ -68,6 +68,16 @@ def test_dollars_become_gpu_hours_at_the_price():
     assert budget_gpu_hours(cfg()) is None
 
 
+def test_plan_text_shows_the_budget_in_both_units():
+    from orchestrator.launch.pipeline import plan_text
+
+    c = cfg(search={"budget": {"usd": 10}}, resources={"price_per_gpu_hour": 2.5})
+    assert "Budget: $10.00 = 4 worker-hours (CPU-only trials: a Train worker counts as one GPU) at $2.50 each" in (
+        plan_text(c, "tune")
+    )
+    assert "Budget:" not in plan_text(cfg(), "tune")
+
+
 def test_devices_of_a_trial():
     # GPU workers: their shares; CPU-only workers: one device each (worker-hours)
     assert trial_devices(cfg(resources={"num_workers": 2, "gpus_per_worker": 0.5})) == 1.0
