@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any, Dict, Optional
+from typing import Any, Callable, Dict, Optional
 
 from ray.tune.search import SearchAlgorithm, Searcher
 from ray.tune.search.search_generator import SearchGenerator
@@ -37,7 +37,7 @@ class BudgetLimiter(SearchAlgorithm):
     `stop` holds what the ledger said when it refused (None while it never did).
     """
 
-    def __init__(self, inner: SearchAlgorithm | Searcher, cfg: RunConfig):
+    def __init__(self, inner: SearchAlgorithm | Searcher, cfg: RunConfig, echo: Optional[Callable[[str], Any]] = None):
         self.inner: SearchAlgorithm = SearchGenerator(inner) if isinstance(inner, Searcher) else inner
         self.cfg = cfg
         limit = budget_gpu_hours(cfg)
@@ -45,6 +45,10 @@ class BudgetLimiter(SearchAlgorithm):
         self.ledger = BudgetLedger(limit)
         self.resources: Dict[str, Dict[str, Any]] = {}  # trial id -> its resources section (sampled params applied)
         self.stop: Optional[Dict[str, Any]] = None
+        self.echo = echo  # the driver's terminal; not pickled with the search state
+
+    def __getstate__(self):
+        return {**self.__dict__, "echo": None}
 
     # ---- what Tune reads through to the wrapped algorithm ----------------------------------------
     @property
@@ -81,6 +85,8 @@ class BudgetLimiter(SearchAlgorithm):
                 "projected_gpu_hours": round(self.ledger.projected(), 6),
             }
             self.set_finished()  # the trial just drawn is dropped: the search ends here
+            if self.echo:
+                self.echo(stop_line(self.cfg, self.stop))
             return None
         params = (trial.config or {}).get("params", {})
         self.resources[trial.trial_id] = self.cfg.with_params(params).resources.model_dump(mode="json")
@@ -132,10 +138,20 @@ class BudgetLimiter(SearchAlgorithm):
                 self.set_finished()
 
 
-def budget_limited(tune_config, cfg: RunConfig):
+def stop_line(cfg: RunConfig, stop: Dict[str, Any]) -> str:
+    """What the terminal says when the budget stops the search."""
+    unit = "worker-hours" if cfg.resources.gpus == 0 else "GPU-hours"
+    return (
+        f"Budget: {stop['committed_gpu_hours']:.4g} {unit} spent or committed + ~{stop['projected_gpu_hours']:.4g} "
+        f"for the next trial would pass search.budget ({budget_gpu_hours(cfg):.4g} {unit}): no new trials after "
+        f"{stop['launched']}; the running ones finish"
+    )
+
+
+def budget_limited(tune_config, cfg: RunConfig, echo: Optional[Callable[[str], Any]] = None):
     """`tune_config` with its search algorithm behind a BudgetLimiter when search.budget is set."""
     if cfg.search.budget is not None:
-        tune_config.search_alg = BudgetLimiter(tune_config.search_alg, cfg)
+        tune_config.search_alg = BudgetLimiter(tune_config.search_alg, cfg, echo)
     return tune_config
 
 

@@ -260,7 +260,7 @@ def run_search(
         tuner = tune.Tuner(
             trainable,
             param_space=param_space(cfg, fixed_params),
-            tune_config=budget_limited(build_tune_config(cfg, n_train, single=fixed_params is not None), cfg),
+            tune_config=budget_limited(build_tune_config(cfg, n_train, single=fixed_params is not None), cfg, echo),
             run_config=tune.RunConfig(
                 name="tune",
                 storage_path=st.path,

@@ -3,6 +3,8 @@ records, its saved state. No Ray cluster (Tune's generators run without one)."""
 
 from __future__ import annotations
 
+import pickle
+
 import pytest
 from ray import tune
 from ray.tune.experiment import Experiment
@@ -45,6 +47,8 @@ def run_one(alg, seconds, **extra):
 def test_stops_launching_when_the_next_trial_would_pass_the_budget(tmp_path):
     # 2 CPU workers x 15 min = 0.5 worker-hours a trial ($1 at $2); budget $3.2 = 1.6 worker-hours
     alg = limiter(cfg({"usd": 3.2}, num_workers=2, price_per_gpu_hour=2.0), tmp_path)
+    said = []
+    alg.echo = said.append
     for _ in range(3):  # spent + projected: 0+0, 0.5+0.5, 1.0+0.5 <= 1.6
         run_one(alg, 900)
     assert alg.ledger.finished and sum(alg.ledger.finished.values()) == pytest.approx(1.5)
@@ -52,6 +56,13 @@ def test_stops_launching_when_the_next_trial_would_pass_the_budget(tmp_path):
     assert alg.is_finished() and alg.inner.is_finished()
     assert alg.stop == {"launched": 3, "committed_gpu_hours": 1.5, "projected_gpu_hours": 0.5}
     assert alg.total_samples == 5  # the search asked for 5
+    assert said == [
+        "Budget: 1.5 worker-hours spent or committed + ~0.5 for the next trial would pass search.budget "
+        "(1.6 worker-hours): no new trials after 3; the running ones finish"
+    ]
+    # Tune pickles the search algorithm (tuner.pkl) before the search: the terminal is not part of it
+    fresh = BudgetLimiter(BasicVariantGenerator(), alg.cfg, echo=said.append)
+    assert pickle.loads(pickle.dumps(fresh)).echo is None and fresh.echo is not None
 
 
 def test_a_running_trial_counts_at_least_at_the_projection(tmp_path):
