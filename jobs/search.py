@@ -212,6 +212,7 @@ def run_search(
     import ray
     from ray import tune
 
+    from jobs.budget_searcher import budget_limited, record_spend
     from jobs.data import data_notices, data_stats_line, prepare_datasets, trial_data
     from jobs.driver_callbacks import driver_local
     from jobs.modeling import load_tokenizer
@@ -265,7 +266,7 @@ def run_search(
         tuner = tune.Tuner(
             trainable,
             param_space=param_space(cfg, fixed_params),
-            tune_config=build_tune_config(cfg, n_train, single=fixed_params is not None),
+            tune_config=budget_limited(build_tune_config(cfg, n_train, single=fixed_params is not None), cfg, echo),
             run_config=tune.RunConfig(
                 name="tune",
                 storage_path=st.path,
@@ -276,6 +277,7 @@ def run_search(
         )
     grid = tuner.fit()
     summary = collect_results(cfg, grid, run, n_train, st)
+    record_spend(cfg, run, summary, tuner)  # search.budget or resources.price_per_gpu_hour: trials.csv, results
     summary["data_stats"] = data["stats"]  # results.json: truncated examples and dropped bad rows per split
     summary["notices"] = data_notices(data["stats"], cfg) + summary["notices"]
     return SearchResult(summary, data["eval_raw"], data.get("test_raw"))

@@ -64,6 +64,11 @@ class RunConfig(_Section):
             )
         for key, dist in self.search.space.items():
             _check_space_bounds(key, dist)
+        if self.search.budget and self.search.budget.usd is not None and self.resources.price_per_gpu_hour is None:
+            raise ValueError(
+                "search.budget.usd is counted in dollars: set resources.price_per_gpu_hour (what one GPU-hour "
+                "costs; on CPU-only trials one worker-hour), or give the budget as search.budget.gpu_hours"
+            )
         init_problem = lora_init_problem(self.lora.init, self.quantization.mode, self.resources.gpus)
         if init_problem:
             raise ValueError(init_problem)

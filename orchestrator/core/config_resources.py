@@ -53,6 +53,12 @@ class ResourcesConfig(_Section):
             )
         return self
 
+    price_per_gpu_hour: Optional[float] = Field(
+        None,
+        gt=0,
+        description="What one GPU-hour costs in dollars (on CPU-only trials: one Train worker-hour); "
+        "search.budget.usd needs it. With it, each trial's spend_usd is recorded.",
+    )
     custom: Dict[str, float] = Field(
         default_factory=dict,
         description="Extra Ray resources each Train worker and the merge task ask for (e.g. {gpu_pool: 1}): "

@@ -10,6 +10,7 @@ from typing import Any, Dict, List, Literal, Optional, Union
 
 from pydantic import Field, field_validator, model_validator
 
+from orchestrator.core.config_budget import BudgetConfig
 from orchestrator.core.config_data import DataConfig, _Section  # noqa: F401  (DataConfig re-exported)
 from orchestrator.core.config_resources import ResourcesConfig  # noqa: F401  (re-exported)
 from orchestrator.core.errors import did_you_mean
@@ -231,6 +232,11 @@ class SearchConfig(_Section):
         default_factory=dict, description="Dotted config key -> distribution, e.g. training.learning_rate."
     )
     seed: Optional[int] = Field(None, description="Seed of the search algorithm (reproducible sampling).")
+    budget: Optional[BudgetConfig] = Field(
+        None,
+        description="Stop launching trials when the spend so far plus the projected cost of the next trial "
+        "would pass it ({gpu_hours: X} or {usd: X}); running trials finish.",
+    )
 
     @field_validator("metric")
     @classmethod

@@ -37,7 +37,9 @@ def prepare(
 
 
 def plan_text(cfg: RunConfig, verb: str) -> str:
-    """What a run would do: resolved config, search space, resources (for --dry-run and validate)."""
+    """What a run would do: resolved config, search space, resources, budget (for --dry-run and validate)."""
+    from orchestrator.core.budget import budget_text
+
     r = cfg.resources
     trials = 1 if verb == "train" else cfg.search.num_samples
     lines = ["Resolved config:", yaml.safe_dump(cfg.to_json(), sort_keys=False).rstrip(), ""]
@@ -55,6 +57,7 @@ def plan_text(cfg: RunConfig, verb: str) -> str:
         f"Resources per trial: {r.num_workers} Ray Train worker(s) x {r.cpus_per_worker:g} CPU"
         f" + {gpus} GPU; up to {min(trials, cfg.search.max_concurrent_trials)} trials at once"
     )
+    lines += [t for t in [budget_text(cfg)] if t and verb == "tune"]
     return "\n".join(lines)
 
 

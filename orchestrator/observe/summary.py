@@ -30,6 +30,11 @@ def print_summary(run_dir: Path) -> int:
         style = "bold green" if row.get("trial_id") == best.get("trial_id") else None
         table.add_row(*[_fmt(row.get(k)) for k in keys], style=style)
     console.print(table)
+    if res.get("spend"):
+        from orchestrator.core.budget import spend_line
+
+        num_samples = ((run.config() or {}).get("search") or {}).get("num_samples", res["num_trials"])
+        console.print(spend_line(res["spend"], num_samples, res["num_trials"]), markup=False, highlight=False)
     print_problems(console, run, res)
     if not best:
         console.print("[red]No trial reported the metric; nothing was merged.[/red]")

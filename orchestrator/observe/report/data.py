@@ -68,7 +68,7 @@ def load_report_data(run_dir: Union[str, Path, RunDir]) -> ReportData:
     metric = results.get("metric") or search.get("metric") or "eval_loss"
     mode = results.get("mode") or search.get("mode") or ("min" if "loss" in metric else "max")
     ids = [str(row.get("trial_id")) for row in trials]
-    fixed = {"trial_id", metric, "steps", "planned_steps", "status", "time_s"}
+    fixed = {"trial_id", metric, "steps", "planned_steps", "status", "time_s", "spend_gpu_hours", "spend_usd"}
     param_keys = [k for k in (search.get("space") or {})] or [
         k for k in (trials[0] if trials else {}) if k not in fixed
     ]

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Sequence
 
 from orchestrator.core.rundir import RunDir
+from orchestrator.observe.report.cost import cost_figure
 from orchestrator.observe.report.data import SMOOTH_AFTER, ReportData, load_report_data, pick_pair, short_key
 from orchestrator.observe.report.figures import (
     curve_figure,
@@ -57,6 +58,26 @@ def write_report(run_dir, out_dir=None, pngs: bool = True) -> Path:
     return index
 
 
+def cost_section(data: ReportData, plot) -> str:
+    """The cost plot, on runs that recorded spend (search.budget or resources.price_per_gpu_hour)."""
+    if data["results"].get("spend") is None and not any("spend_gpu_hours" in r for r in data["trials"]):
+        return ""
+    return "\n".join(
+        [
+            "<section><h2>Cost</h2>",
+            plot(
+                "plot-cost",
+                "Metric vs cost",
+                "Cost of a trial = the devices it held × its wall time (GPU-hours; CPU-only trials count each "
+                "Train worker as one device), in dollars at resources.price_per_gpu_hour. Right: the best "
+                "metric so far against the cumulative spend, trials in launch order; the dashed line is "
+                "search.budget.",
+            ),
+            "</section>",
+        ]
+    )
+
+
 def render_html(data: ReportData, png_names: Sequence[str] = ()) -> str:
     from plotly.offline import get_plotlyjs
 
@@ -67,6 +88,7 @@ def render_html(data: ReportData, png_names: Sequence[str] = ()) -> str:
         "plot-scatter": scatter_figure(data),
         "plot-parallel": parallel_figure(data),
         "plot-resources": resources_figure(data),
+        "plot-cost": cost_figure(data),
     }
     png_for = {
         "plot-loss": "loss.png",
@@ -128,6 +150,7 @@ def render_html(data: ReportData, png_names: Sequence[str] = ()) -> str:
                 "Wall time is Tune's time_total_s of the trial; memory is the peak RSS of its rank-0 Train worker.",
             ),
             "</section>",
+            cost_section(data, plot),
             samples_section(data),
             footer_section(data, png_names),
         ]

@@ -93,6 +93,9 @@ def kpi_section(data: ReportData) -> str:
                 f"sum over trials {fmt_duration(sum(r.get('time_s') or 0 for r in trials))}",
             )
         )
+    spend = data["results"].get("spend")
+    if spend:
+        cards.append(_spend_card(spend))
     mc = data.get("merge_check")
     if mc:
         ok = mc.get("passed")
@@ -127,6 +130,21 @@ def kpi_section(data: ReportData) -> str:
     return f'<section class="kpis">{"".join(cards)}</section>'
 
 
+def _spend_card(spend) -> str:
+    from orchestrator.core.budget import dollars
+
+    usd, unit = spend.get("usd"), "worker-h" if "worker" in str(spend.get("unit_note")) else "GPU-h"
+    value = dollars(usd) if _num(usd) else f"{spend.get('gpu_hours', 0):.3g} {unit}"
+    sub = [f"{spend.get('gpu_hours', 0):.3g} {unit}"] if _num(usd) else []
+    b = spend.get("budget") or {}
+    if b:
+        sub.append(f"budget {dollars(b['usd']) if 'usd' in b else '%.3g %s' % (b['gpu_hours'], unit)}")
+        if spend.get("stopped_by_budget"):
+            sub.append("the budget stopped the search")
+    over = bool(b) and spend.get("gpu_hours", 0) > (spend.get("budget_gpu_hours") or float("inf"))
+    return _card("spend", value, html.escape(" · ".join(sub)), cls="bad" if over else "")
+
+
 def _card(label: str, value: str, sub: str = "", bar: Optional[float] = None, cls: str = "") -> str:
     meter = ""
     if bar is not None:
@@ -142,8 +160,10 @@ def _card(label: str, value: str, sub: str = "", bar: Optional[float] = None, cl
 
 def trial_table_section(data: ReportData) -> str:
     metric, best = data["metric"], best_trial_id(data)
-    cols = ["trial_id", *data["param_keys"], metric, "steps", "status", "time_s", "peak_mem_mb"]
+    spend = [k for k in ("spend_gpu_hours", "spend_usd") if any(k in r for r in data["trials"])]
+    cols = ["trial_id", *data["param_keys"], metric, "steps", "status", "time_s", *spend, "peak_mem_mb"]
     heads = {"trial_id": "trial", "time_s": "time (s)", "peak_mem_mb": "peak mem (MB)", "steps": "steps"}
+    heads.update(spend_gpu_hours="spend (GPU-h)", spend_usd="spend ($)")
     scores = [r.get(metric) for r in data["trials"] if _num(r.get(metric))]
     lo, hi = (min(scores), max(scores)) if scores else (0, 0)
     rows = []
