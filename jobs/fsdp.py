@@ -10,8 +10,8 @@ checkpointing is FSDP's own, per decoder layer.
   out of the sharding (each rank would hold them all).
 - CPU (gloo): accelerate only turns FSDP on for accelerators (on CPU its state stays MULTI_CPU and DDP
   wraps the model). `FsdpOnCpuMixin` sets the FSDP state after the Accelerator is built, so the same
-  accelerate FSDP2 path runs on CPU. That is how the CPU tests show the sharding, on a 16/32-bit base:
-  a 4-bit base cannot be sharded on CPU (FOUR_BIT_ON_CPU says why; the config refuses it).
+  accelerate FSDP2 path runs on CPU, 4-bit base included (bitsandbytes 0.50 honours the float quant
+  storage on CPU; `keep_4bit_layout_on_cpu` stops its CPU-kernel repacking, which FSDP would corrupt).
 - Checkpoints: FULL_STATE_DICT, so the Trainer's `save_model` gathers the adapter's shards and rank 0
   writes an ordinary peft adapter (adapter_model.safetensors) that loads and merges like a DDP one.
 """
@@ -99,11 +99,21 @@ def shard_report(model) -> Dict[str, int]:
     return {"fsdp_modules": int(wrapped), "local_param_elements": int(local), "full_param_elements": int(full)}
 
 
-FOUR_BIT_ON_CPU = (
-    "resources.strategy fsdp with quantization.mode 4bit needs GPU workers: on CPU, bitsandbytes keeps the "
-    "NF4 weights packed in uint8 whatever bnb_4bit_quant_storage says, so FSDP cannot shard them. Give the "
-    "workers a GPU (resources.gpus_per_worker: 1), use quantization.mode none, or resources.strategy ddp"
-)
+def keep_4bit_layout_on_cpu(model) -> int:
+    """Stop bitsandbytes repacking 4-bit weights for its CPU kernel (returns how many layers it concerns).
+
+    On a CPU with AVX512-BF16, a Linear4bit's forward in eval mode without grad rewrites `weight.data` into
+    the kernel's own layout and marks the shared quant_state `packing_format_for_cpu`. Under FSDP that
+    rewrite lands on the all-gathered copy, which is freed after the forward, while the flag stays: every
+    later step reads the shards in the wrong layout (the loss jumped from 1.1 to 3.3 after the first
+    evaluation). Training forwards never repack, so this costs only eval speed on CPU.
+    """
+    n = 0
+    for m in model.modules():
+        if hasattr(m, "support_avx512bf16_for_cpu"):
+            m.support_avx512bf16_for_cpu = False
+            n += 1
+    return n
 
 
 class ShardReportCallback:

@@ -204,8 +204,9 @@ def build_trainer(
     else:
         cls = Trainer
     if args.fsdp:
-        from jobs.fsdp import ShardReportCallback, fsdp_trainer_class
+        from jobs.fsdp import ShardReportCallback, fsdp_trainer_class, keep_4bit_layout_on_cpu
 
+        keep_4bit_layout_on_cpu(model)
         cls, kw["callbacks"] = fsdp_trainer_class(cls), [ShardReportCallback()]
     packing = wants_packing(cfg, model)
     if packing:

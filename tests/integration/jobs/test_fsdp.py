@@ -1,5 +1,7 @@
-"""FSDP inside a trial (`resources.strategy: fsdp`): one trial's model sharded over two Ray Train workers (gloo
-on CPU). On CPU the base is unquantized: bitsandbytes cannot shard a 4-bit base there (jobs/fsdp.py)."""
+"""FSDP inside a trial (`resources.strategy: fsdp`): one trial's 4-bit base + LoRA sharded over two Ray Train
+workers (gloo on CPU), the adapter gathered on rank 0 into an ordinary peft adapter that merges.
+
+(A 16/32-bit base, quantization.mode none, passed the same test by hand; the 4-bit case is the product's.)"""
 
 from __future__ import annotations
 
@@ -25,7 +27,6 @@ def test_two_ranks_shard_one_trial_and_the_gathered_adapter_merges(tmp_path, tin
         tiny_llama,
         tmp_path / "runs",
         model={"task": "causal_lm"},
-        quantization={"mode": "none"},
         lora={"target_modules": "all-linear", "r": 8, "dropout": 0.0},
         data={"prompt_template": "Summarize: {input}\nSummary: ", "test": None},
         training={"max_steps": MAX_STEPS, "eval_steps": 6, "batch_size": 5, "learning_rate": 3e-3},
@@ -41,7 +42,9 @@ def test_two_ranks_shard_one_trial_and_the_gathered_adapter_merges(tmp_path, tin
     assert all(r["world_size"] == 2 and r["ranks_in_sync"] is True for r in history)
     log = json.loads(next((run_dir / "trials").glob("*/log_history.json")).read_text())
     losses = [h["loss"] for h in log if "loss" in h]
-    assert len(losses) == MAX_STEPS and sum(losses[-3:]) < 0.9 * sum(losses[:3]), losses
+    # Falls steadily, also after the first eval (bitsandbytes' CPU repacking once broke it: jobs/fsdp.py).
+    assert len(losses) == MAX_STEPS and sum(losses[-3:]) < 0.5 * sum(losses[:3]), losses
+    assert all(b < a for a, b in zip(losses, losses[1:])), losses
 
     # Real sharding: each rank holds about half of the model's parameter elements, in FSDP modules (one per
     # decoder layer at least). Under DDP each rank would hold them all and no module would be FSDP's.
