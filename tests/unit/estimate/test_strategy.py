@@ -45,13 +45,13 @@ def test_fsdp_per_gpu_memory_is_the_stated_formula(llama_7b, n, mode, key):
     d, f = ddp[key], fsdp[key]
     # DDP: every worker holds a full replica, whatever N is
     assert d == {v.key: v for v in _estimate(llama_7b, "ddp", 1, mode).variants}[key]
-    W, A, G, O, X, C = d.weights, d.adapter, d.gradients, d.optimizer, d.activations, d.overhead
-    assert d.total == W + A + G + O + X + C and d.gathered == 0
+    W, A, G, Opt, X, C = d.weights, d.adapter, d.gradients, d.optimizer, d.activations, d.overhead
+    assert d.total == W + A + G + Opt + X + C and d.gathered == 0
     L = 32  # Llama-2-7B's decoder layers
     if n == 1:  # one worker shards nothing
         assert f == d
         return
-    expected = math.ceil((W + A + G + O) / n) + 2 * math.ceil(W / L) + X + C
+    expected = math.ceil((W + A + G + Opt) / n) + 2 * math.ceil(W / L) + X + C
     assert abs(f.total - expected) <= 4  # each of the four terms rounds up on its own
     assert f.activations == X and f.overhead == C  # activations are not sharded
     assert f.gathered == 2 * math.ceil(W / L)
