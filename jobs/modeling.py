@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Dict, Optional
 
+from jobs.fsdp import is_fsdp
 from orchestrator.core.config import RunConfig
 
 TASK_TYPES = {"seq2seq": "SEQ_2_SEQ_LM", "causal_lm": "CAUSAL_LM"}
@@ -47,6 +48,8 @@ def bnb_config(cfg: RunConfig):
         bnb_4bit_quant_type=q.quant_type,
         bnb_4bit_use_double_quant=q.double_quant,
         bnb_4bit_compute_dtype=getattr(torch, q.compute_dtype),
+        # FSDP shards floating-point tensors only: the packed NF4 bytes are stored in the compute dtype
+        bnb_4bit_quant_storage=getattr(torch, q.compute_dtype if is_fsdp(cfg) else "uint8"),
     )
 
 
@@ -108,14 +111,14 @@ def load_trainable(cfg: RunConfig, device_map=None):
     from peft import get_peft_model, prepare_model_for_kbit_training
 
     model = load_base(cfg, quantized=True, device_map=device_map)
+    # FSDP checkpoints each decoder layer itself
+    checkpointing = cfg.training.checkpointing_on and not is_fsdp(cfg)
     if cfg.quantization.mode != "none":
         # Reentrant checkpointing breaks under DDP ("Expected to mark a variable ready only once").
         model = prepare_model_for_kbit_training(
-            model,
-            use_gradient_checkpointing=cfg.training.checkpointing_on,
-            gradient_checkpointing_kwargs={"use_reentrant": False},
+            model, use_gradient_checkpointing=checkpointing, gradient_checkpointing_kwargs={"use_reentrant": False}
         )
-    elif cfg.training.checkpointing_on:
+    elif checkpointing:
         model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
         model.enable_input_require_grads()
     from transformers import set_seed

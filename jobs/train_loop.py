@@ -5,11 +5,9 @@ construct (config in) -> setup (model, data, trainer) -> train (resuming from Ra
 
 from __future__ import annotations
 
-import os
 import resource
 import shutil
 import tempfile
-from pathlib import Path
 from typing import Any, Dict, Optional, Tuple
 
 from jobs.checkpoints import HF_SUBDIR as CHECKPOINT_DIR  # the HF checkpoint inside a Ray checkpoint
@@ -43,6 +41,8 @@ def _train(config: Dict[str, Any], rank: int, sync_log) -> None:
     params = {**config.get("params", {}), **config.get("plan_params", {})}
     cfg = RunConfig.model_validate(config["run_config"]).with_params(params)
     data = resolve_data(config["data"])
+    from jobs.wandb_trial import start_tracking, sync_tracking
+
     tracker = start_tracking(cfg, config)
     from jobs.modeling import load_tokenizer, load_trainable, param_counts
     from jobs.train_backend import placement  # the GPU ids and share Ray gave this worker
@@ -82,23 +82,6 @@ def _train(config: Dict[str, Any], rank: int, sync_log) -> None:
         shutil.rmtree(trainer.args.output_dir, ignore_errors=True)
 
 
-def sync_tracking(tracker, sink: Dict[str, Any]) -> None:
-    """Copy this trial's offline W&B run folder to the run's storage (it would die with the node).
-
-    `sink` is {"path", "filesystem"} in the run's storage (pyarrow). Runs at every save, so a trial that
-    ASHA stops or a node that goes away leaves its files up to its last report.
-    """
-    import pyarrow.fs
-
-    folder = Path(tracker.dir).parent  # .../wandb/offline-run-<time>-<id>
-    try:
-        pyarrow.fs.copy_files(str(folder), f"{sink['path']}/{folder.name}", destination_filesystem=sink["filesystem"])
-    except OSError as e:  # tracking must never fail a trial
-        from jobs.worker_log import notice
-
-        notice(f"Could not copy the W&B files to {sink['path']}: {e}")
-
-
 def resolve_data(data: Any) -> Dict[str, Any]:
     """The tokenized splits as Datasets, from [ObjectRef] of pyarrow Tables (jobs.data.trial_data: sent by
     value, tokenized once per search) or from the Tables or Datasets themselves."""
@@ -122,7 +105,9 @@ def _device_map(cfg: RunConfig):
     return None
 
 
-def training_arguments(cfg: RunConfig, output_dir: str, report_to_wandb: bool, model_type: Optional[str] = None):
+def training_arguments(
+    cfg: RunConfig, output_dir: str, report_to_wandb: bool, model_type: Optional[str] = None, model=None
+):
     import torch
     from transformers import Seq2SeqTrainingArguments, TrainingArguments
 
@@ -168,6 +153,10 @@ def training_arguments(cfg: RunConfig, output_dir: str, report_to_wandb: bool, m
         label_names=["labels"],
         remove_unused_columns=False,
     )
+    from jobs.fsdp import fsdp_arguments, is_fsdp
+
+    if is_fsdp(cfg):  # the model is sharded over the trial's workers (jobs/fsdp.py)
+        kwargs.update(fsdp_arguments(cfg, model))
     if cfg.model.task == "seq2seq":
         return Seq2SeqTrainingArguments(
             predict_with_generate=cfg.needs_generation,
@@ -204,7 +193,7 @@ def build_trainer(
     from jobs.generation import causal_generation_trainer_class
     from jobs.metrics import generation_metrics_fn
 
-    args = training_arguments(cfg, output_dir, report_to_wandb, getattr(model.config, "model_type", None))
+    args = training_arguments(cfg, output_dir, report_to_wandb, getattr(model.config, "model_type", None), model)
     kw: Dict[str, Any] = {}
     cls: Any
     if cfg.model.task == "seq2seq":
@@ -215,6 +204,11 @@ def build_trainer(
         cls, kw["run_config"] = causal_generation_trainer_class(), cfg
     else:
         cls = Trainer
+    if args.fsdp:
+        from jobs.fsdp import ShardReportCallback, fsdp_trainer_class, keep_4bit_layout_on_cpu
+
+        keep_4bit_layout_on_cpu(model)
+        cls, kw["callbacks"] = fsdp_trainer_class(cls), [ShardReportCallback()]
     packing = wants_packing(cfg, model)
     if packing:
         model.config.use_cache = False  # transformers detects packed rows only when it builds no cache
@@ -231,7 +225,7 @@ def build_trainer(
         eval_dataset=data["eval"],
         data_collator=build_collator(tokenizer, model if cfg.model.task == "seq2seq" else None, packing=packing),
         processing_class=tokenizer,
-        callbacks=[report_callback_class()(extra=extra)],
+        callbacks=[report_callback_class()(extra=extra), *kw.pop("callbacks", [])],
         **kw,
     )
     from transformers.trainer_callback import PrinterCallback
@@ -312,6 +306,7 @@ def report_callback_class():
         h = hashlib.sha256()
         for name, p in sorted(model.named_parameters() if model is not None else [], key=lambda x: x[0]):
             if p.requires_grad:
+                p = p.full_tensor() if hasattr(p, "full_tensor") else p  # FSDP: gathered (every rank calls it)
                 h.update(name.encode())
                 h.update(p.detach().cpu().contiguous().flatten().view(torch.uint8).numpy().tobytes())
         mine = (step, h.hexdigest())
@@ -360,41 +355,3 @@ def restore_checkpoint(output_dir: str) -> Tuple[Optional[str], int]:
         return None, 0
     say(f"Resuming from checkpoint at step {picked.step}")
     return str(picked.dir), picked.step
-
-
-def start_tracking(cfg: RunConfig, config: Dict[str, Any]):
-    """One W&B run per trial on rank 0 (grouped by experiment); HF's WandbCallback then logs into it.
-
-    Offline files unless WANDB_API_KEY is set, never a prompt. Returns None when W&B is off.
-    """
-    import ray.train
-
-    if cfg.tracking.effective_backend != "wandb" or ray.train.get_context().get_world_rank() != 0:
-        return None
-    mode = cfg.tracking.mode
-    if mode == "auto":
-        mode = "online" if os.environ.get("WANDB_API_KEY") else "offline"
-    os.environ["WANDB_MODE"] = mode
-    os.environ.setdefault("WANDB_SILENT", "true")
-    os.environ["WANDB_LOG_MODEL"] = "false"  # adapters are logged once, for the best trial, by the driver
-    import wandb
-
-    wandb_dir = config.get("wandb_dir")
-    if config.get("tracking_sink"):
-        wandb_dir = tempfile.mkdtemp(prefix="qlora-wandb-")  # node-local; sync_tracking copies it to storage
-    if wandb_dir:
-        Path(wandb_dir).mkdir(parents=True, exist_ok=True)
-    return wandb.init(
-        project=cfg.tracking.project,
-        entity=cfg.tracking.entity,
-        group=cfg.experiment,
-        job_type="trial",
-        name=config.get("trial_id"),
-        id=config.get("wandb_run_id"),
-        resume="allow",
-        dir=wandb_dir,
-        mode=mode,
-        config={"params": config.get("params", {}), "config": cfg.to_json(), "trial_id": config.get("trial_id")},
-        # Flush every second: ASHA may stop a trial before the 15 s default writes anything.
-        settings=wandb.Settings(silent=True, console="off", x_transaction_log_flush_interval=1.0),
-    )

@@ -69,8 +69,9 @@ def render_estimate(est) -> None:
     budget = est.budget_bytes / GIB
     gpus = est.gpus_per_worker if est.gpus_per_worker > 0 else 1
     t = Table(
-        title=f"Memory per worker at rank {est.memory_rank}, batch {est.batch_size}, sequence {seq} tokens, "
-        f"gradient checkpointing {'on' if est.gradient_checkpointing else 'off'}",
+        title=f"Memory per GPU at rank {est.memory_rank}, batch {est.batch_size}, sequence {seq} tokens, "
+        f"gradient checkpointing {'on' if est.gradient_checkpointing else 'off'}, {est.strategy.upper()} over "
+        f"{est.num_workers} worker(s)",
         title_justify="left",
     )
     t.add_column("")
@@ -82,6 +83,7 @@ def render_estimate(est) -> None:
         ("adapter", "adapter (fp32)"),
         ("gradients", "gradients"),
         ("optimizer", "optimizer (AdamW)"),
+        *([("gathered", "FSDP gathered layers")] if any(v.gathered for v in est.variants) else []),
         ("activations", "activations (rough)"),
         ("overhead", "CUDA context (assumed)"),
         ("total", "total"),

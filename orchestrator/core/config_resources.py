@@ -12,11 +12,21 @@ from orchestrator.core.config_data import _Section
 class ResourcesConfig(_Section):
     """`resources:` what one trial asks Ray for."""
 
-    num_workers: int = Field(1, ge=1, description="Ray Train workers (DDP ranks) per trial.")
+    num_workers: int = Field(
+        1, ge=1, description="Ray Train workers per trial (one device each): DDP ranks or FSDP shards (strategy)."
+    )
+    strategy: Literal["ddp", "fsdp"] = Field(
+        "ddp",
+        description="How a trial's num_workers share the work. ddp: each worker holds the whole model and "
+        "trains on its share of every batch. fsdp: the base weights, LoRA weights, gradients and optimizer "
+        "state are sharded across the workers (each holds 1/num_workers; activations are not sharded), so a "
+        "model too large for one device trains on several. With quantization.mode 4bit, fsdp needs GPU workers.",
+    )
     cpus_per_worker: float = Field(1.0, gt=0, description="CPUs per Train worker.")
     gpus_per_worker: Union[Annotated[float, Field(ge=0)], Literal["auto"]] = Field(
         0.0,
-        description="GPUs per Train worker; fractions share one GPU. auto: each trial asks for the share its own "
+        description="GPUs per Train worker, at most 1 (a trial spreads over GPUs through num_workers); fractions "
+        "share one GPU. auto: each trial asks for the share its own "
         "estimated peak memory needs (x 1.2, rounded up to 1/8 of resources.gpu_memory_gb, at most 1 GPU).",
     )
     gpu_memory_gb: Optional[float] = Field(
@@ -43,6 +53,17 @@ class ResourcesConfig(_Section):
         if not ok:
             raise ValueError(f"must be a number of GPUs >= 0 (fractions share one GPU) or auto (got {v!r})")
         return v
+
+    @model_validator(mode="after")
+    def _one_gpu_per_worker(self):
+        if self.gpus_per_worker != "auto" and self.gpus_per_worker > 1:
+            n = self.gpus_per_worker
+            raise ValueError(
+                f"resources.gpus_per_worker is {n:g}, but a worker trains on one device: more GPUs per worker "
+                f"would sit idle (the model is loaded on one). Set gpus_per_worker: 1 and num_workers: "
+                f"{self.num_workers * int(-(-n // 1))} (with strategy: fsdp to shard a model too large for one GPU)"
+            )
+        return self
 
     @model_validator(mode="after")
     def _auto_gpus_need_memory(self):

@@ -1,5 +1,6 @@
-"""Pre-flight estimate, in bytes: weights per storage format, activations, and the memory per worker of
-QLoRA, 8-bit LoRA, 16-bit LoRA and full fine-tuning, from a `ModelShape` (orchestrator.estimate.shapes).
+"""Pre-flight estimate, in bytes: weights per storage format, activations, and the memory per GPU of
+QLoRA, 8-bit LoRA, 16-bit LoRA and full fine-tuning, from a `ModelShape` (orchestrator.estimate.shapes),
+under the trial's strategy (DDP replicas or FSDP shards: orchestrator.estimate.strategy states the formula).
 
 It is arithmetic on the shape, exact where the libraries are deterministic and a stated rough formula
 where they are not:
@@ -18,6 +19,7 @@ from dataclasses import asdict, dataclass
 from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
 
 from orchestrator.estimate.shapes import LoraCount, ModelShape, count_lora, target_module_list
+from orchestrator.estimate.strategy import load_warning, per_gpu, strategy_assumption
 
 GIB = 1024**3
 
@@ -122,10 +124,13 @@ class VariantMemory:
     optimizer: int
     activations: int
     overhead: int
+    gathered: int = 0  # FSDP: the full weights of the running and the prefetched layer (estimate.strategy)
 
     @property
     def total(self) -> int:
-        return self.weights + self.adapter + self.gradients + self.optimizer + self.activations + self.overhead
+        return (
+            self.weights + self.adapter + self.gradients + self.optimizer + self.gathered + self.activations
+        ) + self.overhead
 
 
 @dataclass
@@ -146,6 +151,7 @@ class Estimate:
     gpu_mem_gib: float
     gpus_per_worker: float
     num_workers: int
+    strategy: str
     warnings: List[str]
     assumptions: List[str]
 
@@ -201,6 +207,7 @@ class Estimate:
                 "gpu_mem_gib": self.gpu_mem_gib,
                 "gpus_per_worker": self.gpus_per_worker,
                 "num_workers": self.num_workers,
+                "strategy": self.strategy,
                 "budget_bytes_per_worker": self.budget_bytes,
             },
             "warnings": self.warnings,
@@ -283,9 +290,15 @@ def estimate(shape: ModelShape, cfg, ranks: Optional[Sequence[int]] = None, gpu_
             overhead=over,
         ),
     ]
+    res = cfg.resources
     configured = {"4bit": "qlora", "8bit": "lora_8bit", "none": "lora_16bit"}[q.mode]
-
-    warnings = []
+    full = next(v for v in variants if v.key == configured)
+    budget = int((res.gpus if res.gpus > 0 else 1.0) * gpu_mem_gib * GIB)
+    loads_on_gpu = q.mode != "none"  # jobs.train_loop._device_map: quantized bases load onto the GPU
+    warnings = [
+        w for w in [load_warning(res.strategy, res.num_workers, full.weights, over, budget)] if w and loads_on_gpu
+    ]
+    variants = [per_gpu(v, res.strategy, res.num_workers, sum(shape.layers)) for v in variants]
     linear_not_q = [shape.module(n) for n in shape.not_quantized_linear if n != shape.output_head]
     if linear_not_q:
         n_params = sum(m.weight_numel for m in linear_not_q)
@@ -299,15 +312,13 @@ def estimate(shape: ModelShape, cfg, ranks: Optional[Sequence[int]] = None, gpu_
             "converts only modules of type exactly nn.Linear or Conv1D, and skips the model's "
             "_keep_in_fp32_modules."
         )
-    res = cfg.resources
     if res.gpus == 0:
         warnings.append(
             f"resources.gpus_per_worker is 0 (training on CPU); the fit is checked against one {gpu_mem_gib:g} GiB GPU."
         )
     assumptions = [
-        f"memory is per worker: each of the {res.num_workers} DDP worker(s) holds a full replica",
-        f"budget per worker = gpus_per_worker x {gpu_mem_gib:g} GiB (--gpu-mem-gb); more than one GPU per "
-        "worker assumes the model is spread over them",
+        strategy_assumption(res.strategy, res.num_workers),
+        f"budget per worker = gpus_per_worker x {gpu_mem_gib:g} GiB (--gpu-mem-gb); a worker trains on one GPU",
         "adapter weights, their gradients and AdamW's 2 states are fp32: 16 bytes per trainable parameter",
         "full fine-tuning: fp32 weights + fp32 gradients + AdamW 2 fp32 states = 16 bytes per parameter",
         "QLoRA and 8-bit LoRA: prepare_model_for_kbit_training upcasts the parameters bitsandbytes does not "
@@ -331,6 +342,7 @@ def estimate(shape: ModelShape, cfg, ranks: Optional[Sequence[int]] = None, gpu_
         gpu_mem_gib=gpu_mem_gib,
         gpus_per_worker=res.gpus,
         num_workers=res.num_workers,
+        strategy=res.strategy,
         warnings=warnings,
         assumptions=assumptions,
     )

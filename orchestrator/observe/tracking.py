@@ -1,6 +1,6 @@
 """Driver-side tracking after a search: the best adapter as a W&B Artifact, the `wandb sync` hint, MLflow.
 
-The per-trial W&B runs are written by the Train workers (jobs/train_loop.py `start_tracking`: one run
+The per-trial W&B runs are written by the Train workers (jobs/wandb_trial.py `start_tracking`: one run
 per trial, group = experiment, job_type = trial, offline unless WANDB_API_KEY). What is left for the
 driver once the search is over:
 

@@ -192,3 +192,9 @@ def test_an_existing_run_is_not_overwritten(runner, cfg_path, tmp_path):
     (tmp_path / "runs" / "exp" / "results.json").write_text("{}")
     assert_user_error(invoke(runner, "tune", cfg_path), "already holds a run", "--resume")
     assert (tmp_path / "runs" / "exp" / "results.json").read_text() == "{}"
+
+
+def test_two_gpus_on_one_worker_says_use_num_workers(runner, cfg_path, tmp_path):
+    edit(cfg_path, resources={"gpus_per_worker": 2})
+    r = invoke(runner, "tune", cfg_path)
+    assert_user_error(r, "resources.gpus_per_worker", "num_workers: 2", out_dir=tmp_path / "runs")

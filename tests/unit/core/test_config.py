@@ -207,3 +207,21 @@ def test_output_dir_is_a_local_folder_or_s3():
     (msg,) = problems(minimal(output={"dir": "gs://bucket/runs"}))
     assert "output.dir" in msg and "s3://bucket/prefix" in msg
     assert validate_dict(minimal(output={"dir": "s3://bucket/runs"})).output.dir == "s3://bucket/runs"
+
+
+def test_strategy_defaults_to_ddp_and_takes_fsdp():
+    assert validate_dict(minimal()).resources.strategy == "ddp"
+    cfg = validate_dict(minimal(resources={"strategy": "fsdp", "num_workers": 2}))
+    assert (cfg.resources.strategy, cfg.resources.num_workers) == ("fsdp", 2)
+    (p,) = problems(minimal(resources={"strategy": "zero3"}))
+    assert "`resources.strategy`" in p and "'ddp'" in p and "'fsdp'" in p
+
+
+@pytest.mark.parametrize("gpus,workers,suggested", [(2, 1, 2), (4, 2, 8), (1.5, 1, 2)])
+def test_more_than_one_gpu_per_worker_is_refused_for_num_workers(gpus, workers, suggested):
+    (p,) = problems(minimal(resources={"gpus_per_worker": gpus, "num_workers": workers}))
+    assert "resources.gpus_per_worker" in p and f"is {gpus:g}" in p
+    assert f"num_workers: {suggested}" in p and "gpus_per_worker: 1" in p and "strategy: fsdp" in p
+    # one GPU, a share of one, or auto (at most one) are fine
+    for ok in (1, 0.5, 0):
+        assert validate_dict(minimal(resources={"gpus_per_worker": ok})).resources.gpus == ok
