@@ -29,7 +29,7 @@ import statistics
 import sys
 import time
 from pathlib import Path
-from typing import Any, Dict, List
+from typing import Any, Dict, List, Optional
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import OUT_DIR, REPO, machine, print_table, write_json  # noqa: E402
@@ -73,8 +73,17 @@ def repeated_train(n: int, vary: bool, copies: int = 1) -> Path:
 
 
 def run_side(
-    variant: str, model_dir: Path, train: Path, steps: int, batch: int, dtype: str, max_input: int = 512
+    variant: str,
+    model_dir: Path,
+    train: Path,
+    steps: int,
+    batch: int,
+    dtype: str,
+    max_input: int = 512,
+    training: Optional[Dict[str, Any]] = None,
 ) -> Dict[str, Any]:
+    """One training run; `training`: keys laid over the config's training section (e.g. gradient_checkpointing;
+    by default `auto`, which without a plan keeps checkpointing on)."""
     import torch
     from transformers import Trainer, TrainerCallback, TrainingArguments
     from transformers.trainer_callback import PrinterCallback
@@ -98,7 +107,7 @@ def run_side(
             "quantization": {"compute_dtype": dtype},
             "lora": {"r": 8, "alpha": 16, "dropout": 0.0, "target_modules": "all-linear"},
             "search": {"metric": "eval_loss"},
-            "training": {"seed": 0},
+            "training": {"seed": 0, **(training or {})},
         }
     )
     tok = load_tokenizer(cfg)
