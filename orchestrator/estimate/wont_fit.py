@@ -88,3 +88,22 @@ def validate_warning(cfg) -> Optional[str]:
 
     planner = trial_planner(cfg, min(cfg.search.max_concurrent_trials, cfg.search.num_samples), echo=lambda *a: None)
     return space_warning(cfg, planner) if planner is not None else None
+
+
+def refuse_unfit_train(cfg, params: Optional[Dict[str, Any]] = None) -> None:
+    """`train` runs one configuration: when it cannot fit, say so before anything starts (UserError, exit 2)
+    instead of recording one skipped trial. No estimate (an unknown model): nothing is checked."""
+    from orchestrator.core.errors import UserError
+    from orchestrator.core.trial_status import wont_fit_text
+    from orchestrator.estimate.trial_plan import trial_planner
+
+    planner = trial_planner(cfg, 1, echo=lambda *a: None)
+    if planner is None:
+        return
+    w = planner(cfg.with_params({**cfg.fixed_params(), **(params or {})})).get("wont_fit")
+    if w:
+        raise UserError(
+            f"This trial will not fit: it {wont_fit_text(w)}. Lower training.batch_size, data.max_input_length / "
+            "max_target_length or lora.r, or give it more memory (resources.gpu_memory_gb, num_workers with "
+            "resources.strategy: fsdp, a larger node)."
+        )

@@ -97,6 +97,10 @@ def run(
             echo("\n".join(describe_submission(cfg, verb, address, resume=resume)))
         echo(f"Results would go to {output_location(cfg)}. Dry run: nothing started.")
         return 0
+    if verb == "train" and address is None:  # on a cluster the trial is SKIPPED_WONT_FIT there (its nodes' memory)
+        from orchestrator.estimate.wont_fit import refuse_unfit_train
+
+        refuse_unfit_train(cfg, params)
     if address:
         from orchestrator.launch.cluster import submit_run
 

@@ -120,3 +120,24 @@ def test_validate_warns_and_exits_0_when_most_of_the_space_cannot_fit(tmp_path, 
     fine = validate(48)
     assert fine.exit_code == 0 and "will not fit" not in fine.output
     assert not (tmp_path / "runs").exists()
+
+
+def test_train_of_a_configuration_that_cannot_fit_exits_2_before_anything_starts(tmp_path, tiny_t5):
+    from orchestrator.cli import cli
+
+    cfg = write_config(
+        tmp_path / "big.yaml",
+        tiny_t5,
+        tmp_path / "runs",
+        data={"max_input_length": 4096, "max_target_length": 16},
+        training={"gradient_checkpointing": False, "batch_size": 32},
+        resources={"gpus_per_worker": 1, "gpu_memory_gb": 24},
+    )
+    res = CliRunner().invoke(cli, ["train", str(cfg)])
+    assert res.exit_code == 2, res.output
+    assert "This trial will not fit: it needs " in res.output and "24 GiB available" in res.output
+    assert "Lower training.batch_size" in res.output and "Traceback" not in res.output
+    assert not (tmp_path / "runs").exists()
+    # the same configuration at batch 1 fits, and gets past the check (to the GPU check of this CPU machine)
+    ok = CliRunner().invoke(cli, ["train", str(cfg), "--set", "training.batch_size=1"])
+    assert "will not fit" not in ok.output
