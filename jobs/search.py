@@ -288,7 +288,7 @@ def collect_results(cfg: RunConfig, grid, run: RunDir, n_train: int, st: RunStor
     from jobs.checkpoints import save_log_history
     from jobs.merge import copy_adapter
     from jobs.model_cache import model_path
-    from jobs.wont_fit import skipped_fields
+    from jobs.wont_fit import measured_fields, skipped_fields
 
     metric, mode = cfg.search.metric, cfg.search.resolved_mode
     better = (lambda a, b: a < b) if mode == "min" else (lambda a, b: a > b)
@@ -314,6 +314,7 @@ def collect_results(cfg: RunConfig, grid, run: RunDir, n_train: int, st: RunStor
             "time_s": round(float(last.get("time_total_s", 0) or 0), 1),
             **{k: last[k] for k in ("gradient_checkpointing", "estimated_peak_gb") if k in last},  # the plan
             **skipped_fields(last),  # SKIPPED_WONT_FIT: the estimate, needed vs available GiB
+            **measured_fields(history),  # beside estimated_peak_gb (GPU runs)
         }
         run.trial_dir(trial_id).mkdir(parents=True, exist_ok=True)
         if st.remote and st.run_uri:  # the workers' logs were copied to the run's S3 folder: bring them here

@@ -61,3 +61,10 @@ class FeasibleASHA(ASHAScheduler):
             self._trial_info.pop(trial.trial_id, None)
             return
         super().on_trial_complete(tune_controller, trial, result)
+
+
+def measured_fields(history) -> Dict[str, Any]:
+    """The trial's measured peak GPU memory over its reports (torch's max_memory_allocated), in GiB, for
+    `estimate --calibrate` beside `estimated_peak_gb` ({} on CPU: RSS is not what the estimate models)."""
+    peaks = [h["peak_gpu_mem_mb"] for h in history if isinstance(h.get("peak_gpu_mem_mb"), (int, float))]
+    return {"measured_peak_gb": round(max(peaks) / 1024, 3)} if peaks else {}

@@ -184,6 +184,15 @@ def register(group) -> None:
         help="Print the share of trainable parameters for ranks 1-16 on Llama-2 7B/13B/70B and "
         "Falcon-180B beside the seed article's table.",
     )
+    @click.option(
+        "--calibrate",
+        "calibrate_dir",
+        metavar="RUN_DIR",
+        type=click.Path(file_okay=False),
+        default=None,
+        help="Compare the estimate with the measured peak GPU memory of a past run's trials and suggest "
+        "resources.memory_margin.",
+    )
     @click.option("--json", "as_json", is_flag=True, help="Print machine-readable JSON instead of tables.")
     def estimate_cmd(
         config: Optional[str],
@@ -192,6 +201,7 @@ def register(group) -> None:
         ranks: Sequence[int],
         gpu_mem_gb: float,
         share_table: bool,
+        calibrate_dir: Optional[str],
         as_json: bool,
     ) -> None:
         """Trainable parameters and GPU memory of a config, before launching it.
@@ -206,7 +216,14 @@ def register(group) -> None:
           qlora-launch estimate examples/t5_tiny_summarize_local.yaml
           qlora-launch estimate --model llama-2-7b --set lora.target_modules=[q_proj,v_proj] --rank 8
           qlora-launch estimate --table
+          qlora-launch estimate --calibrate runs/my_gpu_run
         """
+        if calibrate_dir is not None:
+            from orchestrator.estimate.calibrate import calibrate, calibration_text
+
+            cal = calibrate(calibrate_dir)
+            click.echo(json.dumps(cal.to_json(), indent=2) if as_json else "\n".join(calibration_text(cal)))
+            return
         from orchestrator.estimate import seed_table
         from orchestrator.estimate.run import run_estimate
 

@@ -27,7 +27,15 @@ class ResourcesConfig(_Section):
         0.0,
         description="GPUs per Train worker, at most 1 (a trial spreads over GPUs through num_workers); fractions "
         "share one GPU. auto: each trial asks for the share its own "
-        "estimated peak memory needs (x 1.2, rounded up to 1/8 of resources.gpu_memory_gb, at most 1 GPU).",
+        "estimated peak memory needs (x resources.memory_margin, rounded up to 1/8 of resources.gpu_memory_gb, "
+        "at most 1 GPU).",
+    )
+    memory_margin: float = Field(
+        1.2,
+        ge=1.0,
+        le=4.0,
+        description="gpus_per_worker auto asks for the estimated peak times this. `qlora-launch estimate "
+        "--calibrate RUN_DIR` suggests one from a past run's measured peaks (GPU runs).",
     )
     gpu_memory_gb: Optional[float] = Field(
         None,

@@ -82,7 +82,8 @@ def plan_trial(shape: ModelShape, cfg, host_gib: float, concurrent: int) -> Dict
     params: Dict[str, Any] = {"training.gradient_checkpointing": ckpt}
     extra: Dict[str, Any] = {}
     if cfg.resources.gpus_per_worker == "auto":
-        params["resources.gpus_per_worker"] = extra["gpus_per_worker"] = gpu_share(peak, cfg.resources.gpu_memory_gb)
+        share = gpu_share(peak, cfg.resources.gpu_memory_gb, cfg.resources.memory_margin)
+        params["resources.gpus_per_worker"] = extra["gpus_per_worker"] = share
     return {
         "params": params,
         "wont_fit": wont_fit(cfg, peak, host_gib),

@@ -155,3 +155,14 @@ def test_causal_lm_search_through_the_cli(tmp_path, tiny_llama, ray_local_2cpu):
     diff, adapter_effect = reload_and_compare(run_dir, "causal_lm")
     assert diff < 1e-4 and adapter_effect > 1e-4
     assert "merge check passed" in result.output
+
+
+def test_calibrating_from_a_cpu_run_says_there_is_nothing_to_calibrate_from(tuned_t5_run):
+    """The CPU search's trials record their estimate but no GPU peak, and `estimate --calibrate` says so."""
+    rows = json.loads((tuned_t5_run / "results.json").read_text())["trials"]
+    assert all(isinstance(r.get("estimated_peak_gb"), float) for r in rows)  # the plan of every trial
+    assert not any("measured_peak_gb" in r for r in rows)
+    from orchestrator.cli import cli
+
+    res = CliRunner().invoke(cli, ["estimate", "--calibrate", str(tuned_t5_run)])
+    assert res.exit_code == 2 and "its trials ran on CPU" in res.output
