@@ -27,6 +27,7 @@ from orchestrator.core.budget import (
 from orchestrator.core.config import RunConfig
 from orchestrator.core.config_resources import ResourcesConfig
 from orchestrator.core.rundir import RunDir
+from orchestrator.core.trial_status import SKIPPED_FLAG
 
 STATE_FILE = "budget-state.json"
 
@@ -106,7 +107,8 @@ class BudgetLimiter(SearchAlgorithm):
 
     def on_trial_complete(self, trial_id: str, result: Optional[Dict] = None, error: bool = False):
         self.inner.on_trial_complete(trial_id, result=result, error=error)
-        self.ledger.complete(trial_id, self._gpu_hours(trial_id, result) if result else None)
+        skipped = bool(result and result.get(SKIPPED_FLAG))  # SKIPPED_WONT_FIT: never started, cost nothing
+        self.ledger.complete(trial_id, self._gpu_hours(trial_id, result) if result else None, skipped=skipped)
 
     def is_finished(self) -> bool:
         return self._finished or self.inner.is_finished()

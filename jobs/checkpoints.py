@@ -165,6 +165,9 @@ def pick_resumable(
     return None
 
 
+_UNWRITABLE: List[int] = []  # steps whose checkpoint could not be written (the first is told)
+
+
 def stage_checkpoint(src: Optional[str], tmp: Path | str, step: int, log: Callable[[str], None]) -> Optional[Path]:
     """Copy the HF checkpoint `src` into `tmp/checkpoint` with its manifest, for `ray.train.report`.
 
@@ -180,6 +183,9 @@ def stage_checkpoint(src: Optional[str], tmp: Path | str, step: int, log: Callab
         write_manifest(out)  # last: a checkpoint cut short fails it on resume
     except OSError as e:
         shutil.rmtree(out, ignore_errors=True)
+        if _UNWRITABLE:  # said once: a full disk fails every save alike
+            return None
+        _UNWRITABLE.append(step)
         log(
             f"The checkpoint at step {step} could not be written ({type(e).__name__}: {e}); training went on "
             "without it, so a restart would resume from an earlier checkpoint. Check free disk space."

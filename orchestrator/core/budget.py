@@ -61,9 +61,13 @@ class BudgetLedger:
         if trial_id not in self.finished:
             self.running[trial_id] = max(gpu_hours, self.running.get(trial_id, 0.0))
 
-    def complete(self, trial_id: str, gpu_hours: Optional[float] = None) -> None:
-        """The trial ended; `gpu_hours` None (an errored trial without a last result): its last known spend."""
+    def complete(self, trial_id: str, gpu_hours: Optional[float] = None, skipped: bool = False) -> None:
+        """The trial ended; `gpu_hours` None (an errored trial without a last result): its last known spend.
+        A trial skipped before it started (SKIPPED_WONT_FIT) cost nothing and says nothing of what the next
+        one will: it is not counted."""
         last = self.running.pop(trial_id, 0.0)
+        if skipped:
+            return
         self.finished[trial_id] = max(last, gpu_hours or 0.0)
 
     def projected(self) -> float:

@@ -20,7 +20,7 @@ class ResourcesConfig(_Section):
         description="How a trial's num_workers share the work. ddp: each worker holds the whole model and "
         "trains on its share of every batch. fsdp: the base weights, LoRA weights, gradients and optimizer "
         "state are sharded across the workers (each holds 1/num_workers; activations are not sharded), so a "
-        "model too large for one device trains on several. With quantization.mode 4bit, fsdp needs GPU workers.",
+        "model too large for one device trains on several.",
     )
     cpus_per_worker: float = Field(1.0, gt=0, description="CPUs per Train worker.")
     gpus_per_worker: Union[Annotated[float, Field(ge=0)], Literal["auto"]] = Field(

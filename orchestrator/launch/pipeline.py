@@ -133,7 +133,14 @@ def _clean_failed(run_dir: Path, resume: bool, made: Path) -> None:
     if resume or not run_dir.exists():
         return
     if not (run_dir / "ray" / "tune").exists():
-        shutil.rmtree(made, ignore_errors=True)
+        shutil.rmtree(run_dir, ignore_errors=True)
+        parent = run_dir
+        while parent != made:  # the folders it created above it, while empty (another run may be in them)
+            parent = parent.parent
+            try:
+                parent.rmdir()
+            except OSError:
+                break
 
 
 def open_live_tracking(cfg: RunConfig, run: RunDir, started_at: str, echo: Echo) -> Optional[Dict[str, Any]]:

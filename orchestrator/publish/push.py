@@ -305,7 +305,7 @@ def _publish_s3(
         pub.uploaded = [k[offset:] for k in uploaded]
         pub.skipped = [k[offset:] for k in skipped]
         # Objects of an earlier, different attempt at this version that the manifest will not list.
-        keep = {i.key for i in items}
+        keep = {i.key for i in items} | {manifest_key}  # a concurrent publication's manifest stays
         for key in bucket.list(dest.key(pub.version)):
             if key not in keep:
                 bucket.delete(key)

@@ -198,7 +198,9 @@ class Bucket:
                 Metadata={"sha256": digest},
             )
 
-    def put_new(self, key: str, data: bytes, content_type: str = "application/json") -> Optional[bytes]:
+    def put_new(
+        self, key: str, data: bytes, content_type: str = "application/json", attempt: int = 1
+    ) -> Optional[bytes]:
         """`put` only if `key` does not exist yet (`If-None-Match: *`). Returns None when this call wrote it,
         else the bytes already there (a concurrent writer got there first; ours were not written)."""
         from botocore.exceptions import ClientError
@@ -223,7 +225,12 @@ class Bucket:
                     raise
         now = self.get(key)
         if now is None:  # the other writer's 409 conflict did not land after all: try once more
-            return self.put_new(key, data, content_type)
+            if attempt >= 2:
+                raise UserError(
+                    f"{self.url(key)}: the store refused to create it and holds nothing there; try again, and "
+                    "check that nothing else writes to this prefix."
+                )
+            return self.put_new(key, data, content_type, attempt + 1)
         return now
 
     def delete(self, key: str) -> None:

@@ -135,3 +135,13 @@ def test_spend_summary_and_line():
     assert "stopped the search after 3 of 8 trials" in line
     assert spend_summary(cfg(), rows, None) is None
     assert spend_summary(c, rows, None)["stopped_by_budget"] is False
+
+
+def test_a_trial_skipped_as_wont_fit_is_no_evidence_of_what_the_next_one_costs():
+    led = BudgetLedger(limit=1.0)
+    led.started("a")
+    led.complete("a", 0.4)
+    led.started("big")
+    led.complete("big", 0.0, skipped=True)  # SKIPPED_WONT_FIT: it never started
+    assert led.finished == {"a": 0.4} and led.running == {}
+    assert led.projected() == pytest.approx(0.4)  # not (0.4 + 0) / 2, which would overrun the budget

@@ -45,7 +45,10 @@ def test_truncated_examples_and_dropped_rows_become_notices(tmp_path):
     assert dropped.startswith("Dropped bad rows (data.on_bad_rows: skip): 2 train;")
 
 
-def test_a_checkpoint_that_cannot_be_written_is_said_once_and_training_goes_on(tmp_path):
+def test_a_checkpoint_that_cannot_be_written_is_said_once_and_training_goes_on(tmp_path, monkeypatch):
+    import jobs.checkpoints
+
+    monkeypatch.setattr(jobs.checkpoints, "_UNWRITABLE", [])
     src = tmp_path / "checkpoint-4"
     src.mkdir()
     (src / "adapter_model.safetensors").write_bytes(os.urandom(64))
@@ -60,4 +63,5 @@ def test_a_checkpoint_that_cannot_be_written_is_said_once_and_training_goes_on(t
     (line,) = said
     assert line.startswith("The checkpoint at step 8 could not be written (") and "training went on" in line
     assert not (tmp_path / "broken" / "checkpoint").exists()  # nothing half-copied is reported
+    assert stage_checkpoint(str(src), tmp_path / "broken2", 12, said.append) is None and len(said) == 1  # once
     assert stage_checkpoint(None, tmp_path / "none", 9, said.append) is None and len(said) == 1
