@@ -187,16 +187,19 @@ class Bucket:
 
     def put(self, key: str, data: bytes, content_type: str = "application/json") -> None:
         """One PUT whose SHA-256 the server checks on receipt (atomic: readers see old or new)."""
-        digest = hashlib.sha256(data).hexdigest()
         with self.errors(self.url(key)):
-            self.client.put_object(
-                Bucket=self.name,
-                Key=key,
-                Body=data,
-                ContentType=content_type,
-                ChecksumSHA256=bytes_checksum(data),
-                Metadata={"sha256": digest},
-            )
+            self._put_object(key, data, content_type)
+
+    def _put_object(self, key: str, data: bytes, content_type: str, **condition: str) -> None:
+        self.client.put_object(
+            Bucket=self.name,
+            Key=key,
+            Body=data,
+            ContentType=content_type,
+            ChecksumSHA256=bytes_checksum(data),
+            Metadata={"sha256": hashlib.sha256(data).hexdigest()},
+            **condition,
+        )
 
     def put_new(
         self, key: str, data: bytes, content_type: str = "application/json", attempt: int = 1
@@ -205,18 +208,9 @@ class Bucket:
         else the bytes already there (a concurrent writer got there first; ours were not written)."""
         from botocore.exceptions import ClientError
 
-        digest = hashlib.sha256(data).hexdigest()
         with self.errors(self.url(key)):
             try:
-                self.client.put_object(
-                    Bucket=self.name,
-                    Key=key,
-                    Body=data,
-                    ContentType=content_type,
-                    ChecksumSHA256=bytes_checksum(data),
-                    Metadata={"sha256": digest},
-                    IfNoneMatch="*",
-                )
+                self._put_object(key, data, content_type, IfNoneMatch="*")
                 return None
             except ClientError as e:
                 code = e.response.get("Error", {}).get("Code", "")
