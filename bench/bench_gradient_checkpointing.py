@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any, Dict, List
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import machine, print_table, write_json  # noqa: E402
+from common import args_json, machine, print_table, write_json  # noqa: E402
 
 SIDES = ("on", "off")
 
@@ -113,12 +113,7 @@ def main(argv=None) -> int:
     )
     write_json(
         "gradient_checkpointing",
-        {
-            "machine": machine(),
-            "args": {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()},
-            "runs": runs,
-            "summary": summary,
-        },
+        {"machine": machine(), "args": args_json(args), "runs": runs, "summary": summary},
         args.json_out,
     )
     return 0

@@ -32,7 +32,7 @@ from pathlib import Path
 from typing import Any, Dict, List, Optional
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import OUT_DIR, REPO, machine, print_table, write_json  # noqa: E402
+from common import OUT_DIR, REPO, args_json, machine, print_table, write_json  # noqa: E402
 
 SEED = REPO / "examples" / "data" / "seed"
 VARIANTS = ("padded_random", "padded_grouped", "packed")
@@ -263,14 +263,7 @@ def main(argv=None) -> int:
         rows,
     )
     write_json(
-        "packing",
-        {
-            "machine": machine(),
-            "args": {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()},
-            "runs": runs,
-            "summary": summary,
-        },
-        args.json_out,
+        "packing", {"machine": machine(), "args": args_json(args), "runs": runs, "summary": summary}, args.json_out
     )
     return 0
 

@@ -97,6 +97,11 @@ def print_table(title: str, headers: Sequence[str], rows: Sequence[Sequence[Any]
     print(f"\n{title}\n{format_table(headers, rows)}", flush=True)
 
 
+def args_json(args) -> Dict[str, Any]:
+    """An argparse namespace as JSON values (paths as strings), for write_json."""
+    return {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()}
+
+
 def write_json(name: str, data: Dict[str, Any], path: Optional[Path] = None) -> Path:
     """Write `data` (with the machine and command line added) to bench/out/NAME.json or `path`."""
     path = Path(path) if path else OUT_DIR / f"{name}.json"

@@ -19,21 +19,27 @@ pytestmark = pytest.mark.integration
 MAX_STEPS = 12
 
 
-def test_two_ranks_shard_one_trial_and_the_gathered_adapter_merges(tmp_path, tiny_llama, ray_local_2cpu):
-    from orchestrator.launch.pipeline import run
-
-    cfg = write_config(
-        tmp_path / "fsdp.yaml",
-        tiny_llama,
+def fsdp_config(tmp_path, model, name: str, max_steps: int, eval_steps: int, lr: float, **sections):
+    """A 2-worker FSDP `train` of the tiny Llama (one trial; its own eval_loss)."""
+    return write_config(
+        tmp_path / f"{name}.yaml",
+        model,
         tmp_path / "runs",
         model={"task": "causal_lm"},
         lora={"target_modules": "all-linear", "r": 8, "dropout": 0.0},
         data={"prompt_template": "Summarize: {input}\nSummary: ", "test": None},
-        training={"max_steps": MAX_STEPS, "eval_steps": 6, "batch_size": 5, "learning_rate": 3e-3},
+        training={"max_steps": max_steps, "eval_steps": eval_steps, "batch_size": 5, "learning_rate": lr},
         resources={"num_workers": 2, "cpus_per_worker": 0.9, "strategy": "fsdp"},
         tracking={"wandb": False},
         search={"metric": "eval_loss"},
+        **sections,
     )
+
+
+def test_two_ranks_shard_one_trial_and_the_gathered_adapter_merges(tmp_path, tiny_llama, ray_local_2cpu):
+    from orchestrator.launch.pipeline import run
+
+    cfg = fsdp_config(tmp_path, tiny_llama, "fsdp", MAX_STEPS, 6, 3e-3)
     assert run(str(cfg), "train", [], echo=lambda *a: None) == 0
     run_dir = tmp_path / "runs" / "fsdp"
 

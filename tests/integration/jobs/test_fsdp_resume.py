@@ -8,9 +8,9 @@ import threading
 
 import pytest
 
-from tests.conftest import write_config
 from tests.integration.jobs.test_ddp import registered_checkpoints, train_workers
 from tests.integration.jobs.test_fault_tolerance import tune_histories, wait_for
+from tests.integration.jobs.test_fsdp import fsdp_config
 
 pytestmark = pytest.mark.integration
 
@@ -21,19 +21,7 @@ SAVE = 5
 def test_a_killed_fsdp_rank_resumes(tmp_path, tiny_llama, ray_local_2cpu):
     from orchestrator.launch.pipeline import run
 
-    cfg = write_config(
-        tmp_path / "fsdpr.yaml",
-        tiny_llama,
-        tmp_path / "runs",
-        model={"task": "causal_lm"},
-        lora={"target_modules": "all-linear", "r": 8, "dropout": 0.0},
-        data={"prompt_template": "Summarize: {input}\nSummary: ", "test": None},
-        training={"max_steps": MAX_STEPS, "eval_steps": SAVE, "batch_size": 5, "learning_rate": 1e-3},
-        resources={"num_workers": 2, "cpus_per_worker": 0.9, "strategy": "fsdp"},
-        tracking={"wandb": False},
-        search={"metric": "eval_loss"},
-        fault_tolerance={"max_failures": 2},
-    )
+    cfg = fsdp_config(tmp_path, tiny_llama, "fsdpr", MAX_STEPS, SAVE, 1e-3, fault_tolerance={"max_failures": 2})
     run_dir = tmp_path / "runs" / "fsdpr"
     result = {}
     t = threading.Thread(target=lambda: result.setdefault("code", run(str(cfg), "train", [], echo=lambda *a: None)))

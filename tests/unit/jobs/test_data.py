@@ -5,23 +5,17 @@ from __future__ import annotations
 import pytest
 
 from jobs.data import IGNORE_INDEX, build_collator, load_splits, tokenize
-from orchestrator.core.config_load import validate_dict
+from tests.helpers.configs import seed_config
 
 
 def cfg_for(model, seed_data, task="seq2seq", **data):
-    return validate_dict(
-        {
-            "model": {"name_or_path": str(model), "task": task},
-            "data": {
-                "train": str(seed_data / "train.jsonl"),
-                "eval": str(seed_data / "eval.jsonl"),
-                "input_column": "article",
-                "target_column": "summary",
-                **data,
-            },
-            "quantization": {"compute_dtype": "float32"},
-            "lora": {"target_modules": "all-linear"},
-        }
+    return seed_config(
+        model,
+        seed_data,
+        task,
+        data=data,
+        quantization={"compute_dtype": "float32"},
+        lora={"target_modules": "all-linear"},
     )
 
 

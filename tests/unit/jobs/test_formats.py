@@ -10,6 +10,7 @@ from pathlib import Path
 from jobs.data import IGNORE_INDEX, build_collator, load_splits, prepare_datasets, tokenize_counted
 from jobs.formats import encode_prompts, prompts_and_targets
 from orchestrator.core.config_load import validate_dict
+from tests.helpers.configs import seed_config
 
 # A minimal Jinja chat template (the tiny tokenizers have none): </s> ends every turn.
 CHAT = (
@@ -143,18 +144,7 @@ def test_messages_truncation_drops_the_oldest_exchange_first(tiny_llama, tmp_pat
 
 
 def cue_cfg(model, seed_data, task, **data):
-    return validate_dict(
-        {
-            "model": {"name_or_path": str(model), "task": task},
-            "data": {
-                "train": str(seed_data / "train.jsonl"),
-                "eval": str(seed_data / "eval.jsonl"),
-                "input_column": "article",
-                "target_column": "summary",
-                **data,
-            },
-        }
-    )
+    return seed_config(model, seed_data, task, data=data)
 
 
 def test_a_long_input_keeps_the_cue_after_truncation(tiny_llama, seed_data):
