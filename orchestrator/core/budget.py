@@ -120,6 +120,8 @@ def spend_summary(cfg: RunConfig, rows: List[Mapping[str, Any]], stop: Optional[
     }
     if price is not None:
         out.update(usd=round(total * price, 6), price_per_gpu_hour=price)
+        if cfg.resources.price_note:
+            out["price_note"] = cfg.resources.price_note
     b = cfg.search.budget
     if b is not None:
         out["budget"] = {"gpu_hours": b.gpu_hours} if b.gpu_hours is not None else {"usd": b.usd}
@@ -141,6 +143,8 @@ def budget_text(cfg: RunConfig) -> Optional[str]:
     price = cfg.resources.price_per_gpu_hour
     usd = f"{dollars(cfg.search.budget.usd)} = " if cfg.search.budget and cfg.search.budget.usd is not None else ""
     at = f" at {dollars(price)} each" if price is not None else ""
+    if cfg.resources.price_note:
+        at += f" ({cfg.resources.price_note})"
     return (
         f"Budget: {usd}{limit:.4g} {unit}{at}; no trial is launched once the spend so far plus the projected "
         "cost of the next (the mean of the finished trials) would pass it"

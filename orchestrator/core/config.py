@@ -64,10 +64,17 @@ class RunConfig(_Section):
             )
         for key, dist in self.search.space.items():
             _check_space_bounds(key, dist)
-        if self.search.budget and self.search.budget.usd is not None and self.resources.price_per_gpu_hour is None:
+        r = self.resources
+        if r.instance_prices is not None and r.price_per_gpu_hour is not None and r.price_note is None:
+            raise ValueError(
+                "resources: give either price_per_gpu_hour or instance_prices (priced through the cluster YAML's "
+                "node types), not both"
+            )
+        if self.search.budget and self.search.budget.usd is not None and not r.priced:
             raise ValueError(
                 "search.budget.usd is counted in dollars: set resources.price_per_gpu_hour (what one GPU-hour "
-                "costs; on CPU-only trials one worker-hour), or give the budget as search.budget.gpu_hours"
+                "costs; on CPU-only trials one worker-hour) or resources.instance_prices, or give the budget as "
+                "search.budget.gpu_hours"
             )
         init_problem = lora_init_problem(self.lora.init, self.quantization.mode, self.resources.gpus)
         if init_problem:

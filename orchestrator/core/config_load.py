@@ -12,6 +12,7 @@ from pydantic import BaseModel, ValidationError
 
 from orchestrator.core.config import RunConfig, _set_dotted
 from orchestrator.core.errors import UserError, did_you_mean
+from orchestrator.core.pricing import resolve_prices
 
 
 def parse_overrides(pairs: List[str]) -> Dict[str, Any]:
@@ -102,7 +103,8 @@ def load_config(
     if out is not None and not out.get("experiment"):
         out["experiment"] = re.sub(r"[^A-Za-z0-9._-]", "-", Path(path).stem)
     cfg = validate_dict(data)
-    return resolve_paths(cfg, Path(path).resolve().parent if base_dir is None else base_dir)
+    base = Path(path).resolve().parent if base_dir is None else base_dir
+    return resolve_prices(resolve_paths(cfg, base), base)
 
 
 def validate_dict(data: Dict[str, Any]) -> RunConfig:

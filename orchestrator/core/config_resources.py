@@ -9,6 +9,21 @@ from pydantic import Field, field_validator, model_validator
 from orchestrator.core.config_data import _Section
 
 
+class InstancePrice(_Section):
+    """One entry of `resources.instance_prices`: dollars per instance-hour."""
+
+    on_demand: float = Field(..., gt=0, description="On-demand dollars per instance-hour.")
+    spot: Optional[float] = Field(
+        None, gt=0, description="Spot dollars per instance-hour (needed when a node type asks for spot)."
+    )
+    gpus: Optional[int] = Field(
+        None,
+        ge=1,
+        description="GPUs per instance; needed only for instance types qlora-launch does not know and whose "
+        "node type in the cluster YAML declares no resources.GPU.",
+    )
+
+
 class ResourcesConfig(_Section):
     """`resources:` what one trial asks Ray for."""
 
@@ -49,6 +64,11 @@ class ResourcesConfig(_Section):
         """gpus_per_worker as a number: `auto` is at most one GPU (each trial's share is resolved in the search)."""
         return 1.0 if self.gpus_per_worker == "auto" else self.gpus_per_worker
 
+    @property
+    def priced(self) -> bool:
+        """A dollar price is set, directly or through instance_prices (resolved when the config loads)."""
+        return self.price_per_gpu_hour is not None or self.instance_prices is not None
+
     @field_validator("gpus_per_worker", mode="before")
     @classmethod
     def _number_or_auto(cls, v):
@@ -86,7 +106,24 @@ class ResourcesConfig(_Section):
         None,
         gt=0,
         description="What one GPU-hour costs in dollars (on CPU-only trials: one Train worker-hour); "
-        "search.budget.usd needs it. With it, each trial's spend_usd is recorded.",
+        "search.budget.usd needs it (or instance_prices). With it, each trial's spend_usd is recorded.",
+    )
+    instance_prices: Optional[Dict[str, InstancePrice]] = Field(
+        None,
+        description="Dollars per instance-hour by instance type, e.g. {g5.2xlarge: {on_demand: 1.212, spot: 0.49}}. "
+        "Instead of price_per_gpu_hour: the GPU node types of resources.cluster_config are priced from it "
+        "(spot where the node type asks for spot capacity) and divided by their GPUs; the dearest GPU-hour "
+        "of those node types becomes price_per_gpu_hour, so a budget holds wherever a trial lands.",
+    )
+    cluster_config: Optional[str] = Field(
+        None,
+        description="The Ray cluster launcher YAML that instance_prices prices (its available_node_types); "
+        "default: cluster.yaml beside the run config, else in the current folder.",
+    )
+    price_note: Optional[str] = Field(
+        None,
+        description="Filled in by qlora-launch when instance_prices set price_per_gpu_hour: which node "
+        "types and prices it came from. Not an input.",
     )
     custom: Dict[str, float] = Field(
         default_factory=dict,

@@ -198,3 +198,22 @@ def test_two_gpus_on_one_worker_says_use_num_workers(runner, cfg_path, tmp_path)
     edit(cfg_path, resources={"gpus_per_worker": 2})
     r = invoke(runner, "tune", cfg_path)
     assert_user_error(r, "resources.gpus_per_worker", "num_workers: 2", out_dir=tmp_path / "runs")
+
+
+def test_tune_with_an_unpriced_instance_type_exits_2_before_anything_is_written(runner, cfg_path, tmp_path):
+    (tmp_path / "cluster.yaml").write_text((Path(__file__).resolve().parents[3] / "cluster.yaml").read_text())
+    edit(cfg_path, resources={"instance_prices": {"g5.2xlarge": {"on_demand": 1.212}}})
+    result = invoke(runner, "tune", cfg_path)
+    assert_user_error(result, "node type gpu_spot", "instance_prices.g5.2xlarge.spot", out_dir=tmp_path / "runs")
+
+
+def test_dry_run_shows_where_the_price_came_from(runner, cfg_path, tmp_path):
+    (tmp_path / "cluster.yaml").write_text((Path(__file__).resolve().parents[3] / "cluster.yaml").read_text())
+    edit(cfg_path, resources={"instance_prices": {"g5.2xlarge": {"on_demand": 1.212, "spot": 0.4848}}})
+    cfg = yaml.safe_load(cfg_path.read_text())
+    cfg["search"]["budget"] = {"usd": 0.9696}
+    cfg_path.write_text(yaml.safe_dump(cfg))
+    result = invoke(runner, "tune", cfg_path, "--dry-run")
+    assert result.exit_code == 0, result.output
+    out = " ".join(result.output.split())
+    assert "Budget: $0.97 = 2 worker-hours" in out and "gpu_spot: g5.2xlarge spot $0.4848/h / 1 GPU" in out
