@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Sequence
 
 from orchestrator.core.rundir import RunDir
+from orchestrator.estimate.memory import CUDA_OVERHEAD_GIB
 from orchestrator.observe.report.cost import cost_figure
 from orchestrator.observe.report.data import SMOOTH_AFTER, ReportData, load_report_data, pick_pair, short_key
 from orchestrator.observe.report.figures import (
@@ -23,6 +24,7 @@ from orchestrator.observe.report.figures import (
     resources_figure,
     scatter_figure,
 )
+from orchestrator.observe.report.memory import memory_figure, memory_table
 from orchestrator.observe.report.page import CSS, JS, PAGE
 from orchestrator.observe.report.pngs import write_pngs
 from orchestrator.observe.report.sections import (
@@ -78,6 +80,30 @@ def cost_section(data: ReportData, plot) -> str:
     )
 
 
+def memory_section(data: ReportData, plot) -> str:
+    """Each trial's estimated peak memory beside the measured one, on runs whose trials were planned."""
+    table = memory_table(data)
+    if not table:
+        return ""
+    return "\n".join(
+        [
+            "<section><h2>Memory: estimate vs measured</h2>",
+            plot(
+                "plot-memory",
+                "Estimated and measured peak memory per trial",
+                "Estimated: the plan made before the trial started (qlora-launch estimate's model; hatched: a "
+                "trial skipped as SKIPPED_WONT_FIT, at what it would need). Measured: torch's peak allocated "
+                f"memory over the trial plus the {CUDA_OVERHEAD_GIB:g} GiB CUDA context the estimate counts "
+                "(GPU trials only: a CPU trial's RSS holds the whole process, not what the estimate models). "
+                "Red marks: the memory the trial was given (its GPU share, or the planner's budget). "
+                "`qlora-launch estimate --calibrate RUN_DIR` turns the worst ratio into resources.memory_margin.",
+            ),
+            f'<div class="card">{table}</div>',
+            "</section>",
+        ]
+    )
+
+
 def render_html(data: ReportData, png_names: Sequence[str] = ()) -> str:
     from plotly.offline import get_plotlyjs
 
@@ -89,6 +115,7 @@ def render_html(data: ReportData, png_names: Sequence[str] = ()) -> str:
         "plot-parallel": parallel_figure(data),
         "plot-resources": resources_figure(data),
         "plot-cost": cost_figure(data),
+        "plot-memory": memory_figure(data),
     }
     png_for = {
         "plot-loss": "loss.png",
@@ -150,6 +177,7 @@ def render_html(data: ReportData, png_names: Sequence[str] = ()) -> str:
                 "Wall time is Tune's time_total_s of the trial; memory is the peak RSS of its rank-0 Train worker.",
             ),
             "</section>",
+            memory_section(data, plot),
             cost_section(data, plot),
             samples_section(data),
             footer_section(data, png_names),

@@ -107,11 +107,16 @@ def test_cost_plot_renders_in_headless_chromium(budget_run):
                 curve: p ? p.data[1].x : [],
                 budgetLine: p ? (p.layout.shapes || []).map(s => s.x0) : [],
                 card: [...document.querySelectorAll('.kpi')].map(k => k.textContent).find(t => t.startsWith('spend')),
+                memDrawn: !!document.querySelector('#plot-memory .main-svg'),
+                estimates: (document.getElementById('plot-memory') || {data: [{y: []}]}).data[0].y,
             };
         })()""")
         assert state["drawn"] and state["points"] == res["num_trials"]
         assert state["curve"][-1] == pytest.approx(res["spend"]["usd"], abs=1e-4)  # cumulative spend in $
         assert state["budgetLine"] == [pytest.approx(BUDGET_USD)]
         assert "the budget stopped the search" in state["card"]
+        # the memory view: each trial's planned peak (CPU trials: no measured bars)
+        assert state["memDrawn"]
+        assert state["estimates"] == [pytest.approx(r["estimated_peak_gb"]) for r in res["trials"]]
     finally:
         browser.close()
