@@ -82,7 +82,7 @@ def render_estimate(est) -> None:
         ("weights", "weights"),
         ("adapter", "adapter (fp32)"),
         ("gradients", "gradients"),
-        ("optimizer", "optimizer (AdamW)"),
+        ("optimizer", "optimizer state (full FT: AdamW)"),
         *([("gathered", "FSDP gathered layers")] if any(v.gathered for v in est.variants) else []),
         ("activations", "activations (rough)"),
         ("overhead", "CUDA context (assumed)"),

@@ -31,6 +31,31 @@ OPTIMIZERS = (
 )
 
 
+# Optimizer state per trainable parameter, in bytes (what `estimate` counts for training.optim): AdamW keeps
+# two fp32 moments; the bitsandbytes 8-bit ones two 8-bit moments (tensors under 4,096 elements stay 32-bit
+# there: a rounding for tiny adapters); Lion and RMSprop/Adagrad one moment; HF's sgd has no momentum by
+# default; Adafactor factors its second moment (rows + columns of each matrix) and keeps no first moment:
+# counted as one fp32 value per parameter, an upper bound. Paged optimizers hold the same state (it may page
+# to host memory under pressure).
+OPTIMIZER_STATE_BYTES = {
+    "adamw_torch": 8,
+    "adamw_torch_fused": 8,
+    "adafactor": 4,
+    "sgd": 0,
+    "adagrad": 4,
+    "rmsprop": 4,
+    "adamw_bnb_8bit": 2,
+    "adamw_8bit": 2,
+    "paged_adamw_8bit": 2,
+    "paged_adamw_32bit": 8,
+    "lion_8bit": 1,
+    "lion_32bit": 4,
+    "paged_lion_8bit": 1,
+    "paged_lion_32bit": 4,
+}
+assert set(OPTIMIZER_STATE_BYTES) == set(OPTIMIZERS)
+
+
 def lora_init_problem(init: str, quantization_mode: str, gpus_per_worker: float) -> Optional[str]:
     """Why `lora.init` cannot run with this quantization and these workers (None: it can)."""
     if init != "loftq":

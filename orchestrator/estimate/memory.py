@@ -18,6 +18,7 @@ import math
 from dataclasses import asdict, dataclass
 from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
 
+from orchestrator.core.training_options import OPTIMIZER_STATE_BYTES
 from orchestrator.estimate.shapes import LoraCount, ModelShape, count_lora, target_module_list
 from orchestrator.estimate.strategy import load_warning, per_gpu, strategy_assumption
 
@@ -264,7 +265,7 @@ def estimate(shape: ModelShape, cfg, ranks: Optional[Sequence[int]] = None, gpu_
     act16 = activation_bytes(shape, cfg.training.batch_size, seq, ckpt, 2)
     over = int(CUDA_OVERHEAD_GIB * GIB)
     t = top.trainable
-    adapter = dict(adapter=4 * t, gradients=4 * t, optimizer=8 * t)
+    adapter = dict(adapter=4 * t, gradients=4 * t, optimizer=OPTIMIZER_STATE_BYTES[cfg.training.optim] * t)
     variants = [
         # prepare_model_for_kbit_training (jobs/modeling.py, the QLoRA recipe) upcasts what is not quantized
         VariantMemory(
@@ -319,7 +320,9 @@ def estimate(shape: ModelShape, cfg, ranks: Optional[Sequence[int]] = None, gpu_
     assumptions = [
         strategy_assumption(res.strategy, res.num_workers),
         f"budget per worker = gpus_per_worker x {gpu_mem_gib:g} GiB (--gpu-mem-gb); a worker trains on one GPU",
-        "adapter weights, their gradients and AdamW's 2 states are fp32: 16 bytes per trainable parameter",
+        f"adapter weights and their gradients are fp32, and training.optim {cfg.training.optim} keeps "
+        f"{OPTIMIZER_STATE_BYTES[cfg.training.optim]} bytes of state: "
+        f"{8 + OPTIMIZER_STATE_BYTES[cfg.training.optim]} bytes per trainable parameter",
         "full fine-tuning: fp32 weights + fp32 gradients + AdamW 2 fp32 states = 16 bytes per parameter",
         "QLoRA and 8-bit LoRA: prepare_model_for_kbit_training upcasts the parameters bitsandbytes does not "
         f"quantize (embeddings, norms, output head) to fp32; matmuls run in {q.compute_dtype}",

@@ -230,3 +230,15 @@ def test_cli_bad_input_exits_2_with_a_clear_message(args, message):
     assert res.exit_code == 2, res.output
     assert message in res.output
     assert "Traceback" not in res.output
+
+
+@pytest.mark.parametrize("optim,state_bytes", [("adamw_torch_fused", 8), ("paged_adamw_8bit", 2), ("sgd", 0)])
+def test_optimizer_state_follows_training_optim(optim, state_bytes):
+    """The adapter's optimizer state is what training.optim keeps, not always AdamW's two fp32 moments."""
+    shape = _shape_of_arch("llama-2-7b")
+    cfg, _ = run.load_estimate_config(None, [f"training.optim={optim}", "lora.r=16"], "llama-2-7b")
+    q = next(v for v in est.estimate(shape, cfg).variants if v.key == "qlora")
+    trainable = q.adapter // 4  # fp32 adapter weights
+    assert trainable == shapes.count_lora(shape, 16, cfg.lora.target_modules, cfg.lora.bias).trainable
+    assert q.optimizer == state_bytes * trainable
+    assert q.total == q.weights + q.adapter + q.gradients + q.optimizer + q.gathered + q.activations + q.overhead
