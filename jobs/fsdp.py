@@ -62,11 +62,30 @@ def fsdp_trainer_class(cls):
     return type(f"Fsdp{cls.__name__}", (FsdpOnCpuMixin, cls), {})
 
 
+def _scatter_after_prepare(accelerator) -> None:
+    """`accelerator.prepare` that, once the model is wrapped, fills the shards from rank 0 (jobs/fsdp_load.py)."""
+    import torch
+
+    from jobs.fsdp_load import scatter_from_rank0
+
+    prepare = accelerator.prepare
+
+    def prepare_then_scatter(*objs, **kw):
+        out = prepare(*objs, **kw)
+        for obj in out if isinstance(out, tuple) else (out,):
+            if isinstance(obj, torch.nn.Module):
+                scatter_from_rank0(obj, accelerator.device)
+        return out
+
+    accelerator.prepare = prepare_then_scatter
+
+
 class FsdpOnCpuMixin:
     """Turns accelerate's FSDP state on where it leaves it off: CPU workers (MULTI_CPU, gloo)."""
 
     def create_accelerator_and_postprocess(self):
         super().create_accelerator_and_postprocess()  # type: ignore[misc]
+        _scatter_after_prepare(self.accelerator)  # type: ignore[attr-defined]
         args = self.args  # type: ignore[attr-defined]
         state = self.accelerator.state  # type: ignore[attr-defined]
         if args.fsdp_plugin_args is None or getattr(state, "fsdp_plugin", None) is not None:
