@@ -72,7 +72,7 @@ def _scatter_after_prepare(accelerator) -> None:
 
     def prepare_then_scatter(*objs, **kw):
         out = prepare(*objs, **kw)
-        for obj in out if isinstance(out, tuple) else (out,):
+        for obj in out if isinstance(out, (tuple, list)) else (out,):
             if isinstance(obj, torch.nn.Module):
                 scatter_from_rank0(obj, accelerator.device)
         return out

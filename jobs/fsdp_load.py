@@ -209,3 +209,4 @@ def _broadcast(tensor, full) -> None:
     if full is not None:
         tensor.copy_(full.to(device=tensor.device, dtype=tensor.dtype))
     dist.broadcast(tensor, src=0)
+
