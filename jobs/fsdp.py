@@ -154,3 +154,35 @@ class ShardReportCallback:
                 )
 
         return _ShardReport()
+
+
+def replicated_digest(model) -> str:
+    """A checksum of what every FSDP rank must hold identically: the buffers (e.g. rotary frequencies), the
+    4-bit quant states (absmax, quant_map, nested statistics: not sharded) and each parameter's full shape and
+    placement. The shards themselves differ by design, and their gathered values are equal on every rank by
+    construction (all ranks gather the same pieces), so comparing those would prove nothing."""
+    import hashlib
+
+    import torch
+
+    h = hashlib.sha256()
+
+    def add(name: str, t) -> None:
+        h.update(name.encode())
+        h.update(t.detach().cpu().contiguous().flatten().view(torch.uint8).numpy().tobytes())
+
+    for name, b in sorted(model.named_buffers(), key=lambda x: x[0]):
+        add(name, b)
+    for name, mod in sorted(model.named_modules(), key=lambda x: x[0]):
+        qs = getattr(mod, "quant_state", None) or getattr(getattr(mod, "weight", None), "quant_state", None)
+        if qs is None or not hasattr(qs, "absmax"):
+            continue
+        add(name + ".absmax", qs.absmax)
+        add(name + ".code", qs.code)
+        h.update(f"{name}:{tuple(qs.shape)}:{qs.quant_type}:{qs.blocksize}".encode())
+        if qs.nested:
+            add(name + ".offset", qs.offset)
+            add(name + ".state2.absmax", qs.state2.absmax)
+    for name, p in sorted(model.named_parameters(), key=lambda x: x[0]):
+        h.update(f"{name}:{tuple(p.shape)}:{getattr(p, 'placements', None)}".encode())
+    return h.hexdigest()

@@ -90,6 +90,16 @@ def build_skeleton(cfg: RunConfig, spec: Dict[str, Any]):
 
         quantizer = AutoHfQuantizer.from_config(bnb_config(cfg))
         quantizer.preprocess_model(model, device_map={"": "cpu"})  # Linear -> Linear4bit, as from_pretrained
+    own = dict(model.named_parameters())
+    differ = sorted(set(own) ^ set(spec["params"]))
+    for name, (shape, dtype, requires_grad) in spec["params"].items():
+        mod_name, _, leaf = name.rpartition(".")
+        qs = spec["quant"].get(mod_name) if leaf == "weight" else None
+        expected = tuple(qs.shape) if qs is not None else shape  # a 4-bit weight: its unpacked shape
+        if name in own and tuple(own[name].shape) != tuple(expected):
+            differ.append(f"{name} {tuple(own[name].shape)} vs {tuple(expected)}")
+    if differ:
+        raise RuntimeError(f"the model built from the config differs from rank 0's loaded one: {differ[:5]}")
     for name, (shape, dtype, requires_grad) in spec["params"].items():
         mod_name, _, leaf = name.rpartition(".")
         mod = model.get_submodule(mod_name)
@@ -118,14 +128,6 @@ def build_skeleton(cfg: RunConfig, spec: Dict[str, Any]):
         model.hf_quantizer = quantizer
         model.config.quantization_config = quantizer.quantization_config
         quantizer.postprocess_model(model)
-    mismatched = {
-        n: (tuple(p.shape), p.dtype)
-        for n, p in model.named_parameters()
-        if n in spec["params"] and (tuple(p.shape), p.dtype) != spec["params"][n][:2]
-    }
-    missing = set(spec["params"]) ^ {n for n, _ in model.named_parameters()}
-    if mismatched or missing:
-        raise RuntimeError(f"the meta copy of the base differs from rank 0's: {mismatched or sorted(missing)[:5]}")
     return model
 
 
