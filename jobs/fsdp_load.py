@@ -7,7 +7,7 @@ parameter shapes and dtypes and rank 0's 4-bit quant states (absmax, quant_map, 
 holds, are real on every rank (they are tiny); the base weights stay on meta.
 
 After accelerate has wrapped the model (FSDP2 `fully_shard`, which leaves meta parameters on meta), rank 0
-scatters every parameter: each rank receives only its own shard (a dim-0 chunk) into its local tensor, and
+sends every rank, parameter by parameter, only its own shard (a dim-0 chunk) into its local tensor, and
 the (small, unsharded) buffers are broadcast. So a rank other than 0 never holds a full base parameter,
 and each device holds only its shard: rank 0's full copy stays in host memory and is freed afterwards.
 
@@ -187,22 +187,24 @@ def scatter_from_rank0(model, device) -> bool:
 
 
 def _scatter_dim0(local, full, rows: int, rank: int, size: int) -> None:
-    """FSDP2's Shard(0): rank r holds rows [r * c, (r + 1) * c) of the parameter, c = ceil(rows / size)."""
+    """FSDP2's Shard(0): rank r holds rows [r * c, (r + 1) * c) of the parameter, c = ceil(rows / size).
+    Rank 0 sends each rank its chunk in turn, moved to the device one chunk at a time (never the whole
+    parameter: on a GPU that would be a transient as large as the largest parameter)."""
     import torch
     import torch.distributed as dist
 
     chunk = -(-rows // size)
-    recv = torch.empty((chunk, *local.shape[1:]), dtype=local.dtype, device=local.device)
-    chunks = None
     if rank == 0:
-        src = full.to(device=local.device, dtype=local.dtype)
-        pad = chunk * size - rows
-        if pad:
-            src = torch.cat([src, src.new_zeros((pad, *src.shape[1:]))])
-        chunks = list(src.view(size, chunk, *src.shape[1:]).unbind(0))
-        chunks = [c.contiguous() for c in chunks]
-    dist.scatter(recv, chunks, src=0)
-    local.copy_(recv[: local.shape[0]])
+        for r in range(size):
+            part = full[r * chunk : (r + 1) * chunk]
+            if r == 0:
+                local.copy_(part.to(device=local.device, dtype=local.dtype))
+            elif part.shape[0]:
+                dist.send(part.to(device=local.device, dtype=local.dtype).contiguous(), dst=r)
+    elif local.shape[0]:
+        recv = torch.empty(local.shape, dtype=local.dtype, device=local.device)
+        dist.recv(recv, src=0)
+        local.copy_(recv)
 
 
 def _broadcast(tensor, full) -> None:
