@@ -92,7 +92,7 @@ def build_skeleton(cfg: RunConfig, spec: Dict[str, Any]):
         quantizer.preprocess_model(model, device_map={"": "cpu"})  # Linear -> Linear4bit, as from_pretrained
     own = dict(model.named_parameters())
     differ = sorted(set(own) ^ set(spec["params"]))
-    for name, (shape, dtype, requires_grad) in spec["params"].items():
+    for name, (shape, _dtype, _grad) in spec["params"].items():
         mod_name, _, leaf = name.rpartition(".")
         qs = spec["quant"].get(mod_name) if leaf == "weight" else None
         expected = tuple(qs.shape) if qs is not None else shape  # a 4-bit weight: its unpacked shape
@@ -213,4 +213,3 @@ def _broadcast(tensor, full) -> None:
     if full is not None:
         tensor.copy_(full.to(device=tensor.device, dtype=tensor.dtype))
     dist.broadcast(tensor, src=0)
-

@@ -44,9 +44,7 @@ def gathered_layer_bytes(weights: int, layers: int) -> int:
     return 2 * math.ceil(weights / max(1, layers))
 
 
-def per_gpu(
-    v: "VariantMemory", strategy: str, num_workers: int, layers: int, replicated: int = 0
-) -> "VariantMemory":
+def per_gpu(v: "VariantMemory", strategy: str, num_workers: int, layers: int, replicated: int = 0) -> "VariantMemory":
     """`v` (the memory of one full replica) as one GPU holds it under `strategy` over `num_workers`;
     `replicated`: the part of v.weights every rank holds whole (the 4-bit quantization constants)."""
     n = int(num_workers)
