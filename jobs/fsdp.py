@@ -62,11 +62,30 @@ def fsdp_trainer_class(cls):
     return type(f"Fsdp{cls.__name__}", (FsdpOnCpuMixin, cls), {})
 
 
+def _scatter_after_prepare(accelerator) -> None:
+    """`accelerator.prepare` that, once the model is wrapped, fills the shards from rank 0 (jobs/fsdp_load.py)."""
+    import torch
+
+    from jobs.fsdp_load import scatter_from_rank0
+
+    prepare = accelerator.prepare
+
+    def prepare_then_scatter(*objs, **kw):
+        out = prepare(*objs, **kw)
+        for obj in out if isinstance(out, (tuple, list)) else (out,):
+            if isinstance(obj, torch.nn.Module):
+                scatter_from_rank0(obj, accelerator.device)
+        return out
+
+    accelerator.prepare = prepare_then_scatter
+
+
 class FsdpOnCpuMixin:
     """Turns accelerate's FSDP state on where it leaves it off: CPU workers (MULTI_CPU, gloo)."""
 
     def create_accelerator_and_postprocess(self):
         super().create_accelerator_and_postprocess()  # type: ignore[misc]
+        _scatter_after_prepare(self.accelerator)  # type: ignore[attr-defined]
         args = self.args  # type: ignore[attr-defined]
         state = self.accelerator.state  # type: ignore[attr-defined]
         if args.fsdp_plugin_args is None or getattr(state, "fsdp_plugin", None) is not None:
@@ -135,3 +154,35 @@ class ShardReportCallback:
                 )
 
         return _ShardReport()
+
+
+def replicated_digest(model) -> str:
+    """A checksum of what every FSDP rank must hold identically: the buffers (e.g. rotary frequencies), the
+    4-bit quant states (absmax, quant_map, nested statistics: not sharded) and each parameter's full shape and
+    placement. The shards themselves differ by design, and their gathered values are equal on every rank by
+    construction (all ranks gather the same pieces), so comparing those would prove nothing."""
+    import hashlib
+
+    import torch
+
+    h = hashlib.sha256()
+
+    def add(name: str, t) -> None:
+        h.update(name.encode())
+        h.update(t.detach().cpu().contiguous().flatten().view(torch.uint8).numpy().tobytes())
+
+    for name, b in sorted(model.named_buffers(), key=lambda x: x[0]):
+        add(name, b)
+    for name, mod in sorted(model.named_modules(), key=lambda x: x[0]):
+        qs = getattr(mod, "quant_state", None) or getattr(getattr(mod, "weight", None), "quant_state", None)
+        if qs is None or not hasattr(qs, "absmax"):
+            continue
+        add(name + ".absmax", qs.absmax)
+        add(name + ".code", qs.code)
+        h.update(f"{name}:{tuple(qs.shape)}:{qs.quant_type}:{qs.blocksize}".encode())
+        if qs.nested:
+            add(name + ".offset", qs.offset)
+            add(name + ".state2.absmax", qs.state2.absmax)
+    for name, p in sorted(model.named_parameters(), key=lambda x: x[0]):
+        h.update(f"{name}:{tuple(p.shape)}:{getattr(p, 'placements', None)}".encode())
+    return h.hexdigest()

@@ -110,7 +110,12 @@ def load_trainable(cfg: RunConfig, device_map=None):
     """Quantized base + `prepare_model_for_kbit_training` + a fresh LoRA adapter."""
     from peft import get_peft_model, prepare_model_for_kbit_training
 
-    model = load_base(cfg, quantized=True, device_map=device_map)
+    if is_fsdp(cfg):  # only rank 0 reads the weights; the others build the model on meta (jobs/fsdp_load.py)
+        from jobs.fsdp_load import load_base_rank0
+
+        model = load_base_rank0(cfg)
+    else:
+        model = load_base(cfg, quantized=True, device_map=device_map)
     # FSDP checkpoints each decoder layer itself
     checkpointing = cfg.training.checkpointing_on and not is_fsdp(cfg)
     if cfg.quantization.mode != "none":
@@ -127,6 +132,15 @@ def load_trainable(cfg: RunConfig, device_map=None):
     peft_model = get_peft_model(model, lora_config(cfg))
     if cfg.lora.init == "loftq":
         apply_loftq(peft_model, cfg)
+    if is_fsdp(cfg):
+        from jobs.fsdp_load import mark_pending
+
+        r = mark_pending(peft_model)
+        print(
+            f"FSDP rank {r['rank']} loaded {r['materialized_elements']:,} of {r['total_elements']:,} parameter "
+            "elements before sharding (the rest on meta until rank 0 scatters the shards)",
+            flush=True,
+        )
     return peft_model
 
 

@@ -296,17 +296,22 @@ def report_callback_class():
                 ray.train.report(metrics=metrics, checkpoint=checkpoint)
 
     def _ranks_in_sync(step: int, model) -> bool:
-        """Whether every DDP rank is at this step with the same trainable weights (a collective: all ranks
-        call it from on_save)."""
+        """Whether every rank is at this step with the same trainable weights (DDP) or, under FSDP, the same
+        replicated state: buffers, 4-bit quant states, shard layout (a collective: all ranks call it from on_save)."""
         import hashlib
 
         import torch
         import torch.distributed as dist
 
         h = hashlib.sha256()
-        for name, p in sorted(model.named_parameters() if model is not None else [], key=lambda x: x[0]):
+        params = list(model.named_parameters()) if model is not None else []
+        if any(hasattr(p, "full_tensor") for _, p in params):  # FSDP: compare what is replicated (jobs/fsdp.py)
+            from jobs.fsdp import replicated_digest
+
+            h.update(replicated_digest(model).encode())
+            params = []
+        for name, p in sorted(params, key=lambda x: x[0]):
             if p.requires_grad:
-                p = p.full_tensor() if hasattr(p, "full_tensor") else p  # FSDP: gathered (every rank calls it)
                 h.update(name.encode())
                 h.update(p.detach().cpu().contiguous().flatten().view(torch.uint8).numpy().tobytes())
         mine = (step, h.hexdigest())

@@ -20,7 +20,7 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
 
 from orchestrator.core.training_options import OPTIMIZER_STATE_BYTES
 from orchestrator.estimate.shapes import LoraCount, ModelShape, count_lora, target_module_list
-from orchestrator.estimate.strategy import load_warning, per_gpu, strategy_assumption
+from orchestrator.estimate.strategy import host_ram_note, per_gpu, strategy_assumption
 
 GIB = 1024**3
 
@@ -76,6 +76,16 @@ def weight_bytes(shape: ModelShape, fmt: str, other_dtype_bytes: int = 2, double
     else:
         raise ValueError(f"unknown weight format {fmt}")
     return q + other_dtype_bytes * rest + shape.buffer_bytes
+
+
+def quant_constant_bytes(shape: ModelShape, double_quant: bool = True) -> int:
+    """The 4-bit quantization constants alone (what quantized_tensor_bytes adds to the packed weights)."""
+    qset = set(shape.quantized)
+    return sum(
+        quantized_tensor_bytes(m.weight_numel, 4, double_quant) - (m.weight_numel + 1) // 2
+        for m in shape.modules
+        if m.name in qset
+    )
 
 
 def sequence_lengths(task: str, max_input_length: int, max_target_length: int) -> Tuple[int, ...]:
@@ -294,12 +304,12 @@ def estimate(shape: ModelShape, cfg, ranks: Optional[Sequence[int]] = None, gpu_
     res = cfg.resources
     configured = {"4bit": "qlora", "8bit": "lora_8bit", "none": "lora_16bit"}[q.mode]
     full = next(v for v in variants if v.key == configured)
-    budget = int((res.gpus if res.gpus > 0 else 1.0) * gpu_mem_gib * GIB)
-    loads_on_gpu = q.mode != "none"  # jobs.train_loop._device_map: quantized bases load onto the GPU
-    warnings = [
-        w for w in [load_warning(res.strategy, res.num_workers, full.weights, over, budget)] if w and loads_on_gpu
+    warnings: List[str] = []
+    qconst = quant_constant_bytes(shape, q.double_quant)  # not sharded by FSDP: every rank holds them
+    variants = [
+        per_gpu(v, res.strategy, res.num_workers, sum(shape.layers), qconst if v.key == "qlora" else 0)
+        for v in variants
     ]
-    variants = [per_gpu(v, res.strategy, res.num_workers, sum(shape.layers)) for v in variants]
     linear_not_q = [shape.module(n) for n in shape.not_quantized_linear if n != shape.output_head]
     if linear_not_q:
         n_params = sum(m.weight_numel for m in linear_not_q)
@@ -319,6 +329,7 @@ def estimate(shape: ModelShape, cfg, ranks: Optional[Sequence[int]] = None, gpu_
         )
     assumptions = [
         strategy_assumption(res.strategy, res.num_workers),
+        *[a for a in [host_ram_note(res.strategy, res.num_workers, full.weights)] if a],
         f"budget per worker = gpus_per_worker x {gpu_mem_gib:g} GiB (--gpu-mem-gb); a worker trains on one GPU",
         f"adapter weights and their gradients are fp32, and training.optim {cfg.training.optim} keeps "
         f"{OPTIMIZER_STATE_BYTES[cfg.training.optim]} bytes of state: "

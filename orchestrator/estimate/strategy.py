@@ -4,10 +4,15 @@ With W the weights (as stored: 4-bit packed + constants for QLoRA), A the LoRA w
 O the optimizer state, X the activations of one micro-batch, C the CUDA context and L the decoder layers:
 
     DDP:   per GPU = W + A + G + O + X + C                       (every worker holds a full replica)
-    FSDP:  per GPU = ceil((W + A + G + O) / N) + 2 * ceil(W / L) + X + C      (N > 1)
+    FSDP:  per GPU = ceil((W - Q + A + G + O) / N) + Q + 2 * ceil(W / L) + X + C      (N > 1)
 
-Loading comes first: on GPU workers every rank loads the whole (4-bit) base onto its GPU before FSDP
-shards it, so W + C must fit one GPU too (`load_warning`); on CPU workers the base loads into host memory.
+Q is the 4-bit quantization constants (absmax, nested statistics: about 3 % of W), which FSDP does not
+shard: every rank holds them all (0 for a 16-bit base).
+
+Loading (jobs/fsdp_load.py): only rank 0 reads the checkpoint, into host memory (about W, plus the
+checkpoint shard being read and quantized); the other ranks build the model on the meta device, and after
+wrapping rank 0 sends each rank its shards one chunk at a time. No GPU ever holds the whole base, so loading
+peaks below training; rank 0's node needs W of free host RAM (`host_ram_note`).
 
 FSDP (jobs/fsdp.py: FSDP2 `fully_shard` per decoder layer, full shard) keeps 1/N of every parameter, of
 its gradient and of its optimizer state on each worker. A layer's full weights exist only while it runs:
@@ -28,9 +33,9 @@ if TYPE_CHECKING:
     from orchestrator.estimate.memory import VariantMemory
 
 FSDP_FORMULA = (
-    "fsdp over N workers: per GPU = ceil((weights + adapter + gradients + optimizer) / N) + 2 x weights / "
-    "decoder layers (the running layer's and the prefetched layer's gathered weights) + activations (not "
-    "sharded) + CUDA context"
+    "fsdp over N workers: per GPU = ceil((weights - quant constants + adapter + gradients + optimizer) / N) + "
+    "quant constants (not sharded) + 2 x weights / decoder layers (the running layer's and the prefetched "
+    "layer's gathered weights) + activations (not sharded) + CUDA context"
 )
 
 
@@ -39,14 +44,15 @@ def gathered_layer_bytes(weights: int, layers: int) -> int:
     return 2 * math.ceil(weights / max(1, layers))
 
 
-def per_gpu(v: "VariantMemory", strategy: str, num_workers: int, layers: int) -> "VariantMemory":
-    """`v` (the memory of one full replica) as one GPU holds it under `strategy` over `num_workers`."""
+def per_gpu(v: "VariantMemory", strategy: str, num_workers: int, layers: int, replicated: int = 0) -> "VariantMemory":
+    """`v` (the memory of one full replica) as one GPU holds it under `strategy` over `num_workers`;
+    `replicated`: the part of v.weights every rank holds whole (the 4-bit quantization constants)."""
     n = int(num_workers)
     if strategy != "fsdp" or n <= 1:
         return v
     return replace(
         v,
-        weights=math.ceil(v.weights / n),
+        weights=math.ceil((v.weights - replicated) / n) + replicated,
         adapter=math.ceil(v.adapter / n),
         gradients=math.ceil(v.gradients / n),
         optimizer=math.ceil(v.optimizer / n),
@@ -62,13 +68,12 @@ def strategy_assumption(strategy: str, num_workers: int) -> str:
     return f"memory is per GPU: each of the {n} {strategy.upper()} worker(s) holds a full replica"
 
 
-def load_warning(strategy: str, num_workers: int, full_weights: int, overhead: int, budget: int) -> Optional[str]:
-    """Why FSDP over these workers cannot even load the base (every rank loads all of it first), or None."""
-    if strategy != "fsdp" or int(num_workers) <= 1 or full_weights + overhead <= budget:
+def host_ram_note(strategy: str, num_workers: int, full_weights: int) -> Optional[str]:
+    """The host memory FSDP's loading needs on rank 0's node (jobs/fsdp_load.py), or None."""
+    if strategy != "fsdp" or int(num_workers) <= 1:
         return None
-    gib = 1024**3
     return (
-        f"FSDP: each worker loads the whole base ({full_weights / gib:.2f} GiB + {overhead / gib:g} GiB CUDA "
-        f"context) onto its GPU before sharding it, more than the {budget / gib:g} GiB budget: the trial would "
-        "run out of memory while loading, whatever num_workers is"
+        f"FSDP loading: only rank 0 reads the base, into host RAM ({full_weights / 1024**3:.2f} GiB plus the "
+        "checkpoint shard being read); the other ranks build it on the meta device and receive only their "
+        "shards, so no GPU holds the whole base"
     )

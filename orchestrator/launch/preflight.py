@@ -205,8 +205,9 @@ def check_model_against_config(cfg: RunConfig) -> List[str]:
             f"`model.task` is {cfg.model.task} but '{cfg.model.name_or_path}' is a {mconf.model_type} model "
             f"({type(mconf).__name__}), which has no {cfg.model.task} head. Set model.task: {other}."
         ]
-    if not isinstance(cfg.lora.target_modules, list):
-        return []
+    fsdp = check_fsdp_layers(cfg, model)
+    if fsdp or not isinstance(cfg.lora.target_modules, list):
+        return fsdp
     # GPT-2 style models keep their projections in transformers' Conv1D (a transposed Linear): peft adapts
     # those too, and bitsandbytes quantizes them.
     names = sorted(
@@ -223,6 +224,26 @@ def check_model_against_config(cfg: RunConfig) -> List[str]:
         f"`lora.target_modules`: the model has no module named {', '.join(repr(m) for m in missing)}"
         f".{did_you_mean(missing[0], names)} Its linear modules are: {', '.join(names)} "
         f'(or use "all-linear").'
+    ]
+
+
+def check_fsdp_layers(cfg: RunConfig, model) -> List[str]:
+    """strategy fsdp wraps the model decoder layer by layer: the class must name its layer class in
+    `_no_split_modules` (jobs/fsdp.py layer_classes), and that class must occur in the model."""
+    if cfg.resources.strategy != "fsdp" or cfg.resources.num_workers <= 1:
+        return []
+    names = list(getattr(model, "_no_split_modules", None) or [])
+    present = {type(m).__name__ for m in model.modules()}
+    if names and any(n in present for n in names):
+        return []
+    why = (
+        f"its layer classes {names} do not occur in it"
+        if names
+        else "it names no decoder layer class (_no_split_modules)"
+    )
+    return [
+        f"`resources.strategy` is fsdp, but {type(model).__name__} ('{cfg.model.name_or_path}') cannot be sharded "
+        f"layer by layer: {why}. Set resources.strategy: ddp (each worker holds the whole model)."
     ]
 
 

@@ -64,6 +64,16 @@ def test_two_ranks_shard_one_trial_and_the_gathered_adapter_merges(tmp_path, tin
         assert modules >= 3 and 0.4 * full <= local <= 0.6 * full, held
     assert sum(v[1] for v in held.values()) >= held[0][2]  # the two shards cover the whole model
 
+    # Only rank 0 read the base: rank 1 built it on meta and materialized only its LoRA weights (the
+    # optimizer's) before rank 0 scattered each rank its shards (jobs/fsdp_load.py).
+    loaded = {
+        int(m[0]): (int(m[1].replace(",", "")), int(m[2].replace(",", "")))
+        for m in re.findall(r"FSDP rank (\d+) loaded ([\d,]+) of ([\d,]+) parameter elements before sharding", text)
+    }
+    assert sorted(loaded) == [0, 1], text[-3000:]
+    assert loaded[0][0] == loaded[0][1] == held[0][2], (loaded, held)
+    assert 0 < loaded[1][0] < 0.25 * loaded[1][1], loaded  # the LoRA weights only
+
     # The adapter was gathered on rank 0 into an ordinary peft adapter: it loads and merges.
     res = json.loads((run_dir / "results.json").read_text())
     assert res["merge_check"]["passed"]
