@@ -19,7 +19,9 @@ pytestmark = pytest.mark.integration
 MAX_STEPS = 12
 
 
-def fsdp_config(tmp_path, model, name: str, max_steps: int, eval_steps: int, lr: float, **sections):
+def fsdp_config(
+    tmp_path, model, name: str, max_steps: int, eval_steps: int, lr: float, packing: bool = False, **sections
+):
     """A 2-worker FSDP `train` of the tiny Llama (one trial; its own eval_loss)."""
     return write_config(
         tmp_path / f"{name}.yaml",
@@ -27,7 +29,7 @@ def fsdp_config(tmp_path, model, name: str, max_steps: int, eval_steps: int, lr:
         tmp_path / "runs",
         model={"task": "causal_lm"},
         lora={"target_modules": "all-linear", "r": 8, "dropout": 0.0},
-        data={"prompt_template": "Summarize: {input}\nSummary: ", "test": None},
+        data={"prompt_template": "Summarize: {input}\nSummary: ", "test": None, "packing": packing},
         training={"max_steps": max_steps, "eval_steps": eval_steps, "batch_size": 5, "learning_rate": lr},
         resources={"num_workers": 2, "cpus_per_worker": 0.9, "strategy": "fsdp"},
         tracking={"wandb": False},
@@ -39,7 +41,7 @@ def fsdp_config(tmp_path, model, name: str, max_steps: int, eval_steps: int, lr:
 def test_two_ranks_shard_one_trial_and_the_gathered_adapter_merges(tmp_path, tiny_llama, ray_local_2cpu):
     from orchestrator.launch.pipeline import run
 
-    cfg = fsdp_config(tmp_path, tiny_llama, "fsdp", MAX_STEPS, 6, 3e-3)
+    cfg = fsdp_config(tmp_path, tiny_llama, "fsdp", MAX_STEPS, 6, 3e-3, packing=True)
     assert run(str(cfg), "train", [], echo=lambda *a: None) == 0
     run_dir = tmp_path / "runs" / "fsdp"
 
@@ -60,6 +62,7 @@ def test_two_ranks_shard_one_trial_and_the_gathered_adapter_merges(tmp_path, tin
         for m in re.findall(r"FSDP rank (\d+): (\d+) FSDP modules; holds ([\d,]+) of ([\d,]+) parameter elements", text)
     }
     assert sorted(held) == [0, 1], text[-3000:]
+    assert "Sequence packing on, not checked: under FSDP" in text  # packed rows, one per batch, trained above
     for modules, local, full in held.values():
         assert modules >= 3 and 0.4 * full <= local <= 0.6 * full, held
     assert sum(v[1] for v in held.values()) >= held[0][2]  # the two shards cover the whole model
