@@ -152,8 +152,20 @@ class TrainingConfig(_Section):
     max_grad_norm: float = Field(
         1.0, ge=0.0, description="Clip the gradient norm to this (0: no clipping); the QLoRA recipe uses 0.3."
     )
+    kernels: Literal["none", "liger", "auto"] = Field(
+        "auto",
+        description="Fused training kernels. liger: Liger's Triton kernels (RMSNorm, SwiGLU, RoPE, and the fused "
+        "linear cross-entropy that never builds the full logits), through the HF Trainer's use_liger_kernel; "
+        "needs CUDA workers and the `gpu` extra (liger-kernel). auto: liger on CUDA workers when liger-kernel "
+        "is installed and supports the model type, else none. Each trial records the kernels it used.",
+    )
+    torch_compile: Union[bool, Literal["auto"]] = Field(
+        "auto",
+        description="Compile the model with torch.compile (TrainingArguments.torch_compile). auto: off, until "
+        "a measurement shows it wins for QLoRA (the 4-bit matmuls break the graph; see docs/benchmarks.md).",
+    )
 
-    @field_validator("gradient_checkpointing", mode="before")
+    @field_validator("gradient_checkpointing", "torch_compile", mode="before")
     @classmethod
     def _bool_or_auto(cls, v):
         if not isinstance(v, bool) and v != "auto":
