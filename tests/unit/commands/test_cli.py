@@ -198,3 +198,14 @@ def test_two_gpus_on_one_worker_says_use_num_workers(runner, cfg_path, tmp_path)
     edit(cfg_path, resources={"gpus_per_worker": 2})
     r = invoke(runner, "tune", cfg_path)
     assert_user_error(r, "resources.gpus_per_worker", "num_workers: 2", out_dir=tmp_path / "runs")
+
+
+def test_liger_kernels_on_cpu_workers_exit_2(runner, cfg_path, tmp_path):
+    edit(cfg_path, training={"kernels": "liger"})  # resources.gpus_per_worker is 0 in this config
+    assert_user_error(
+        invoke(runner, "tune", cfg_path),
+        "training.kernels liger",
+        "need a CUDA GPU",
+        "set training.kernels to auto or none",
+        out_dir=tmp_path / "runs",
+    )
