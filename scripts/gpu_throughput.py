@@ -43,12 +43,8 @@ from typing import Any, Dict, List, Optional
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
+from random_llama import SHAPE_8B, SHAPE_TINY, build_model, documents  # noqa: E402  (scripts/, beside this file)
 
-SHAPE_8B = dict(hidden_size=4096, num_hidden_layers=32, intermediate_size=14336, num_attention_heads=32,
-                num_key_value_heads=8, vocab_size=128256, max_position_embeddings=131072, rope_theta=500000.0,
-                rms_norm_eps=1e-5, tie_word_embeddings=False)  # fmt: skip
-SHAPE_TINY = dict(hidden_size=64, num_hidden_layers=2, intermediate_size=128, num_attention_heads=4,
-                  num_key_value_heads=2, vocab_size=512, max_position_embeddings=2048, tie_word_embeddings=False)  # fmt: skip
 # name: (side, packing, kernels, torch_compile, gradient checkpointing)
 VARIANTS: Dict[str, tuple] = {
     "hf_peft": ("plain", False, "none", False, True),
@@ -73,58 +69,6 @@ def skip_reason(name: str, cuda: bool) -> Optional[str]:
         if resolve_kernels("auto", True, "llama")[0] != "liger":
             return resolve_kernels("auto", True, "llama")[1]
     return None
-
-
-def build_model(shape: Dict[str, Any], device, compute_dtype, seed: int = 0):
-    """A random-weight Llama of `shape`, its decoder linears NF4 4-bit (bitsandbytes), built on meta and
-    materialized one matrix at a time on `device` (quantized there)."""
-    import bitsandbytes as bnb
-    import torch
-    from transformers import LlamaConfig, LlamaForCausalLM
-    from transformers.models.llama.modeling_llama import LlamaRotaryEmbedding
-
-    conf = LlamaConfig(**shape)
-    with torch.device("meta"):
-        model = LlamaForCausalLM(conf)
-    g = torch.Generator(device=device).manual_seed(seed)
-
-    def rand(*size):
-        return torch.randn(*size, generator=g, device=device, dtype=torch.bfloat16) * 0.02
-
-    def ones(n):
-        return torch.nn.Parameter(torch.ones(n, device=device, dtype=compute_dtype))
-
-    for layer in model.model.layers:
-        for parent in (layer.self_attn, layer.mlp):
-            for name, lin in list(parent.named_children()):
-                if not isinstance(lin, torch.nn.Linear):
-                    continue
-                q = bnb.nn.Linear4bit(lin.in_features, lin.out_features, bias=False, compute_dtype=compute_dtype,
-                                      compress_statistics=True, quant_type="nf4", device="meta")  # fmt: skip
-                w = rand(lin.out_features, lin.in_features)
-                q.weight = bnb.nn.Params4bit(w, requires_grad=False, quant_type="nf4", compress_statistics=True,
-                                             module=q).to(device)  # fmt: skip  (quantized on `device`)
-                setattr(parent, name, q)
-                del w
-        layer.input_layernorm.weight = ones(conf.hidden_size)
-        layer.post_attention_layernorm.weight = ones(conf.hidden_size)
-    model.model.norm.weight = ones(conf.hidden_size)
-    model.model.embed_tokens.weight = torch.nn.Parameter(rand(conf.vocab_size, conf.hidden_size).to(compute_dtype))
-    model.lm_head.weight = torch.nn.Parameter(rand(conf.vocab_size, conf.hidden_size).to(compute_dtype))
-    model.model.rotary_emb = LlamaRotaryEmbedding(conf).to(device)
-    model.is_loaded_in_4bit = True  # what prepare_model_for_kbit_training looks for
-    return model
-
-
-def documents(n: int, lo: int, hi: int, vocab: int, seed: int = 0):
-    """`n` random-token documents of uniform random length in [lo, hi], as a tokenized Dataset."""
-    import random
-
-    from datasets import Dataset
-
-    rng = random.Random(seed)
-    ids = [[rng.randrange(4, vocab) for _ in range(rng.randint(lo, hi))] for _ in range(n)]
-    return Dataset.from_dict({"input_ids": ids, "attention_mask": [[1] * len(x) for x in ids], "labels": ids})
 
 
 def run_variant(name: str, a) -> Dict[str, Any]:
@@ -219,10 +163,16 @@ def run_config(a, packing: bool, kernels: str, compiled: bool, ckpt: bool, cuda:
             "quantization": {"compute_dtype": "bfloat16" if cuda else "float32"},
             "lora": {"r": 16, "alpha": 32, "dropout": 0.05, "target_modules": "all-linear"},
             "training": {
-                "max_steps": a.warmup + a.steps, "batch_size": a.batch, "learning_rate": 2e-4,
-                "gradient_checkpointing": ckpt, "kernels": kernels, "torch_compile": compiled,
-                "eval_steps": 10_000, "logging_steps": 10_000, "group_by_length": False,
-            },  # fmt: skip
+                "max_steps": a.warmup + a.steps,
+                "batch_size": a.batch,
+                "learning_rate": 2e-4,
+                "gradient_checkpointing": ckpt,
+                "kernels": kernels,
+                "torch_compile": compiled,
+                "eval_steps": 10_000,
+                "logging_steps": 10_000,
+                "group_by_length": False,
+            },
             "resources": {"gpus_per_worker": 1 if cuda else 0},
             "tracking": {"wandb": False, "backend": "none"},
         }
@@ -244,10 +194,20 @@ def plain_trainer(cfg, model, tok, docs, out_dir: str, ckpt: bool, a):
     model = get_peft_model(model, lora)
     cuda = torch.cuda.is_available()
     args = TrainingArguments(
-        output_dir=out_dir, max_steps=a.warmup + a.steps, per_device_train_batch_size=a.batch,
-        learning_rate=2e-4, bf16=cuda, use_cpu=not cuda, logging_steps=10_000, save_strategy="no",
-        report_to="none", disable_tqdm=True, optim="adamw_torch_fused", remove_unused_columns=False, seed=42,
-    )  # fmt: skip
+        output_dir=out_dir,
+        max_steps=a.warmup + a.steps,
+        per_device_train_batch_size=a.batch,
+        learning_rate=2e-4,
+        bf16=cuda,
+        use_cpu=not cuda,
+        logging_steps=10_000,
+        save_strategy="no",
+        report_to="none",
+        disable_tqdm=True,
+        optim="adamw_torch_fused",
+        remove_unused_columns=False,
+        seed=42,
+    )
     collator = DataCollatorForSeq2Seq(tok, label_pad_token_id=-100)
     trainer = Trainer(model=model, args=args, train_dataset=docs, data_collator=collator, processing_class=tok)
     meter = ThroughputMeter(cfg, model, "none", False)
@@ -258,13 +218,18 @@ def plain_trainer(cfg, model, tok, docs, out_dir: str, ckpt: bool, a):
 def fsdp_row(a, n_gpus: int) -> Dict[str, Any]:
     if n_gpus < 2:
         return {"variant": "ours_fsdp", "skipped": f"{n_gpus} GPU on this machine: FSDP needs 2 or more"}
-    return {"variant": "ours_fsdp", "skipped": "multi-GPU FSDP run not wired into this script yet (jobs/fsdp.py "
-            "is measured by the FSDP helper's checks); run on a multi-GPU node"}  # fmt: skip
+    return {
+        "variant": "ours_fsdp",
+        "skipped": "multi-GPU FSDP run not wired into this script yet (jobs/fsdp.py "
+        "is measured by the FSDP helper's checks); run on a multi-GPU node",
+    }
 
 
 def table(rows: List[Dict[str, Any]], base: Optional[Dict[str, Any]]) -> str:
-    lines = ["| variant | packing | kernels | compile | ckpt | tokens/s | × hf_peft | peak GiB | × hf_peft | MFU |",
-             "|---|---|---|---|---|---|---|---|---|---|"]  # fmt: skip
+    lines = [
+        "| variant | packing | kernels | compile | ckpt | tokens/s | × hf_peft | peak GiB | × hf_peft | MFU |",
+        "|---|---|---|---|---|---|---|---|---|---|",
+    ]
     for r in rows:
         if "skipped" in r:
             lines.append(f"| {r['variant']} | skipped: {r['skipped']} |||||||||")
@@ -273,8 +238,10 @@ def table(rows: List[Dict[str, Any]], base: Optional[Dict[str, Any]]) -> str:
         mem = f"{r['peak_gb'] / base['peak_gb']:.2f}" if base and r.get("peak_gb") and base.get("peak_gb") else ""
         peak = f"{r['peak_gb']:.2f}" if r.get("peak_gb") is not None else "n/a (CPU)"
         mfu = f"{100 * r['mfu']:.1f} %" if r.get("mfu") is not None else "n/a"
-        lines.append(f"| {r['variant']} | {r['packing']} | {r['kernels']} | {r['torch_compile']} | "
-                     f"{r['gradient_checkpointing']} | {r['tokens_per_s']:.1f} | {speed} | {peak} | {mem} | {mfu} |")  # fmt: skip
+        lines.append(
+            f"| {r['variant']} | {r['packing']} | {r['kernels']} | {r['torch_compile']} | "
+            f"{r['gradient_checkpointing']} | {r['tokens_per_s']:.1f} | {speed} | {peak} | {mem} | {mfu} |"
+        )
     return "\n".join(lines)
 
 
@@ -298,8 +265,12 @@ def main(argv=None) -> int:
     p.add_argument("--warmup", type=int, default=None, help="steps not measured (default 3; CPU smoke 1)")
     p.add_argument("--steps", type=int, default=None, help="steps measured (default 10; CPU smoke 3)")
     p.add_argument("--variants", default=",".join(VARIANTS))
-    p.add_argument("--isolate", choices=("auto", "yes", "no"), default="auto",
-                   help="each variant in its own process (auto: on CUDA)")  # fmt: skip
+    p.add_argument(
+        "--isolate",
+        choices=("auto", "yes", "no"),
+        default="auto",
+        help="each variant in its own process (auto: on CUDA)",
+    )
     p.add_argument("--variant", help=argparse.SUPPRESS)  # one variant, in this process (the isolated child)
     p.add_argument("--result", help=argparse.SUPPRESS)
     a = p.parse_args(argv)
@@ -338,10 +309,12 @@ def main(argv=None) -> int:
         "device": torch.cuda.get_device_name() if cuda else "CPU (smoke: tiny Llama, not the GPU result)",
         "versions": versions(),
         "shape": SHAPE_8B if cuda else SHAPE_TINY,
-        "batch_documents": a.batch, "warmup_steps": a.warmup, "steps": a.steps,
+        "batch_documents": a.batch,
+        "warmup_steps": a.warmup,
+        "steps": a.steps,
         "runs": rows,
         "verdict": verdict(rows, base),
-    }  # fmt: skip
+    }
     out = Path(a.out)
     out.mkdir(parents=True, exist_ok=True)
     (out / "throughput.json").write_text(json.dumps(res, indent=1))
@@ -353,8 +326,20 @@ def main(argv=None) -> int:
 
 def run_isolated(name: str, a, left: float) -> Dict[str, Any]:
     result = Path(tempfile.mkdtemp(prefix="thr-res-")) / "result.json"
-    cmd = [sys.executable, __file__, "--variant", name, "--result", str(result), "--batch", str(a.batch),
-           "--warmup", str(a.warmup), "--steps", str(a.steps)] + (["--cpu-smoke"] if a.cpu_smoke else [])  # fmt: skip
+    cmd = [
+        sys.executable,
+        __file__,
+        "--variant",
+        name,
+        "--result",
+        str(result),
+        "--batch",
+        str(a.batch),
+        "--warmup",
+        str(a.warmup),
+        "--steps",
+        str(a.steps),
+    ] + (["--cpu-smoke"] if a.cpu_smoke else [])
     try:
         rc = subprocess.run(cmd, timeout=max(left - 10, 20)).returncode
     except subprocess.TimeoutExpired:

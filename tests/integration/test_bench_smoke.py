@@ -69,8 +69,15 @@ def test_search_quick(tmp_path):
 def test_gpu_throughput_cpu_smoke(tmp_path):
     """scripts/gpu_throughput.py --cpu-smoke: the same code as the GPU run, on a tiny Llama."""
     p = subprocess.run(
-        [sys.executable, str(REPO / "scripts" / "gpu_throughput.py"), "--cpu-smoke", "--out", str(tmp_path),
-         "--variants", "hf_peft,ours_packing,ours_packing_liger"],  # fmt: skip
+        [
+            sys.executable,
+            str(REPO / "scripts" / "gpu_throughput.py"),
+            "--cpu-smoke",
+            "--out",
+            str(tmp_path),
+            "--variants",
+            "hf_peft,ours_packing,ours_packing_liger",
+        ],  # fmt: skip
         cwd=REPO,
         capture_output=True,
         text=True,

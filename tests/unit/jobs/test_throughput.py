@@ -67,7 +67,10 @@ def test_real_tokens_of_padded_packed_and_seq2seq_batches():
         "labels": torch.tensor([[-100, -100, 5, 6], [-100, 8, 9, 10]]),
     }
     assert real_tokens(padded) == 6
-    packed = {"input_ids": torch.ones(1, 9, dtype=torch.long), "position_ids": torch.tensor([[0, 1, 2, 0, 1, 0, 1, 2, 3]])}
+    packed = {
+        "input_ids": torch.ones(1, 9, dtype=torch.long),
+        "position_ids": torch.tensor([[0, 1, 2, 0, 1, 0, 1, 2, 3]]),
+    }
     assert real_tokens(packed) == 9  # one padding-free row
     seq2seq = {
         "input_ids": torch.tensor([[4, 5, 0]]),
