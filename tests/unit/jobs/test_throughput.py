@@ -148,3 +148,24 @@ def test_a_trial_counts_every_real_token_once_and_divides_by_its_step_time(tiny_
     from jobs.throughput import ThroughputMeter
 
     assert ThroughputMeter(no_peak, model, "none", False).peak is None  # CPU without resources.peak_tflops
+
+
+def test_the_summary_table_shows_tokens_per_s_and_mfu(tmp_path, capsys, monkeypatch):
+    import json
+
+    from orchestrator.observe.summary import print_summary
+    from tests.unit.observe.test_report import make_run
+
+    run = make_run(tmp_path)
+    res = json.loads((run / "results.json").read_text())
+    for i, row in enumerate(res["trials"]):
+        row.update(train_tokens=1000 * (i + 1), train_time_s=2.0, tokens_per_s=500.0 * (i + 1), mfu=0.0123)
+        row.update(kernels="liger", torch_compile=False)
+    (run / "results.json").write_text(json.dumps(res))
+    monkeypatch.setenv("COLUMNS", "300")
+    print_summary(run)
+    out = capsys.readouterr().out
+    header = next(line for line in out.splitlines() if "trial_id" in line)
+    assert "tokens_per_s" in header and "mfu" in header and "kernels" in header
+    assert "train_tokens" not in header and "train_time_s" not in header  # in trials.csv, not the table
+    assert "0.0123" in out and "liger" in out
