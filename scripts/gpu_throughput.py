@@ -24,7 +24,8 @@ Variants (each a row; `--cpu-smoke` reports the CUDA-only ones as skipped with t
     ours_packing_liger_no_ckpt   + gradient checkpointing off
     ours_packing_liger_compile   + training.torch_compile true
     ours_fsdp (torchrun)         ours_packing over every GPU of the machine with resources.strategy fsdp
-                                 (skipped, with the reason, on a one-GPU machine)
+                                 (skipped, with the reason, on a one-GPU machine; --fsdp-ranks 2 runs it on
+                                 CPU with gloo); tokens/s summed over the ranks, peak memory rank 0's
 Target (issue 16): a variant of ours at >= 1.3x hf_peft's tokens/s and <= 0.8x its peak memory.
 Output: throughput.json and throughput.md in --out.
 """
@@ -54,6 +55,7 @@ VARIANTS: Dict[str, tuple] = {
     "ours_packing_liger_no_ckpt": ("ours", True, "liger", False, False),
     "ours_packing_liger_compile": ("ours", True, "liger", True, True),
 }
+FSDP = "ours_fsdp"  # ours_packing sharded over --fsdp-ranks processes (torchrun), resources.strategy fsdp
 TARGET_SPEEDUP, TARGET_MEMORY = 1.3, 0.8
 
 
@@ -79,15 +81,22 @@ def run_variant(name: str, a) -> Dict[str, Any]:
     from jobs.throughput import peak_tflops
     from jobs.tiny_models import build_tokenizer
 
-    side, packing, kernels, compiled, ckpt = VARIANTS[name]
-    cuda = torch.cuda.is_available()
+    side, packing, kernels, compiled, ckpt = VARIANTS["ours_packing" if name == FSDP else name]
+    world, rank = int(os.environ.get("WORLD_SIZE", "1")), int(os.environ.get("LOCAL_RANK", "0"))
+    cuda = torch.cuda.is_available() and not a.cpu_smoke
     dtype = torch.bfloat16 if cuda else torch.float32
-    device = torch.device("cuda" if cuda else "cpu")
+    device = torch.device(f"cuda:{rank}" if cuda else "cpu")
+    if cuda:
+        torch.cuda.set_device(device)
+    else:  # a tiny model on a shared CPU: more threads only contend (torchrun sets 1 for the FSDP ranks too)
+        torch.set_num_threads(1)
     shape = SHAPE_8B if cuda and not a.cpu_smoke else SHAPE_TINY
     lo, hi = (64, 960) if shape is SHAPE_8B else (8, 40)
-    docs = documents(a.batch * (a.warmup + a.steps), lo, hi, shape["vocab_size"])
+    ranks = world if name == FSDP else 1  # each FSDP rank trains on its own share of every step
+    docs = documents(a.batch * (a.warmup + a.steps) * ranks, lo, hi, shape["vocab_size"])
     tok = build_tokenizer(["a b c d e f g"], vocab_size=300)
-    cfg = run_config(a, packing, kernels, compiled, ckpt, cuda)
+    cfg = run_config(a, packing, kernels, compiled, ckpt, cuda, ranks)
+    storage = dtype if name == FSDP else None  # FSDP shards floating-point tensors only
     out_dir = tempfile.mkdtemp(prefix=f"thr-{name}-")
     if cuda:
         torch.cuda.reset_peak_memory_stats()
@@ -98,7 +107,7 @@ def run_variant(name: str, a) -> Dict[str, Any]:
         import jobs.modeling
         from jobs.train_loop import build_trainer
 
-        jobs.modeling.load_base = lambda *_a, **_k: build_model(shape, device, dtype)  # random weights, no files
+        jobs.modeling.load_base = lambda *_a, **_k: build_model(shape, device, dtype, quant_storage=storage)
         tok.padding_side = "left"  # as jobs.modeling.load_tokenizer sets it for causal LMs
         model = jobs.modeling.load_trainable(cfg)
         trainer = build_trainer(cfg, model, tok, {"train": docs, "eval": docs.select(range(2))}, {}, out_dir)
@@ -118,14 +127,19 @@ def run_variant(name: str, a) -> Dict[str, Any]:
     trainer.add_callback(Mark())
     t1 = time.perf_counter()
     out = trainer.train()
-    tokens, seconds = meter.tokens - mark["tokens"], meter.seconds - mark["seconds"]
+    from jobs.throughput import _across_workers  # summed tokens, the slowest rank's time (one rank: as is)
+
+    tokens, seconds, _ = _across_workers(meter.tokens - mark["tokens"], meter.seconds - mark["seconds"])
     rate = tokens / seconds
+    peak_gb = torch.cuda.max_memory_allocated() / 2**30 if cuda else None
+    reserved_gb = torch.cuda.max_memory_reserved() / 2**30 if cuda else None
     device_name = torch.cuda.get_device_name() if cuda else None
     peak = peak_tflops(device_name)
     flat = type(trainer.data_collator).__name__ == "DataCollatorWithFlattening"
     return {
         "variant": name,
         "side": side,
+        "ranks": world,
         "packing": flat,
         "kernels": "liger" if trainer.args.use_liger_kernel else "none",
         "torch_compile": bool(trainer.args.torch_compile),
@@ -135,9 +149,9 @@ def run_variant(name: str, a) -> Dict[str, Any]:
         "tokens_per_step": tokens / a.steps,
         "padded_tokens_per_step": padded_per_step(docs, a.batch),
         "tokens_per_s": rate,
-        "mfu": (rate * meter.flops / (peak * 1e12)) if peak and meter.flops else None,
-        "peak_gb": torch.cuda.max_memory_allocated() / 2**30 if cuda else None,
-        "reserved_gb": torch.cuda.max_memory_reserved() / 2**30 if cuda else None,
+        "mfu": (rate * meter.flops / (peak * 1e12 * world)) if peak and meter.flops else None,
+        "peak_gb": peak_gb,  # this rank's (rank 0 under FSDP: each holds 1/N of the weights)
+        "reserved_gb": reserved_gb,
         "build_s": round(build_s, 1),
         "first_steps_s": round(mark["at"] - t1, 1),
         "train_loss": out.training_loss,
@@ -151,7 +165,7 @@ def padded_per_step(docs, batch: int) -> float:
     return sum(max(s) * len(s) for s in steps) / len(steps)
 
 
-def run_config(a, packing: bool, kernels: str, compiled: bool, ckpt: bool, cuda: bool):
+def run_config(a, packing: bool, kernels: str, compiled: bool, ckpt: bool, cuda: bool, ranks: int = 1):
     from orchestrator.core.config_load import validate_dict
 
     data_file = Path(tempfile.mkdtemp(prefix="thr-data-")) / "train.jsonl"
@@ -173,7 +187,8 @@ def run_config(a, packing: bool, kernels: str, compiled: bool, ckpt: bool, cuda:
                 "logging_steps": 10_000,
                 "group_by_length": False,
             },
-            "resources": {"gpus_per_worker": 1 if cuda else 0},
+            "resources": {"gpus_per_worker": 1 if cuda else 0, "num_workers": ranks}
+            | ({"strategy": "fsdp"} if ranks > 1 else {}),
             "tracking": {"wandb": False, "backend": "none"},
         }
     )
@@ -215,16 +230,6 @@ def plain_trainer(cfg, model, tok, docs, out_dir: str, ckpt: bool, a):
     return trainer, meter
 
 
-def fsdp_row(a, n_gpus: int) -> Dict[str, Any]:
-    if n_gpus < 2:
-        return {"variant": "ours_fsdp", "skipped": f"{n_gpus} GPU on this machine: FSDP needs 2 or more"}
-    return {
-        "variant": "ours_fsdp",
-        "skipped": "multi-GPU FSDP run not wired into this script yet (jobs/fsdp.py "
-        "is measured by the FSDP helper's checks); run on a multi-GPU node",
-    }
-
-
 def table(rows: List[Dict[str, Any]], base: Optional[Dict[str, Any]]) -> str:
     lines = [
         "| variant | packing | kernels | compile | ckpt | tokens/s | × hf_peft | peak GiB | × hf_peft | MFU |",
@@ -264,7 +269,8 @@ def main(argv=None) -> int:
     p.add_argument("--batch", type=int, default=4, help="documents per step (~2,048 tokens on the 8B shape)")
     p.add_argument("--warmup", type=int, default=None, help="steps not measured (default 3; CPU smoke 1)")
     p.add_argument("--steps", type=int, default=None, help="steps measured (default 10; CPU smoke 3)")
-    p.add_argument("--variants", default=",".join(VARIANTS))
+    p.add_argument("--variants", default=",".join([*VARIANTS, FSDP]))
+    p.add_argument("--fsdp-ranks", type=int, default=None, help="processes of the FSDP run (default: the GPUs)")
     p.add_argument(
         "--isolate",
         choices=("auto", "yes", "no"),
@@ -278,7 +284,9 @@ def main(argv=None) -> int:
     a.steps = max(1, a.steps if a.steps is not None else (3 if a.cpu_smoke else 10))
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     if a.variant:
-        Path(a.result).write_text(json.dumps(run_variant(a.variant, a)))
+        row = run_variant(a.variant, a)
+        if os.environ.get("RANK", "0") == "0":
+            Path(a.result).write_text(json.dumps(row))
         return 0
     import torch
 
@@ -289,8 +297,13 @@ def main(argv=None) -> int:
     isolate = a.isolate == "yes" or (a.isolate == "auto" and cuda)
     deadline = time.monotonic() + a.budget
     rows: List[Dict[str, Any]] = []
+    ranks = a.fsdp_ranks if a.fsdp_ranks is not None else (torch.cuda.device_count() if cuda else 0)
     for name in [v for v in a.variants.split(",") if v]:
-        why = skip_reason(name, cuda)
+        why = skip_reason(name, cuda) if name != FSDP else None
+        if name == FSDP and ranks < 2:
+            why = f"{ranks} {'GPU' if cuda else 'rank'} on this machine: FSDP needs 2 or more" + (
+                "" if cuda else " (--fsdp-ranks 2 runs it on CPU, gloo)"
+            )
         left = deadline - time.monotonic()
         if why is None and left < 30:
             why = f"budget: {left:.0f} s left"
@@ -299,9 +312,11 @@ def main(argv=None) -> int:
             print(f"== {name}: skipped ({why})", flush=True)
             continue
         print(f"== {name} ({left:.0f} s of the budget left)", flush=True)
-        rows.append(run_isolated(name, a, left) if isolate else run_variant(name, a))
+        if name == FSDP:
+            rows.append(run_isolated(name, a, left, ranks))
+        else:
+            rows.append(run_isolated(name, a, left) if isolate else run_variant(name, a))
         print(json.dumps(rows[-1]), flush=True)
-    rows.append(fsdp_row(a, torch.cuda.device_count() if cuda else 0))
     base = next((r for r in rows if r["variant"] == "hf_peft" and "skipped" not in r), None)
     res = {
         "what": "QLoRA tokens/s and peak memory, plain HF + peft vs ours (scripts/gpu_throughput.py)",
@@ -324,10 +339,13 @@ def main(argv=None) -> int:
     return 0 if base else 1
 
 
-def run_isolated(name: str, a, left: float) -> Dict[str, Any]:
+def run_isolated(name: str, a, left: float, ranks: int = 1) -> Dict[str, Any]:
+    """One variant in a fresh process (or `ranks` processes under torchrun); its row."""
     result = Path(tempfile.mkdtemp(prefix="thr-res-")) / "result.json"
+    launch = ["-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={ranks}"] if ranks > 1 else []
     cmd = [
         sys.executable,
+        *launch,
         __file__,
         "--variant",
         name,

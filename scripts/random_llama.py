@@ -33,14 +33,16 @@ SHAPE_TINY = dict(
 )
 
 
-def build_model(shape: Dict[str, Any], device, compute_dtype, seed: int = 0):
+def build_model(shape: Dict[str, Any], device, compute_dtype, seed: int = 0, quant_storage=None):
     """A random-weight Llama of `shape`, its decoder linears NF4 4-bit (bitsandbytes), built on meta and
-    materialized one matrix at a time on `device` (quantized there)."""
+    materialized one matrix at a time on `device` (quantized there). `quant_storage`: the packed weights'
+    dtype (uint8 by default; the compute dtype under FSDP, which shards floating-point tensors only)."""
     import bitsandbytes as bnb
     import torch
     from transformers import LlamaConfig, LlamaForCausalLM
     from transformers.models.llama.modeling_llama import LlamaRotaryEmbedding
 
+    storage = quant_storage or torch.uint8
     conf = LlamaConfig(**shape)
     with torch.device("meta"):
         model = LlamaForCausalLM(conf)
@@ -64,11 +66,12 @@ def build_model(shape: Dict[str, Any], device, compute_dtype, seed: int = 0):
                     compute_dtype=compute_dtype,
                     compress_statistics=True,
                     quant_type="nf4",
+                    quant_storage=storage,
                     device="meta",
                 )
                 w = rand(lin.out_features, lin.in_features)
                 q.weight = bnb.nn.Params4bit(
-                    w, requires_grad=False, quant_type="nf4", compress_statistics=True, module=q
+                    w, requires_grad=False, quant_type="nf4", compress_statistics=True, quant_storage=storage, module=q
                 ).to(device)  # quantized on `device`
                 setattr(parent, name, q)
                 del w

@@ -76,7 +76,7 @@ def test_gpu_throughput_cpu_smoke(tmp_path):
             "--out",
             str(tmp_path),
             "--variants",
-            "hf_peft,ours_packing,ours_packing_liger",
+            "hf_peft,ours_packing,ours_packing_liger,ours_fsdp",
         ],  # fmt: skip
         cwd=REPO,
         capture_output=True,
