@@ -154,15 +154,12 @@ class TrainingConfig(_Section):
     )
     kernels: Literal["none", "liger", "auto"] = Field(
         "auto",
-        description="Fused training kernels. liger: Liger's Triton kernels (RMSNorm, SwiGLU, RoPE, and the fused "
-        "linear cross-entropy that never builds the full logits), through the HF Trainer's use_liger_kernel; "
-        "needs CUDA workers and the `gpu` extra (liger-kernel). auto: liger on CUDA workers when liger-kernel "
-        "is installed and supports the model type, else none. Each trial records the kernels it used.",
+        description="liger: Liger's fused Triton kernels via the HF Trainer (CUDA workers, `gpu` extra). auto: liger "
+        "on CUDA when liger-kernel is installed and supports the model type, else none. Trials record theirs.",
     )
     torch_compile: Union[bool, Literal["auto"]] = Field(
         "auto",
-        description="Compile the model with torch.compile (TrainingArguments.torch_compile). auto: off, until "
-        "a measurement shows it wins for QLoRA (the 4-bit matmuls break the graph; see docs/benchmarks.md).",
+        description="torch.compile the model (TrainingArguments.torch_compile). auto: off until measured to win.",
     )
 
     @field_validator("gradient_checkpointing", "torch_compile", mode="before")
