@@ -158,8 +158,7 @@ class TrainingConfig(_Section):
         "on CUDA when liger-kernel is installed and supports the model type, else none. Trials record theirs.",
     )
     torch_compile: Union[bool, Literal["auto"]] = Field(
-        "auto",
-        description="torch.compile the model (TrainingArguments.torch_compile). auto: off until measured to win.",
+        "auto", description="torch.compile the model (TrainingArguments.torch_compile); auto: off until measured."
     )
 
     @field_validator("gradient_checkpointing", "torch_compile", mode="before")
