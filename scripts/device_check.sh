@@ -7,6 +7,9 @@
 #   On the GPU machine (device tool):       bash scripts/device_check.sh
 #       carry: [".devbundle"]   timeout_s: 480   (BUDGET, default 420 s, bounds everything; see below)
 #   Here, to check the bundle is complete:  bash scripts/device_check.sh simulate [SIM_PYTHON]
+#   The QLoRA throughput benchmark alone (scripts/gpu_throughput.py, 8B shape; BUDGET default 500, at most 540):
+#       device tool: bash scripts/device_check.sh throughput   carry: [".devbundle"]   timeout_s: 560
+#       here first:  bash scripts/device_check.sh simulate-throughput [SIM_PYTHON]
 #
 # `prepare` installs, for CPython 3.12 (the image's python3), every package the image lacks or has in
 # another version than requirements.lock pins (Ray 2.60.0 with its default/train/tune extras, pydantic,
