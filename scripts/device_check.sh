@@ -190,7 +190,7 @@ case "${1:-run}" in
     BUNDLE_DIR=${BUNDLE_DIR:-bench/out/device_build} XZ_LEVEL=${XZ_LEVEL:-1} build_bundle "$ver" || exit 1
     SITE=/tmp/qlora-sim-site-cp${ver/./}
     unpack "${BUNDLE_DIR:-bench/out/device_build}/site-cp${ver/./}.tar.xz" "$SITE"
-    PYTHONPATH=$SITE:$REPO HF_HUB_OFFLINE=1 "$SIM_PY" scripts/gpu_throughput.py --cpu-smoke --isolate yes \
+    PYTHONPATH=$SITE:$REPO HF_HUB_OFFLINE=1 "$SIM_PY" scripts/gpu_throughput.py --cpu-smoke --isolate yes --fsdp-ranks 2 \
       --out "${OUT:-bench/out/throughput-sim}"
     exit $?
     ;;
