@@ -21,7 +21,9 @@ ENV PYTHONUNBUFFERED=1 \
 # Dependencies first, from the lock alone: this layer is rebuilt only when the pins change.
 # torch==2.13.0 from PyPI is the CUDA build on Linux x86_64.
 COPY --chown=1000:100 requirements.lock ./
-RUN pip install --no-cache-dir -r requirements.lock
+# Then training.kernels liger (pyproject's `gpu` extra): pure Python over Triton, which torch's CUDA wheel installed.
+RUN pip install --no-cache-dir -r requirements.lock \
+    && pip install --no-cache-dir --no-deps liger-kernel==0.8.5
 
 # The project itself (jobs also carry it as their working_dir, so code changes need no rebuild).
 COPY --chown=1000:100 pyproject.toml README.md ./

@@ -288,6 +288,7 @@ def collect_results(cfg: RunConfig, grid, run: RunDir, n_train: int, st: RunStor
     from jobs.checkpoints import save_log_history
     from jobs.merge import copy_adapter
     from jobs.model_cache import model_path
+    from jobs.throughput import throughput_fields
     from jobs.wont_fit import measured_fields, skipped_fields
 
     metric, mode = cfg.search.metric, cfg.search.resolved_mode
@@ -315,6 +316,7 @@ def collect_results(cfg: RunConfig, grid, run: RunDir, n_train: int, st: RunStor
             **{k: last[k] for k in ("gradient_checkpointing", "estimated_peak_gb") if k in last},  # the plan
             **skipped_fields(last),  # SKIPPED_WONT_FIT: the estimate, needed vs available GiB
             **measured_fields(history),  # beside estimated_peak_gb (GPU runs)
+            **throughput_fields(last),  # tokens/s, MFU, kernels (jobs/throughput.py)
         }
         run.trial_dir(trial_id).mkdir(parents=True, exist_ok=True)
         if st.remote and st.run_uri:  # the workers' logs were copied to the run's S3 folder: bring them here

@@ -153,6 +153,14 @@ def training_arguments(
         label_names=["labels"],
         remove_unused_columns=False,
     )
+    from jobs.throughput import resolve_compile, resolve_kernels
+
+    kernels, why = resolve_kernels(t.kernels, cuda, model_type)
+    if why and cuda:
+        from jobs.worker_log import notice
+
+        notice(f"training.kernels auto: none ({why})")
+    kwargs.update(use_liger_kernel=kernels == "liger", torch_compile=resolve_compile(t.torch_compile))
     from jobs.fsdp import fsdp_arguments, is_fsdp
 
     if is_fsdp(cfg):  # the model is sharded over the trial's workers (jobs/fsdp.py)
@@ -226,6 +234,9 @@ def build_trainer(
             f"(packed vs one by one: max |Δlogit| {diff:.1e}; {leak:.1e} if examples could see each other)",
             flush=True,
         )
+    from jobs.throughput import ThroughputMeter
+
+    meter = ThroughputMeter(cfg, model, "liger" if args.use_liger_kernel else "none", bool(args.torch_compile))
     trainer = cls(
         model=model,
         args=args,
@@ -233,9 +244,10 @@ def build_trainer(
         eval_dataset=data["eval"],
         data_collator=build_collator(tokenizer, model if cfg.model.task == "seq2seq" else None, packing=packing),
         processing_class=tokenizer,
-        callbacks=[report_callback_class()(extra=extra), *kw.pop("callbacks", [])],
+        callbacks=[report_callback_class()(extra=extra, meter=meter), *kw.pop("callbacks", [])],
         **kw,
     )
+    meter.attach(trainer)  # tokens/s and MFU in every report (jobs/throughput.py)
     from transformers.trainer_callback import PrinterCallback
 
     trainer.remove_callback(PrinterCallback)  # progress is shown by the driver; logs go to the tracker
@@ -269,9 +281,10 @@ def report_callback_class():
         report carries a fresh metric for Tune's scheduler.
         """
 
-        def __init__(self, extra: Optional[Dict[str, Any]] = None):
+        def __init__(self, extra: Optional[Dict[str, Any]] = None, meter=None):
             super().__init__()
             self.extra = dict(extra or {})
+            self.meter = meter  # jobs.throughput.ThroughputMeter
 
         def on_save(self, args, state, control, **kwargs):
             import ray.train
@@ -282,6 +295,8 @@ def report_callback_class():
             for log in state.log_history:
                 metrics.update(log)
             metrics.update(self.extra)
+            if self.meter is not None:
+                metrics.update(self.meter.fields())  # a collective over the workers: every rank calls on_save
             metrics["step"] = state.global_step
             metrics["peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
             if torch.cuda.is_available():

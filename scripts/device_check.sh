@@ -7,6 +7,9 @@
 #   On the GPU machine (device tool):       bash scripts/device_check.sh
 #       carry: [".devbundle"]   timeout_s: 480   (BUDGET, default 420 s, bounds everything; see below)
 #   Here, to check the bundle is complete:  bash scripts/device_check.sh simulate [SIM_PYTHON]
+#   The QLoRA throughput benchmark alone (scripts/gpu_throughput.py, 8B shape; BUDGET default 500, at most 540):
+#       device tool: bash scripts/device_check.sh throughput   carry: [".devbundle"]   timeout_s: 560
+#       here first:  bash scripts/device_check.sh simulate-throughput [SIM_PYTHON]
 #
 # `prepare` installs, for CPython 3.12 (the image's python3), every package the image lacks or has in
 # another version than requirements.lock pins (Ray 2.60.0 with its default/train/tune extras, pydantic,
@@ -46,7 +49,9 @@ BUNDLE="ray jsonschema jsonschema-specifications referencing rpds-py
   opentelemetry-semantic-conventions smart-open virtualenv distlib platformdirs python-discovery tensorboardX
   pydantic pydantic-core annotated-types typing-inspection typing-extensions
   datasets dill multiprocess bitsandbytes transformers tokenizers peft
-  protobuf fsspec"
+  protobuf fsspec liger-kernel"
+# liger-kernel (training.kernels liger; pure Python over the image's Triton 3.6) is not in requirements.lock, which
+# CI installs on CPU: its pin comes from pyproject.toml's `gpu` extra.
 # protobuf and fsspec are on the image, in versions this script cannot read: googleapis-common-protos'
 # google/rpc/code_pb2 (imported by opencensus in Ray's metrics agent) refuses a protobuf runtime older than
 # 6.33.5, and datasets 5.2 needs fsspec<=2026.9.0; the lock's pins of both are small and satisfy both.
@@ -64,6 +69,7 @@ build_bundle() {  # $1: python version (3.12 or 3.11); writes $BUNDLE_DIR/site-c
   local specs=() name spec
   for name in $BUNDLE; do
     spec=$(grep -iE "^${name//[-_]/[-_]}==" requirements.lock | head -1)
+    [[ -n "$spec" ]] || spec=$(grep -oiE "\"${name//[-_]/[-_]}==[^\"]+\"" pyproject.toml | head -1 | tr -d '"')
     [[ -n "$spec" ]] || { echo "not pinned in requirements.lock: $name" >&2; return 1; }
     specs+=("$spec")
   done
@@ -149,7 +155,45 @@ unpack() {  # $1: bundle, $2: target
   fi
 }
 
+throughput() {  # on the GPU machine: scripts/gpu_throughput.py alone, inside BUDGET (default 500 s) seconds
+  local t0 res=${OUT:-bench/out/throughput} budget=${BUDGET:-500}
+  t0=$(date +%s)
+  (( budget <= 540 )) || { echo "BUDGET $budget: at most 540 s in one device call" >&2; return 2; }
+  mkdir -p "$res"
+  exec > >(tee "$res/throughput.log") 2>&1
+  unpack .devbundle/site-cp312.tar.xz "${SITE:-/tmp/site}" ||
+    { echo "no bundle: run 'bash scripts/device_check.sh prepare' here first"; return 1; }
+  export PYTHONPATH=${SITE:-/tmp/site}:$REPO PYTHONUNBUFFERED=1 RAY_USAGE_STATS_ENABLED=0 HF_HUB_OFFLINE=1 \
+         TRANSFORMERS_OFFLINE=1 TOKENIZERS_PARALLELISM=false TRANSFORMERS_VERBOSITY=error PYTHONWARNINGS=ignore
+  nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader || true
+  local left=$(( budget - ($(date +%s) - t0) - 15 ))
+  echo "== [$(( $(date +%s) - t0 )) s] bundle ready; scripts/gpu_throughput.py with $left s"
+  timeout -k 10 "$left" "${PYTHON:-python3}" scripts/gpu_throughput.py --out "$res" --budget $(( left - 10 )) "${@}"
+  local rc=$?
+  echo "== [$(( $(date +%s) - t0 )) s] gpu_throughput.py exit $rc"; ls -la "$res"
+  return $rc
+}
+
 case "${1:-run}" in
+  throughput)
+    # On the GPU machine (device tool):  bash scripts/device_check.sh throughput
+    #     carry: [".devbundle"]   timeout_s: 560   (BUDGET, default 500 s, at most 540)
+    # Back in $OUT: throughput.json, throughput.md (the side-by-side table), throughput.log.
+    shift; throughput "$@"; exit $?
+    ;;
+  simulate-throughput)
+    # Here: the same bundle for the local Python, then scripts/gpu_throughput.py --cpu-smoke --isolate yes with
+    # SIM_PYTHON (default /tmp/gpuenv-sim/bin/python: only packages the GPU image has) and the bundle on PYTHONPATH.
+    SIM_PY=${2:-/tmp/gpuenv-sim/bin/python}
+    [[ -x "$SIM_PY" ]] || { echo "no $SIM_PY: make a venv holding only packages the GPU image has" >&2; exit 1; }
+    ver=$("$SIM_PY" -c 'import sys; print(f"{sys.version_info[0]}.{sys.version_info[1]}")')
+    BUNDLE_DIR=${BUNDLE_DIR:-bench/out/device_build} XZ_LEVEL=${XZ_LEVEL:-1} build_bundle "$ver" || exit 1
+    SITE=/tmp/qlora-sim-site-cp${ver/./}
+    unpack "${BUNDLE_DIR:-bench/out/device_build}/site-cp${ver/./}.tar.xz" "$SITE"
+    PYTHONPATH=$SITE:$REPO HF_HUB_OFFLINE=1 "$SIM_PY" scripts/gpu_throughput.py --cpu-smoke --isolate yes --fsdp-ranks 2 \
+      --out "${OUT:-bench/out/throughput-sim}"
+    exit $?
+    ;;
   prepare)
     build_bundle "${PYVER:-3.12}" || exit 1
     travel_size
@@ -170,7 +214,7 @@ case "${1:-run}" in
     exit $rc
     ;;
   run) ;;
-  *) echo "usage: $0 [prepare|simulate [PYTHON]|run]" >&2; exit 2 ;;
+  *) echo "usage: $0 [prepare|simulate [PYTHON]|simulate-throughput [PYTHON]|throughput|run]" >&2; exit 2 ;;
 esac
 
 # ---- on the GPU machine -------------------------------------------------------------------------------

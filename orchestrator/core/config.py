@@ -79,6 +79,11 @@ class RunConfig(_Section):
         init_problem = lora_init_problem(self.lora.init, self.quantization.mode, self.resources.gpus)
         if init_problem:
             raise ValueError(init_problem)
+        if self.training.kernels == "liger" and self.resources.gpus <= 0:
+            raise ValueError(
+                "training.kernels liger runs Liger's Triton kernels, which need a CUDA GPU, and the trials run on CPU "
+                "(resources.gpus_per_worker is 0): give the workers a GPU, or set training.kernels to auto or none"
+            )
         return self
 
     # ---- helpers used on both sides -------------------------------------------------------------

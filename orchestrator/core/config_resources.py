@@ -102,6 +102,12 @@ class ResourcesConfig(_Section):
             )
         return self
 
+    peak_tflops: Optional[float] = Field(
+        None,
+        gt=0,
+        description="Peak dense bf16 TFLOP/s of one device, for each trial's MFU (default: a table of known GPUs by "
+        "name; on CPU MFU stays empty unless this is set).",
+    )
     price_per_gpu_hour: Optional[float] = Field(
         None,
         gt=0,

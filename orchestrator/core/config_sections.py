@@ -152,8 +152,16 @@ class TrainingConfig(_Section):
     max_grad_norm: float = Field(
         1.0, ge=0.0, description="Clip the gradient norm to this (0: no clipping); the QLoRA recipe uses 0.3."
     )
+    kernels: Literal["none", "liger", "auto"] = Field(
+        "auto",
+        description="liger: Liger's fused Triton kernels via the HF Trainer (CUDA workers, `gpu` extra). auto: liger "
+        "on CUDA when liger-kernel is installed and supports the model type, else none. Trials record theirs.",
+    )
+    torch_compile: Union[bool, Literal["auto"]] = Field(
+        "auto", description="torch.compile the model (TrainingArguments.torch_compile); auto: off until measured."
+    )
 
-    @field_validator("gradient_checkpointing", mode="before")
+    @field_validator("gradient_checkpointing", "torch_compile", mode="before")
     @classmethod
     def _bool_or_auto(cls, v):
         if not isinstance(v, bool) and v != "auto":

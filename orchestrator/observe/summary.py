@@ -7,6 +7,9 @@ from pathlib import Path
 from orchestrator.core.rundir import RunDir
 from orchestrator.core.scores import fidelity_of, fidelity_text, test_rows, test_size
 
+# trials.csv columns the table leaves out (the throughput's parts: tokens_per_s and mfu are shown)
+HIDDEN = ("planned_steps", "error", "fit_limit", "train_tokens", "train_time_s", "torch_compile")
+
 
 def print_summary(run_dir: Path) -> int:
     """Print the trial table and the best trial; 0 when a best model exists and its merge passed."""
@@ -23,7 +26,7 @@ def print_summary(run_dir: Path) -> int:
     table = Table(title=f"{res['experiment']}: {res['num_trials']} trials ({metric}, {res['mode']})")
     keys: list = []
     for row in res["trials"]:
-        keys += [k for k in row if k not in keys and k not in ("planned_steps", "error", "fit_limit")]
+        keys += [k for k in row if k not in keys and k not in HIDDEN]
     for k in keys:
         table.add_column(k, justify="right" if k not in ("trial_id", "status") else "left")
     for row in res["trials"]:

@@ -141,6 +141,13 @@ def test_causal_lm_search_through_the_cli(tmp_path, tiny_llama, ray_local_2cpu):
     assert "Truncated " in result.output and "template cues kept" in result.output
     rows = list(csv.DictReader((run_dir / "trials.csv").open()))
     assert res["best"]["trial_id"] == min(rows, key=lambda r: float(r["eval_loss"]))["trial_id"]
+    for row, rec in zip(rows, res["trials"]):  # throughput per trial (jobs/throughput.py), in both records
+        assert float(row["tokens_per_s"]) > 0 and rec["tokens_per_s"] == pytest.approx(float(row["tokens_per_s"]))
+        assert float(row["tokens_per_s"]) == pytest.approx(
+            int(row["train_tokens"]) / float(row["train_time_s"]), rel=1e-2
+        )
+        assert row["mfu"] == "" and rec["mfu"] is None  # CPU, no resources.peak_tflops: no MFU invented
+        assert row["kernels"] == "none" and row["torch_compile"] == "False"  # auto on CPU
     evals, losses = eval_losses(run_dir, res["best"]["trial_id"])
     assert min(losses[-3:]) < losses[0]
     # the shipped model is better than the base it started from, on the eval set

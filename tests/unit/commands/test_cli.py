@@ -217,3 +217,14 @@ def test_dry_run_shows_where_the_price_came_from(runner, cfg_path, tmp_path):
     assert result.exit_code == 0, result.output
     out = " ".join(result.output.split())
     assert "Budget: $0.97 = 2 worker-hours" in out and "gpu_spot: g5.2xlarge spot $0.4848/h / 1 GPU" in out
+
+
+def test_liger_kernels_on_cpu_workers_exit_2(runner, cfg_path, tmp_path):
+    edit(cfg_path, training={"kernels": "liger"})  # resources.gpus_per_worker is 0 in this config
+    assert_user_error(
+        invoke(runner, "tune", cfg_path),
+        "training.kernels liger",
+        "need a CUDA GPU",
+        "set training.kernels to auto or none",
+        out_dir=tmp_path / "runs",
+    )
