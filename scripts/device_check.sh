@@ -10,6 +10,10 @@
 #   The QLoRA throughput benchmark alone (scripts/gpu_throughput.py, 8B shape; BUDGET default 500, at most 540):
 #       device tool: bash scripts/device_check.sh throughput   carry: [".devbundle"]   timeout_s: 560
 #       here first:  bash scripts/device_check.sh simulate-throughput [SIM_PYTHON]
+#   The memory estimate against measured peaks (scripts/gpu_estimate_check.py, ~1B Llama shape, 3 configurations):
+#       device tool: bash scripts/device_check.sh estimate     carry: [".devbundle"]   timeout_s: 330
+#       here first:  .venv/bin/python scripts/gpu_estimate_check.py --out /tmp/est --cpu-smoke
+#   With one 15-minute device loan: `throughput` (issue 16) first, then `estimate` (issue 15), then the rest.
 #
 # `prepare` installs, for CPython 3.12 (the image's python3), every package the image lacks or has in
 # another version than requirements.lock pins (Ray 2.60.0 with its default/train/tune extras, pydantic,
@@ -155,17 +159,37 @@ unpack() {  # $1: bundle, $2: target
   fi
 }
 
+device_env() {  # on the GPU machine: the bundle unpacked onto PYTHONPATH, offline settings, the GPU named
+  unpack .devbundle/site-cp312.tar.xz "${SITE:-/tmp/site}" ||
+    { echo "no bundle: run 'bash scripts/device_check.sh prepare' here first"; return 1; }
+  export PYTHONPATH=${SITE:-/tmp/site}:$REPO PYTHONUNBUFFERED=1 RAY_USAGE_STATS_ENABLED=0 HF_HUB_OFFLINE=1 \
+         TRANSFORMERS_OFFLINE=1 TOKENIZERS_PARALLELISM=false TRANSFORMERS_VERBOSITY=error PYTHONWARNINGS=ignore
+  nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader || true
+}
+
+estimate_check() {  # on the GPU machine: scripts/gpu_estimate_check.py (issue 15), inside BUDGET (default 300 s)
+  local t0 res=${OUT:-bench/out/estimate_check} budget=${BUDGET:-300} work=${WORK:-/tmp/qlora-estimate}
+  t0=$(date +%s)
+  mkdir -p "$res" "$work"
+  exec > >(tee "$res/estimate_check.log") 2>&1
+  device_env || return 1
+  local left=$(( budget - ($(date +%s) - t0) - 10 ))
+  echo "== [$(( $(date +%s) - t0 )) s] bundle ready; scripts/gpu_estimate_check.py with $left s"
+  timeout -k 10 "$left" "${PYTHON:-python3}" scripts/gpu_estimate_check.py --out "$work" "${@}"
+  local rc=$?
+  cp "$work"/estimate_check.json "$res"/ 2>/dev/null || true
+  tar -C "$work" -czf "$res/estimate_logs.tar.gz" --exclude model --exclude data . 2>/dev/null || true
+  echo "== [$(( $(date +%s) - t0 )) s] gpu_estimate_check.py exit $rc"; ls -la "$res"
+  return $rc
+}
+
 throughput() {  # on the GPU machine: scripts/gpu_throughput.py alone, inside BUDGET (default 500 s) seconds
   local t0 res=${OUT:-bench/out/throughput} budget=${BUDGET:-500}
   t0=$(date +%s)
   (( budget <= 540 )) || { echo "BUDGET $budget: at most 540 s in one device call" >&2; return 2; }
   mkdir -p "$res"
   exec > >(tee "$res/throughput.log") 2>&1
-  unpack .devbundle/site-cp312.tar.xz "${SITE:-/tmp/site}" ||
-    { echo "no bundle: run 'bash scripts/device_check.sh prepare' here first"; return 1; }
-  export PYTHONPATH=${SITE:-/tmp/site}:$REPO PYTHONUNBUFFERED=1 RAY_USAGE_STATS_ENABLED=0 HF_HUB_OFFLINE=1 \
-         TRANSFORMERS_OFFLINE=1 TOKENIZERS_PARALLELISM=false TRANSFORMERS_VERBOSITY=error PYTHONWARNINGS=ignore
-  nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader || true
+  device_env || return 1
   local left=$(( budget - ($(date +%s) - t0) - 15 ))
   echo "== [$(( $(date +%s) - t0 )) s] bundle ready; scripts/gpu_throughput.py with $left s"
   timeout -k 10 "$left" "${PYTHON:-python3}" scripts/gpu_throughput.py --out "$res" --budget $(( left - 10 )) "${@}"
@@ -180,6 +204,12 @@ case "${1:-run}" in
     #     carry: [".devbundle"]   timeout_s: 560   (BUDGET, default 500 s, at most 540)
     # Back in $OUT: throughput.json, throughput.md (the side-by-side table), throughput.log.
     shift; throughput "$@"; exit $?
+    ;;
+  estimate)
+    # On the GPU machine (device tool):  bash scripts/device_check.sh estimate   carry: [".devbundle"]
+    #     timeout_s: 330 (BUDGET, default 300 s). Back in $OUT: estimate_check.json (estimate vs measured
+    #     peak per configuration), estimate_check.log, estimate_logs.tar.gz (each train's output and run folder).
+    shift; estimate_check "$@"; exit $?
     ;;
   simulate-throughput)
     # Here: the same bundle for the local Python, then scripts/gpu_throughput.py --cpu-smoke --isolate yes with
@@ -214,7 +244,7 @@ case "${1:-run}" in
     exit $rc
     ;;
   run) ;;
-  *) echo "usage: $0 [prepare|simulate [PYTHON]|simulate-throughput [PYTHON]|throughput|run]" >&2; exit 2 ;;
+  *) echo "usage: $0 [prepare|simulate [PYTHON]|simulate-throughput [PYTHON]|throughput|estimate|run]" >&2; exit 2 ;;
 esac
 
 # ---- on the GPU machine -------------------------------------------------------------------------------

@@ -107,7 +107,7 @@ merge: {{enabled: false}}
     return path
 
 
-def run_one(cfg: Path, name: str, r: int, batch: int, inp: int, tgt: int, ckpt: str, out: Path) -> dict:
+def run_one(cfg: Path, name: str, r: int, batch: int, inp: int, tgt: int, ckpt: str, out: Path, gpu: bool) -> dict:
     exp = "est-" + name.replace(" ", "-")
     sets = {
         "lora.r": r,
@@ -118,7 +118,8 @@ def run_one(cfg: Path, name: str, r: int, batch: int, inp: int, tgt: int, ckpt: 
         "training.gradient_checkpointing": ckpt,
         "output.experiment": exp,
     }
-    cmd = [sys.executable, "-m", "orchestrator.cli", "train", str(cfg)]
+    cmd = [sys.executable, "-m", "orchestrator.cli", "train", str(cfg), "--cpus", "4" if gpu else "2"]
+    cmd += ["--gpus", "1" if gpu else "0"]
     for k, v in sets.items():
         cmd += ["--set", f"{k}={v}"]
     t0 = time.time()
@@ -180,7 +181,7 @@ def main(argv=None) -> int:
     configs = CONFIGS if gpu else [(n, r, b, i // 8, t // 8, c) for n, r, b, i, t, c in CONFIGS]
     rows = []
     for c in configs:
-        rows.append(run_one(cfg, *c, out=out))
+        rows.append(run_one(cfg, *c, out=out, gpu=gpu))
         print(json.dumps(rows[-1]), flush=True)
     (out / "estimate_check.json").write_text(json.dumps({"gpu": gpu, "rows": rows}, indent=2))
     print(table(rows))
