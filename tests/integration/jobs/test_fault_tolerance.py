@@ -22,9 +22,13 @@ pytestmark = pytest.mark.integration
 
 
 def tune_histories(run_dir: Path):
-    """Every Tune result of every trial, from Ray's own storage: {trial dir name: [result, ...]}."""
+    """Every result of every trial from Ray's storage: {trial dir name: [result, ...]}. `tune`: Tune's
+    results; `train` (a bare Train run, no Tune): the reports its run folder keeps (jobs/single_run.py)."""
     out = {}
-    for f in sorted((run_dir / "ray" / "tune").glob("*/result.json")):
+    files = sorted((run_dir / "ray" / "tune").glob("*/result.json")) + sorted(
+        (run_dir / "ray").glob("train-*/reports.jsonl")
+    )
+    for f in files:
         out[f.parent.name] = [json.loads(x) for x in f.read_text().splitlines() if x.strip()]
     return out
 
@@ -55,7 +59,7 @@ def test_killed_worker_resumes_from_its_checkpoint(tmp_path, tiny_t5, ray_local_
     t = threading.Thread(target=lambda: result.setdefault("code", run(str(cfg), "train", [], echo=lambda *a: None)))
     t.start()
     try:
-        # Kill once Tune has recorded a report with a checkpoint (a checkpoint folder alone may not be
+        # Kill once the driver side has recorded a report with a checkpoint (a checkpoint folder alone may not be
         # registered yet).
         wait_for(
             lambda: any(h and h[0].get("checkpoint_path") for h in tune_histories(run_dir).values()),
@@ -71,6 +75,8 @@ def test_killed_worker_resumes_from_its_checkpoint(tmp_path, tiny_t5, ray_local_
     finally:
         t.join(600)
     assert result.get("code") == 0
+    assert not (run_dir / "ray" / "tune").exists(), "`train` ran a Tune experiment"  # a bare Train run
+    assert list((run_dir / "ray").glob("train-*/finished.json"))
     (history,) = tune_histories(run_dir).values()
     steps = [r["step"] for r in history]
     assert steps == sorted(set(steps)), f"the step counter went back: {steps}"
