@@ -1,6 +1,6 @@
 """`train`: its one trial as a bare Ray Train run started from the driver, without Tune.
 
-The same trial code as a `tune` trial (jobs/search.py: plan_trial, trial_trainer) minus the Tune trial
+The same trial code as a `tune` trial (jobs/trial_trainer.py) minus the Tune trial
 actor between the driver and Train's controller, a whole Python process on the start-up path
 (docs/benchmarks.md, Orchestration overhead). What Tune did for that trial is done here:
 - its id (Tune's format) and, with `--resume`, the one already in storage (`train-<id>`); Train restores
@@ -185,7 +185,7 @@ def run_single(
     """Run `train`'s one trial (trial_args: what a Tune trial driver gets) as a bare Train run."""
     from ray.train import TrainingFailedError
 
-    from jobs.search import plan_trial, trial_trainer
+    from jobs.trial_trainer import plan_trial, trial_trainer
     from jobs.wont_fit import wont_fit_record
 
     trial_id = existing_trial(st) if resume else None
