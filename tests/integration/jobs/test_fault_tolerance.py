@@ -133,3 +133,51 @@ def test_killed_driver_is_resumed_without_rerunning_finished_trials(tmp_path, ti
     rows = list(csv.DictReader((run_dir / "trials.csv").open()))
     assert len(rows) == 2 and all(r["status"] == "COMPLETED" for r in rows)
     assert json.loads((run_dir / "results.json").read_text())["merge_check"]["passed"]
+
+
+def test_killed_train_driver_resumes_at_its_step(tmp_path, tiny_t5):
+    """`train` has no Tune state to restore: --resume finds its Train run in storage, which restarts from
+    its newest checkpoint, and the history (reports.jsonl) goes on where it stopped."""
+    cfg = write_config(
+        tmp_path / "tr.yaml",
+        tiny_t5,
+        tmp_path / "runs",
+        training={"epochs": 10, "eval_steps": 10},
+        tracking={"wandb": False},
+        search={"metric": "eval_loss"},
+        merge={"enabled": False},
+    )
+    run_dir = tmp_path / "runs" / "tr"
+    cli = [sys.executable, "-m", "orchestrator.cli", "train", str(cfg)]
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    proc = subprocess.Popen(
+        cli, cwd=tmp_path, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True
+    )
+    try:
+        wait_for(
+            lambda: any(h and h[-1].get("checkpoint_path") for h in tune_histories(run_dir).values()),
+            300,
+            "the first reported checkpoint",
+        )
+        (before,) = tune_histories(run_dir).values()
+    finally:
+        for p in [proc] + psutil.Process(proc.pid).children(recursive=True):
+            try:
+                p.send_signal(signal.SIGKILL)
+            except psutil.NoSuchProcess:
+                pass
+        proc.wait(30)
+    assert not (run_dir / "results.json").exists() and before[-1]["step"] < 50
+
+    out = subprocess.run(cli + ["--resume"], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600)
+    assert out.returncode == 0, out.stdout[-2000:] + out.stderr[-3000:]
+    assert "Resuming the run" in out.stdout
+    assert not (run_dir / "ray" / "tune").exists()
+    (history,) = tune_histories(run_dir).values()  # the same Train run, one history
+    steps = [r["step"] for r in history]
+    assert history[: len(before)] == before and steps == sorted(set(steps)), steps
+    resumed = next(r["resumed_from_step"] for r in history if r.get("resumed_from_step"))
+    assert resumed >= before[-1]["step"] and resumed % 10 == 0, (resumed, steps)  # its checkpoint, not 0
+    assert [r["training_iteration"] for r in history] == list(range(1, len(history) + 1))
+    rows = list(csv.DictReader((run_dir / "trials.csv").open()))
+    assert rows[0]["status"] == "COMPLETED" and int(rows[0]["steps"]) == 50
