@@ -144,17 +144,11 @@ class _Hooks:
         self("on_trial_result", trial=self.trial, result=row)
 
 
-class _Poller(threading.Thread):
+class _Poller:
     """While fit() runs: the reports the controller put in the KV store, to the progress hooks."""
 
     def __init__(self, key: str, hooks: _Hooks, start_at: int):
-        super().__init__(daemon=True)
         self.key, self.hooks, self.seen = key, hooks, start_at
-        self.stopping = threading.Event()
-
-    def run(self) -> None:
-        while not self.stopping.wait(POLL_S):
-            self.poll()
 
     def poll(self) -> None:
         from ray.experimental.internal_kv import _internal_kv_get
@@ -213,14 +207,20 @@ def run_single(
         relay = ReportRelay(trial_id, key, fs, reports, prior)
         trainer = trial_trainer(rcfg, params, plan, trial_id, [relay], **args)
         poller = _Poller(key, hooks, len(prior))
-        poller.start()
-        try:
-            trainer.fit()
-        except TrainingFailedError as e:  # as a Tune trial's error: recorded, the run goes on
-            trial.error = e
-        finally:
-            poller.stopping.set()
-            poller.join()
+        # fit() in a thread, as inside a Tune trial: Train then registers no SIGINT handler of its own
+        # (which would turn Ctrl-C into a graceful abort that returns as if the run had finished); Ctrl-C
+        # stays a KeyboardInterrupt here, and ray.shutdown ends the run as it did a Tune search.
+        outcome: Dict[str, BaseException] = {}
+        fit = threading.Thread(target=_fit, args=(trainer, outcome), name="train-fit", daemon=True)
+        fit.start()
+        while fit.is_alive():
+            fit.join(POLL_S)
+            poller.poll()
+        error = outcome.get("error")
+        if isinstance(error, TrainingFailedError):  # as a Tune trial's error: recorded, the run goes on
+            trial.error = error
+        elif error is not None:
+            raise error
         history = read_rows(st, reports)
         for row in history[poller.seen :]:  # what the last poll did not see
             hooks.result(row)
@@ -236,6 +236,13 @@ def run_single(
     hooks("on_experiment_end")
     last = history[-1] if history else {}
     return [SingleResult({"params": params}, last, run_path, trial.error, history)]
+
+
+def _fit(trainer, outcome: Dict[str, BaseException]) -> None:
+    try:
+        trainer.fit()
+    except BaseException as e:  # noqa: BLE001 - handed to the driver's thread
+        outcome["error"] = e
 
 
 def _forget(key: str) -> None:
