@@ -372,8 +372,9 @@ def analyse(r: Dict[str, Any]) -> Dict[str, Any]:
 
 # Ray processes by proctitle (the first process whose title holds the text; created = process start).
 PROCESS_MARKS = {
-    "trial_actor_process": "ImplicitFunc",
+    "trial_actor_process": "ImplicitFunc",  # `tune`, and `train` before it ran as a bare Train run
     "controller_process": "TrainController",
+    "pg_cleaner_process": "PlacementGroupCleaner",
     "train_worker_process": "RayTrainWorker",
 }
 

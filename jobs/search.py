@@ -1,7 +1,9 @@
 """The search: a Ray Tune `Tuner` over a driver function; each trial is a Ray Train `TorchTrainer`.
 
 Ray Train V2 pattern (Ray 2.60 rejects a Trainer passed into a Tuner): the trial function builds its
-own TorchTrainer and forwards the workers' reports to Tune with `TuneReportCallback`.
+own TorchTrainer (jobs/trial_trainer.py) and forwards the workers' reports to Tune with
+`TuneReportCallback`. `train` runs its one trial without Tune (jobs/single_run.py); its result goes
+through the same collect_results.
 """
 
 from __future__ import annotations
@@ -35,63 +37,31 @@ def trial_driver(
     log: Optional[Dict[str, Any]] = None,
     planner: Optional[Callable[[RunConfig], Dict[str, Any]]] = None,
 ) -> None:
-    """Tune trainable: one Ray Train run with this trial's hyperparameters; `planner` (from the driver:
-    orchestrator.estimate.trial_plan) resolves its `auto` settings from the estimate and records them.
-
-    `log` says where the workers' output goes (jobs/worker_log.py): the run folder's trials/<id>/ or,
-    for a remote run, a node-local file copied to storage; `stream` also sends it on to the driver.
-    """
-    import ray.train
+    """Tune trainable: one Ray Train run with this trial's hyperparameters, its reports forwarded to Tune."""
     import ray.tune
-    from ray.train.torch import TorchTrainer
     from ray.tune.integration.ray_train import TuneReportCallback
 
-    from jobs.train_backend import DeviceTorchConfig
-    from jobs.train_loop import train_fn_per_worker
+    from jobs.trial_trainer import plan_trial, trial_trainer
     from jobs.wont_fit import report_wont_fit
 
-    cfg = RunConfig.model_validate(run_config)
     trial_id = ray.tune.get_context().get_trial_id()
-    plan = planner(cfg.with_params(config["params"])) if planner else {"params": {}, "record": {}}
+    cfg, plan = plan_trial(run_config, config["params"], planner)
     if plan.get("wont_fit"):  # its estimate exceeds the largest GPU (or the host): no Train run, one report
         return report_wont_fit(cfg, trial_id, plan)
-    r = cfg.with_params(plan["params"]).resources  # gpus_per_worker auto: this trial's share (no plan: 1)
-    per_worker = {"CPU": r.cpus_per_worker, **r.custom}
-    if r.gpus:
-        per_worker["GPU"] = r.gpus
-    trainer = TorchTrainer(
-        train_fn_per_worker,
-        train_loop_config={
-            "run_config": run_config,
-            "params": config["params"],  # what was sampled (W&B/MLflow record these)
-            "plan_params": plan["params"],  # what the plan resolved (auto settings)
-            "plan": plan["record"],
-            "data": data,
-            "trial_id": trial_id,
-            "wandb_dir": wandb_dir,
-            "tracking_sink": tracking_sink,
-            "mlflow_live": mlflow_live,
-            "log": log,
-            "wandb_run_id": f"{cfg.experiment}-{trial_id}",
-        },
-        torch_config=DeviceTorchConfig(),  # gloo where a worker's GPU share has no CUDA behind it
-        scaling_config=ray.train.ScalingConfig(
-            num_workers=r.num_workers, use_gpu=r.gpus > 0, resources_per_worker=per_worker
-        ),
-        run_config=ray.train.RunConfig(
-            name=f"train-{trial_id}",
-            storage_path=storage,
-            storage_filesystem=storage_filesystem,  # S3 (pyarrow, keys from the node's env) or None
-            failure_config=ray.train.FailureConfig(max_failures=cfg.fault_tolerance.max_failures),
-            checkpoint_config=ray.train.CheckpointConfig(
-                num_to_keep=cfg.training.save_total_limit,
-                checkpoint_score_attribute=cfg.search.metric,
-                checkpoint_score_order=cfg.search.resolved_mode,
-            ),
-            callbacks=[TuneReportCallback()],  # type: ignore[list-item]  # a Train callback; Ray annotates Tune's
-        ),
-    )
-    trainer.fit()
+    trial_trainer(
+        cfg,
+        config["params"],
+        plan,
+        trial_id,
+        [TuneReportCallback()],
+        data=data,
+        storage=storage,
+        wandb_dir=wandb_dir,
+        storage_filesystem=storage_filesystem,
+        tracking_sink=tracking_sink,
+        mlflow_live=mlflow_live,
+        log=log,
+    ).fit()
 
 
 # ---- on the driver: the search -----------------------------------------------------------------
@@ -210,11 +180,9 @@ def run_search(
 ) -> SearchResult:
     """Run the search (or, with `fixed_params`, one trial); record the trials and copy the best adapter out."""
     import ray
-    from ray import tune
 
-    from jobs.budget_searcher import budget_limited, record_spend
+    from jobs.budget_searcher import record_spend
     from jobs.data import data_notices, data_stats_line, prepare_datasets, trial_data
-    from jobs.driver_callbacks import driver_local
     from jobs.modeling import load_tokenizer
 
     tokenizer = load_tokenizer(cfg)
@@ -235,21 +203,40 @@ def run_search(
         log["sink"] = {"path": st.run_uri.removeprefix("s3://") + f"/{TRIALS_DIR}", "filesystem": st.filesystem}
     else:
         log["dir"] = str((run.path / TRIALS_DIR).resolve())
-    trainable = tune.with_resources(
-        tune.with_parameters(
-            trial_driver,
-            run_config=cfg.to_json(),
-            data=[data_ref],
-            storage=st.path,
-            wandb_dir=wandb_dir,
-            storage_filesystem=st.filesystem,
-            tracking_sink=sink,
-            mlflow_live=mlflow_live,
-            log=log,
-            planner=planner,
-        ),
-        {"cpu": TRIAL_CPU},
+    trial_args = dict(
+        run_config=cfg.to_json(),
+        data=[data_ref],
+        storage=st.path,
+        wandb_dir=wandb_dir,
+        storage_filesystem=st.filesystem,
+        tracking_sink=sink,
+        mlflow_live=mlflow_live,
+        log=log,
+        planner=planner,
     )
+    tuner = None
+    if fixed_params is not None:  # `train`: one bare Ray Train run, no Tune (jobs/single_run.py)
+        from jobs.single_run import run_single
+
+        grid: Any = run_single(cfg, st, fixed_params, trial_args, resume=resume, callbacks=callbacks, echo=echo)
+    else:
+        tuner = run_tune(cfg, st, n_train, trial_args, resume=resume, callbacks=callbacks, echo=echo)
+        grid = tuner.fit()
+    summary = collect_results(cfg, grid, run, n_train, st)
+    record_spend(cfg, run, summary, tuner)  # search.budget or resources.price_per_gpu_hour: trials.csv, results
+    summary["data_stats"] = data["stats"]  # results.json: truncated examples and dropped bad rows per split
+    summary["notices"] = data_notices(data["stats"], cfg) + summary["notices"]
+    return SearchResult(summary, data["eval_raw"], data.get("test_raw"))
+
+
+def run_tune(cfg: RunConfig, st: RunStorage, n_train: int, trial_args: Dict[str, Any], *, resume, callbacks, echo):
+    """The search's Tuner (restored from `st` with `resume` when it can be), not yet fitted."""
+    from ray import tune
+
+    from jobs.budget_searcher import budget_limited
+    from jobs.driver_callbacks import driver_local
+
+    trainable = tune.with_resources(tune.with_parameters(trial_driver, **trial_args), {"cpu": TRIAL_CPU})
     tune_path = f"{st.path}/tune"
     if resume and tune.Tuner.can_restore(tune_path, storage_filesystem=st.filesystem):
         echo(f"Resuming the search in {st.uri}/tune")
@@ -257,30 +244,24 @@ def run_search(
             tune_path,
             trainable=trainable,
             resume_errored=True,
-            param_space=param_space(cfg, fixed_params),
+            param_space=param_space(cfg),
             storage_filesystem=st.filesystem,
         )
         # a fresh display, not the pickled one (Tuner has no public setter)
         tuner._local_tuner._run_config.callbacks = driver_local(callbacks)  # type: ignore[union-attr]
-    else:
-        tuner = tune.Tuner(
-            trainable,
-            param_space=param_space(cfg, fixed_params),
-            tune_config=budget_limited(build_tune_config(cfg, n_train, single=fixed_params is not None), cfg, echo),
-            run_config=tune.RunConfig(
-                name="tune",
-                storage_path=st.path,
-                storage_filesystem=st.filesystem,
-                verbose=0,
-                callbacks=driver_local(callbacks),
-            ),
-        )
-    grid = tuner.fit()
-    summary = collect_results(cfg, grid, run, n_train, st)
-    record_spend(cfg, run, summary, tuner)  # search.budget or resources.price_per_gpu_hour: trials.csv, results
-    summary["data_stats"] = data["stats"]  # results.json: truncated examples and dropped bad rows per split
-    summary["notices"] = data_notices(data["stats"], cfg) + summary["notices"]
-    return SearchResult(summary, data["eval_raw"], data.get("test_raw"))
+        return tuner
+    return tune.Tuner(
+        trainable,
+        param_space=param_space(cfg),
+        tune_config=budget_limited(build_tune_config(cfg, n_train, single=False), cfg, echo),
+        run_config=tune.RunConfig(
+            name="tune",
+            storage_path=st.path,
+            storage_filesystem=st.filesystem,
+            verbose=0,
+            callbacks=driver_local(callbacks),
+        ),
+    )
 
 
 def collect_results(cfg: RunConfig, grid, run: RunDir, n_train: int, st: RunStorage) -> Dict[str, Any]:
@@ -379,6 +360,8 @@ def _best_of(rows: List[Dict[str, Any]], metric: str, mode: str) -> Dict[str, An
 
 
 def _history(result) -> List[Dict[str, Any]]:
+    if getattr(result, "history", None) is not None:  # `train`'s bare Train run (jobs/single_run.py)
+        return result.history
     df = result.metrics_dataframe
     if df is None or df.empty:
         return [result.metrics] if result.metrics else []

@@ -28,17 +28,20 @@ def report_wont_fit(cfg: RunConfig, trial_id: str, plan: Dict[str, Any]) -> None
     """Inside the trial's Tune driver: the one report of a trial that is not launched (no Train run)."""
     import ray.tune
 
+    ray.tune.report(wont_fit_record(cfg, trial_id, plan))
+
+
+def wont_fit_record(cfg: RunConfig, trial_id: str, plan: Dict[str, Any]) -> Dict[str, Any]:
+    """The one report of a trial that is not launched: the metric at its worst, the flag, the estimate."""
     s = cfg.search
-    ray.tune.report(
-        {
-            s.metric: worst(s.resolved_mode),
-            SKIPPED_FLAG: True,
-            "trial_id": trial_id,
-            "step": 0,
-            **plan["record"],
-            **plan["wont_fit"],
-        }
-    )
+    return {
+        s.metric: worst(s.resolved_mode),
+        SKIPPED_FLAG: True,
+        "trial_id": trial_id,
+        "step": 0,
+        **plan["record"],
+        **plan["wont_fit"],
+    }
 
 
 def skipped_fields(last: Dict[str, Any]) -> Dict[str, Any]:

@@ -85,5 +85,5 @@ def register(group: click.Group) -> None:
     @config_argument
     @run_options
     def train(**options):
-        """Run one QLoRA trial with the config's hyperparameters (same code path as a tune trial)."""
+        """Run one QLoRA trial with the config's hyperparameters (a tune trial's code, as a bare Ray Train run)."""
         raise SystemExit(_run(verb="train", **options))

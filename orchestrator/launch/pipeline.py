@@ -132,7 +132,8 @@ def _clean_failed(run_dir: Path, resume: bool, made: Path) -> None:
     folder it created for itself)."""
     if resume or not run_dir.exists():
         return
-    if not (run_dir / "ray" / "tune").exists():
+    ray_dir = run_dir / "ray"  # Tune's state (`tune`) or the Train run's (`train`: train-<id>)
+    if not (ray_dir / "tune").exists() and not any(ray_dir.glob("train-*")):
         shutil.rmtree(run_dir, ignore_errors=True)
         parent = run_dir
         while parent != made:  # the folders it created above it, while empty (another run may be in them)

@@ -22,9 +22,13 @@ pytestmark = pytest.mark.integration
 
 
 def tune_histories(run_dir: Path):
-    """Every Tune result of every trial, from Ray's own storage: {trial dir name: [result, ...]}."""
+    """Every result of every trial from Ray's storage: {trial dir name: [result, ...]}. `tune`: Tune's
+    results; `train` (a bare Train run, no Tune): the reports its run folder keeps (jobs/single_run.py)."""
     out = {}
-    for f in sorted((run_dir / "ray" / "tune").glob("*/result.json")):
+    files = sorted((run_dir / "ray" / "tune").glob("*/result.json")) + sorted(
+        (run_dir / "ray").glob("train-*/reports.jsonl")
+    )
+    for f in files:
         out[f.parent.name] = [json.loads(x) for x in f.read_text().splitlines() if x.strip()]
     return out
 
@@ -55,7 +59,7 @@ def test_killed_worker_resumes_from_its_checkpoint(tmp_path, tiny_t5, ray_local_
     t = threading.Thread(target=lambda: result.setdefault("code", run(str(cfg), "train", [], echo=lambda *a: None)))
     t.start()
     try:
-        # Kill once Tune has recorded a report with a checkpoint (a checkpoint folder alone may not be
+        # Kill once the driver side has recorded a report with a checkpoint (a checkpoint folder alone may not be
         # registered yet).
         wait_for(
             lambda: any(h and h[0].get("checkpoint_path") for h in tune_histories(run_dir).values()),
@@ -71,6 +75,8 @@ def test_killed_worker_resumes_from_its_checkpoint(tmp_path, tiny_t5, ray_local_
     finally:
         t.join(600)
     assert result.get("code") == 0
+    assert not (run_dir / "ray" / "tune").exists(), "`train` ran a Tune experiment"  # a bare Train run
+    assert list((run_dir / "ray").glob("train-*/finished.json"))
     (history,) = tune_histories(run_dir).values()
     steps = [r["step"] for r in history]
     assert steps == sorted(set(steps)), f"the step counter went back: {steps}"
@@ -127,3 +133,51 @@ def test_killed_driver_is_resumed_without_rerunning_finished_trials(tmp_path, ti
     rows = list(csv.DictReader((run_dir / "trials.csv").open()))
     assert len(rows) == 2 and all(r["status"] == "COMPLETED" for r in rows)
     assert json.loads((run_dir / "results.json").read_text())["merge_check"]["passed"]
+
+
+def test_killed_train_driver_resumes_at_its_step(tmp_path, tiny_t5):
+    """`train` has no Tune state to restore: --resume finds its Train run in storage, which restarts from
+    its newest checkpoint, and the history (reports.jsonl) goes on where it stopped."""
+    cfg = write_config(
+        tmp_path / "tr.yaml",
+        tiny_t5,
+        tmp_path / "runs",
+        training={"epochs": 10, "eval_steps": 10},
+        tracking={"wandb": False},
+        search={"metric": "eval_loss"},
+        merge={"enabled": False},
+    )
+    run_dir = tmp_path / "runs" / "tr"
+    cli = [sys.executable, "-m", "orchestrator.cli", "train", str(cfg)]
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    proc = subprocess.Popen(
+        cli, cwd=tmp_path, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True
+    )
+    try:
+        wait_for(
+            lambda: any(h and h[-1].get("checkpoint_path") for h in tune_histories(run_dir).values()),
+            300,
+            "the first reported checkpoint",
+        )
+        (before,) = tune_histories(run_dir).values()
+    finally:
+        for p in [proc] + psutil.Process(proc.pid).children(recursive=True):
+            try:
+                p.send_signal(signal.SIGKILL)
+            except psutil.NoSuchProcess:
+                pass
+        proc.wait(30)
+    assert not (run_dir / "results.json").exists() and before[-1]["step"] < 50
+
+    out = subprocess.run(cli + ["--resume"], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600)
+    assert out.returncode == 0, out.stdout[-2000:] + out.stderr[-3000:]
+    assert "Resuming the run" in out.stdout
+    assert not (run_dir / "ray" / "tune").exists()
+    (history,) = tune_histories(run_dir).values()  # the same Train run, one history
+    steps = [r["step"] for r in history]
+    assert history[: len(before)] == before and steps == sorted(set(steps)), steps
+    resumed = next(r["resumed_from_step"] for r in history if r.get("resumed_from_step"))
+    assert resumed >= before[-1]["step"] and resumed % 10 == 0, (resumed, steps)  # its checkpoint, not 0
+    assert [r["training_iteration"] for r in history] == list(range(1, len(history) + 1))
+    rows = list(csv.DictReader((run_dir / "trials.csv").open()))
+    assert rows[0]["status"] == "COMPLETED" and int(rows[0]["steps"]) == 50

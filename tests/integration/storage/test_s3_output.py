@@ -93,8 +93,10 @@ def test_train_keeps_its_state_on_s3_and_resumes_from_there(s3_bucket, tiny_t5, 
     objs = _objects(s3_bucket)
     prefix = "runs/s3run/"
     ray_keys = [k for k in objs if k.startswith(prefix + "ray/")]
-    # Tune's experiment state and Train's checkpoints are on S3, not on the driver's disk.
-    assert any(k.startswith(prefix + "ray/tune/experiment_state-") for k in ray_keys), ray_keys
+    # The Train run's state (its reports, no Tune experiment: `train` is a bare Train run) and its
+    # checkpoints are on S3, not on the driver's disk.
+    assert any(k.startswith(prefix + "ray/train-") and k.endswith("/reports.jsonl") for k in ray_keys), ray_keys
+    assert not any(k.startswith(prefix + "ray/tune/") for k in ray_keys), ray_keys
     ckpts = sorted(k for k in ray_keys if k.endswith("/checkpoint/adapter_model.safetensors"))
     assert ckpts, ray_keys
     staged = work / "runs" / "s3run"
