@@ -15,6 +15,7 @@ The fit is judged per Train worker against:
 
 from __future__ import annotations
 
+import functools
 import math
 import os
 from dataclasses import dataclass
@@ -123,11 +124,18 @@ def host_memory_gib() -> float:
 
 def model_shape(cfg) -> ModelShape:
     """The configured model's shape (meta device, nothing downloaded). Raises UserError."""
+    return _shape_of(cfg.model.name_or_path, cfg.model.task, cfg.model.trust_remote_code)
+
+
+@functools.lru_cache(maxsize=8)
+def _shape_of(name_or_path: str, task: str, trust_remote_code: bool) -> ModelShape:
+    """One build on the meta device per model and process (`train` plans before Ray starts and again in
+    the search: about a second each time)."""
     from orchestrator.estimate.shapes import inspect_model, load_model_config, shipped_arch
 
-    mc, source = load_model_config(cfg.model.name_or_path, cfg.model.trust_remote_code)
-    name = shipped_arch(cfg.model.name_or_path) or cfg.model.name_or_path
-    return inspect_model(mc, cfg.model.task, name, source, cfg.model.trust_remote_code)
+    mc, source = load_model_config(name_or_path, trust_remote_code)
+    name = shipped_arch(name_or_path) or name_or_path
+    return inspect_model(mc, task, name, source, trust_remote_code)
 
 
 def trial_planner(cfg, concurrent: int, echo: Callable[..., None] = print) -> Optional[TrialPlanner]:
