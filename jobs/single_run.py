@@ -69,10 +69,18 @@ class ReportRelay(UserCallback):
 
 
 def write_rows(fs, path: str, rows: List[Dict[str, Any]]) -> None:
+    """The whole file at once: on local storage through a temporary file moved into place, so a kill mid-write
+    leaves the previous rows, not an empty file (an S3 put is atomic already)."""
+    import pyarrow.fs
+
     _make_parent(fs, path)
     data = "".join(json.dumps(r, default=str) + "\n" for r in rows).encode()
-    with fs.open_output_stream(path) as f:
+    local = isinstance(fs, pyarrow.fs.LocalFileSystem)
+    target = f"{path}.tmp" if local else path
+    with fs.open_output_stream(target) as f:
         f.write(data)
+    if local:
+        fs.move(target, path)
 
 
 def _make_parent(fs, path: str) -> None:
@@ -100,10 +108,17 @@ def existing_trial(st: RunStorage) -> Optional[str]:
 
     fs, root = st.fs_path(st.path)
     infos = fs.get_file_info(pyarrow.fs.FileSelector(root, allow_not_found=True))
-    runs = [i for i in infos if i.type == pyarrow.fs.FileType.Directory and i.base_name.startswith("train-")]
+    # Only a `train` run writes reports.jsonl: a tune trial's Train run (also `train-<id>`) is never resumed here.
+    runs = [
+        i
+        for i in infos
+        if i.type == pyarrow.fs.FileType.Directory
+        and i.base_name.startswith("train-")
+        and st.exists(f"{i.path}/{REPORTS}")
+    ]
     if not runs:
         return None
-    newest = max(runs, key=lambda i: (st.exists(f"{i.path}/{REPORTS}"), i.mtime_ns or 0))
+    newest = max(runs, key=lambda i: i.mtime_ns or 0)
     return newest.base_name.removeprefix("train-")
 
 
@@ -234,7 +249,8 @@ def run_single(
     else:
         hooks("on_trial_error", trial=trial)
     hooks("on_experiment_end")
-    last = history[-1] if history else {}
+    # A run that failed before its first report still carries its trial id (its logs are under trials/<id>/).
+    last = history[-1] if history else {"trial_id": trial_id}
     return [SingleResult({"params": params}, last, run_path, trial.error, history)]
 
 

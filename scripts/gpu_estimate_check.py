@@ -131,13 +131,13 @@ def run_one(cfg: Path, name: str, r: int, batch: int, inp: int, tgt: int, ckpt: 
     if rc != 0:
         row["error"] = f"train exited {rc}; see {log.name}: " + " | ".join(log.read_text().splitlines()[-5:])
         return row
-    from orchestrator.estimate.memory import CUDA_OVERHEAD_GIB
+    from orchestrator.estimate.memory import with_cuda_context
 
     trial = json.loads((out / "runs" / exp / "results.json").read_text())["trials"][0]
     est, got = trial.get("estimated_peak_gb"), trial.get("measured_peak_gb")
     row.update(estimated_gb=est, measured_allocated_gb=got)
     if isinstance(got, (int, float)) and isinstance(est, (int, float)) and est > 0:
-        row["measured_gb"] = round(got + CUDA_OVERHEAD_GIB, 3)
+        row["measured_gb"] = with_cuda_context(got)
         row["ratio"] = round(row["measured_gb"] / est, 3)
         row["within_15pct"] = abs(row["ratio"] - 1) <= TOLERANCE
     return row
@@ -151,6 +151,9 @@ def table(rows) -> str:
     for r in rows:
         if "error" in r:
             lines.append(f"| {r['config']} | {r['seq']} | failed: {r['error'][:80]} | | | |")
+            continue
+        if not isinstance(r.get("estimated_gb"), (int, float)):
+            lines.append(f"| {r['config']} | {r['seq']} | no estimate recorded | | | |")
             continue
         m = r.get("measured_gb")
         got = "—" if m is None else f"{m:.3f}"

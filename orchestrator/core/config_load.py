@@ -86,12 +86,13 @@ def load_raw(path: Union[str, Path]) -> Dict[str, Any]:
 
 
 def load_config(
-    path: Union[str, Path], overrides: Optional[List[str]] = None, base_dir: Optional[Path] = None
+    path: Union[str, Path], overrides: Optional[List[str]] = None, base_dir: Optional[Path] = None, prices: bool = True
 ) -> RunConfig:
     """Load a YAML config, apply `--set` overrides, validate.
 
     Relative data and model paths are resolved against the config file's folder when they exist
-    there, else against the current directory, so a config works from anywhere.
+    there, else against the current directory, so a config works from anywhere. With `prices`,
+    resources.instance_prices is turned into price_per_gpu_hour (orchestrator.core.pricing).
 
     Raises:
         UserError: every problem found, each naming its YAML key.
@@ -104,7 +105,9 @@ def load_config(
         out["experiment"] = re.sub(r"[^A-Za-z0-9._-]", "-", Path(path).stem)
     cfg = validate_dict(data)
     base = Path(path).resolve().parent if base_dir is None else base_dir
-    return resolve_prices(resolve_paths(cfg, base), base)
+    cfg = resolve_paths(cfg, base)
+    # prices=False: a command that never counts spend (estimate, history) needs no cluster YAML to price
+    return resolve_prices(cfg, base) if prices else cfg
 
 
 def validate_dict(data: Dict[str, Any]) -> RunConfig:

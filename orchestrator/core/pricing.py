@@ -103,7 +103,10 @@ def gpu_node_prices(cluster: Dict[str, Any], prices: Dict[str, Any], where: str)
         itype = _instance_type(cfg)
         declared = (node.get("resources") or {}).get("GPU")
         entry = prices.get(itype) if itype else None
-        gpus = declared or (entry.gpus if entry is not None else None) or GPUS_PER_INSTANCE.get(itype or "")
+        if declared is not None:  # declared by the node type (GPU: 0 keeps a GPU instance off trials)
+            gpus = declared
+        else:
+            gpus = (entry.gpus if entry is not None else None) or GPUS_PER_INSTANCE.get(itype or "")
         if not gpus:
             continue  # a CPU node type (the head): not priced
         if itype is None:
@@ -134,8 +137,8 @@ def gpu_node_prices(cluster: Dict[str, Any], prices: Dict[str, Any], where: str)
 def resolve_prices(cfg, config_dir: Path):
     """The config with price_per_gpu_hour and price_note filled in from instance_prices (unchanged without)."""
     r = cfg.resources
-    if r.instance_prices is None or r.price_note is not None:
-        return cfg
+    if r.instance_prices is None or (r.price_note is not None and r.price_per_gpu_hour is not None):
+        return cfg  # nothing to price, or priced already (a config written by a run, sent to a cluster job)
     path = find_cluster_yaml(r.cluster_config, config_dir)
     try:
         cluster = yaml.safe_load(path.read_text()) or {}

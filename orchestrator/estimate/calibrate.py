@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any, Dict, List
 
 from orchestrator.core.errors import UserError
-from orchestrator.estimate.memory import CUDA_OVERHEAD_GIB
+from orchestrator.estimate.memory import with_cuda_context
 
 HEADROOM = 1.10
 FLOOR = 1.05
@@ -57,7 +57,7 @@ def calibrate(run_dir: str) -> Calibration:
         if isinstance(est, (int, float)) and isinstance(got, (int, float)) and est > 0:
             # torch's max_memory_allocated leaves out the CUDA context and allocator slack that the
             # estimate adds as a flat CUDA_OVERHEAD_GIB: add it back before comparing
-            got = round(got + CUDA_OVERHEAD_GIB, 3)
+            got = with_cuda_context(got)
             pairs.append(
                 {
                     "trial_id": row.get("trial_id"),

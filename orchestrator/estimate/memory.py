@@ -29,6 +29,14 @@ GIB = 1024**3
 NF4_BLOCK = 64
 DQ_BLOCK = 256
 CUDA_OVERHEAD_GIB = 1.0  # CUDA context + allocator slack per process, assumed
+
+
+def with_cuda_context(allocated_gb: float) -> float:
+    """A measured peak (torch's max_memory_allocated, GiB) plus the CUDA context and allocator slack the
+    estimate counts as a flat CUDA_OVERHEAD_GIB: the figure to set beside an estimate."""
+    return round(allocated_gb + CUDA_OVERHEAD_GIB, 3)
+
+
 ACTIVATION_FORMULA = (
     "per layer b*s*h*(34 + 5*a*s/h) bytes at 16-bit without recomputation (Korthikanti et al. 2022); with "
     "gradient checkpointing 2*b*s*h per layer plus one layer recomputed; plus logits b*s*V*8 bytes"

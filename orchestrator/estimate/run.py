@@ -34,7 +34,7 @@ def load_estimate_config(config_path: Optional[str], overrides: Sequence[str] = 
             "Example: qlora-launch estimate --model llama-2-7b"
         )
     if config_path is not None:
-        cfg = load_config(config_path, list(overrides))
+        cfg = load_config(config_path, list(overrides), prices=False)
         task_from_model = False
     else:
         cfg = validate_dict({"model": {"name_or_path": model}, "data": {"train": "(unused by estimate)"}})

@@ -318,7 +318,7 @@ def open_registry(
     if config_path:
         from orchestrator.core.config_load import load_config
 
-        cfg = load_config(config_path)
+        cfg = load_config(config_path, prices=False)
         if cfg.retrain is None:
             raise UserError(f"{config_path}: no retrain: section to take the registry from; pass --registry.")
         reg = Registry.open(registry or registry_uri_for(cfg), endpoint_url or endpoint_for(cfg))

@@ -17,7 +17,7 @@ from typing import Any, Dict, List, Optional
 
 from orchestrator.core.formatting import is_number as _num
 from orchestrator.core.trial_status import SKIPPED_WONT_FIT
-from orchestrator.estimate.memory import CUDA_OVERHEAD_GIB
+from orchestrator.estimate.memory import with_cuda_context
 from orchestrator.observe.report.data import ReportData, short_id, trial_colors
 
 
@@ -44,7 +44,7 @@ def memory_view(data: ReportData) -> Optional[Dict[str, Any]]:
         if not _num(est):
             continue
         got = r.get("measured_peak_gb", last.get("measured_peak_gb"))
-        measured = round(float(got) + CUDA_OVERHEAD_GIB, 3) if _num(got) else None
+        measured = with_cuda_context(float(got)) if _num(got) else None
         rows.append(
             {
                 "trial_id": tid,

@@ -217,6 +217,16 @@ def test_strategy_defaults_to_ddp_and_takes_fsdp():
     assert "`resources.strategy`" in p and "'ddp'" in p and "'fsdp'" in p
 
 
+def test_fsdp_refuses_what_it_cannot_shard_or_initialize():
+    fsdp = {"strategy": "fsdp", "num_workers": 2, "gpus_per_worker": 1}
+    (p,) = problems(minimal(resources=fsdp, quantization={"mode": "8bit"}))
+    assert "quantization.mode 4bit" in p and "resources.strategy ddp" in p
+    (p,) = problems(minimal(resources=fsdp, lora={"init": "loftq"}))
+    assert "lora.init loftq" in p and "lora.init default/gaussian with fsdp" in p
+    # one worker is not sharded: both are fine there, as under ddp
+    assert validate_dict(minimal(resources={**fsdp, "num_workers": 1}, lora={"init": "loftq"})).lora.init == "loftq"
+
+
 @pytest.mark.parametrize("gpus,workers,suggested", [(2, 1, 2), (4, 2, 8), (1.5, 1, 2)])
 def test_more_than_one_gpu_per_worker_is_refused_for_num_workers(gpus, workers, suggested):
     (p,) = problems(minimal(resources={"gpus_per_worker": gpus, "num_workers": workers}))

@@ -31,7 +31,7 @@ def node(itype, spot=False, gpus=None):
     cfg = {"InstanceType": itype}
     if spot:
         cfg["InstanceMarketOptions"] = {"MarketType": "spot"}
-    return {"resources": {"GPU": gpus} if gpus else {}, "node_config": cfg}
+    return {"resources": {"GPU": gpus} if gpus is not None else {}, "node_config": cfg}
 
 
 def test_the_repository_cluster_yaml_prices_its_spot_g5_by_the_gpu(tmp_path):
@@ -120,3 +120,24 @@ def test_a_dollar_budget_accepts_the_table_as_its_price(tmp_path):
     shutil.copy(REPO / "cluster.yaml", tmp_path / "cluster.yaml")
     path = write(tmp_path, {"instance_prices": {"g5.2xlarge": {"on_demand": 1.2, "spot": 0.5}}}, budget={"usd": 5})
     assert budget_gpu_hours(load_config(path)) == pytest.approx(10.0)
+
+
+def test_a_gpu_instance_declared_with_no_gpus_is_not_priced(tmp_path):
+    """A node type may keep a GPU instance off trials with resources: {GPU: 0}: it needs no price."""
+    cluster = {"available_node_types": {"head": node("g5.xlarge", gpus=0), "w": node("g5.2xlarge", spot=True)}}
+    cfg = load_config(write(tmp_path, {"instance_prices": {"g5.2xlarge": {"on_demand": 1.2, "spot": 0.5}}}, cluster))
+    assert cfg.resources.price_per_gpu_hour == 0.5 and "head" not in cfg.resources.price_note
+
+
+def test_a_price_note_alone_does_not_skip_the_pricing(tmp_path):
+    shutil.copy(REPO / "cluster.yaml", tmp_path / "cluster.yaml")
+    res = {"instance_prices": {"g5.2xlarge": {"on_demand": 1.2, "spot": 0.5}}, "price_note": "mine"}
+    cfg = load_config(write(tmp_path, res, budget={"usd": 5}))
+    assert cfg.resources.price_per_gpu_hour == 0.5 and budget_gpu_hours(cfg) == pytest.approx(10.0)
+
+
+def test_commands_that_count_no_spend_need_no_cluster_yaml(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    path = write(tmp_path / "cfg", {"instance_prices": {"g5.2xlarge": {"on_demand": 1.2}}})
+    cfg = load_config(path, prices=False)  # estimate, history: the price is never used
+    assert cfg.resources.price_per_gpu_hour is None and cfg.resources.instance_prices is not None
