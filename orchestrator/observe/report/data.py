@@ -68,7 +68,7 @@ def load_report_data(run_dir: Union[str, Path, RunDir]) -> ReportData:
     metric = results.get("metric") or search.get("metric") or "eval_loss"
     mode = results.get("mode") or search.get("mode") or ("min" if "loss" in metric else "max")
     ids = [str(row.get("trial_id")) for row in trials]
-    fixed = {"trial_id", metric, "steps", "planned_steps", "status", "time_s", "spend_gpu_hours", "spend_usd"}
+    fixed = {"trial_id", metric, "steps", "planned_steps", "status", "time_s", *RECORD_COLUMNS}
     param_keys = [k for k in (search.get("space") or {})] or [
         k for k in (trials[0] if trials else {}) if k not in fixed
     ]
@@ -90,6 +90,27 @@ def load_report_data(run_dir: Union[str, Path, RunDir]) -> ReportData:
         samples=run.samples(),
         merge_check=run.merge_check(),
     )
+
+
+# Columns of trials.csv that record what a trial was given, measured or cost, not a hyperparameter: a run
+# without a search space must not plot them as one.
+RECORD_COLUMNS = (
+    "spend_gpu_hours",
+    "spend_usd",
+    "error",
+    "gradient_checkpointing",
+    "estimated_peak_gb",
+    "measured_peak_gb",
+    "needed_gb",
+    "available_gb",
+    "fit_limit",
+    "train_tokens",
+    "train_time_s",
+    "tokens_per_s",
+    "mfu",
+    "kernels",
+    "torch_compile",
+)
 
 
 def _typed(row: Dict[str, Any]) -> Dict[str, Any]:

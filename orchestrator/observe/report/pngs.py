@@ -171,7 +171,8 @@ def _png_parallel(data: rd.ReportData, path: Path) -> Path:
     axes = []
     for k in keys:
         vals, tickvals, ticktext, label = rd.axis_values(k, trials, data["space"])
-        axes.append((vals, tickvals, ticktext, label))
+        if any(v is not None for v in vals) or tickvals:  # an axis no trial has a value on is left out
+            axes.append((vals, tickvals, ticktext, label))
     mvals = [r[metric] for r in trials]
     axes.append((mvals, None, None, metric))
     norm_cols = []

@@ -96,6 +96,7 @@ def test_report_renders_in_headless_chromium_without_errors(run_copy, tmp_path):
             "plot-scatter": True,
             "plot-parallel": True,
             "plot-resources": True,
+            "plot-memory": True,  # each trial's planned peak (a CPU run measures none)
         }
         assert state["curves"] >= n_trials  # one line per trial (+ the stop markers)
         assert state["parcoordLines"] > 0

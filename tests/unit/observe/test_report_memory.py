@@ -52,3 +52,24 @@ def test_report_has_the_memory_section_only_with_estimates(tmp_path):
     assert "<td>#2</td><td>SKIPPED_WONT_FIT</td><td></td><td>40.000</td><td>—</td><td>—</td><td>24.000</td>" in page
     plain = render_html(load_report_data(make_run(tmp_path / "b")))
     assert "plot-memory" not in plain and "estimate vs measured" not in plain
+
+
+def test_a_run_without_a_search_space_plots_no_record_column_as_a_hyperparameter(tmp_path):
+    """`tune` with no space: the rows carry only what each trial recorded (mfu empty on CPU): the report,
+    PNGs included, draws without taking them for hyperparameters."""
+    from orchestrator.observe.report.html import write_report
+
+    run = make_run(tmp_path)
+    cfg = json.loads((run / "config.json").read_text())
+    cfg["search"]["space"] = {}
+    (run / "config.json").write_text(json.dumps(cfg))
+    res = json.loads((run / "results.json").read_text())
+    for row in res["trials"]:
+        for k in ("training.learning_rate", "lora.r"):
+            row.pop(k)
+        row.update(gradient_checkpointing=False, estimated_peak_gb=1.0, train_tokens=320, tokens_per_s=4400.0)
+        row.update(mfu=None, kernels="none", torch_compile=False)
+    (run / "results.json").write_text(json.dumps(res))
+    assert load_report_data(run)["param_keys"] == []
+    index = write_report(run)
+    assert index.exists() and (run / "report" / "parallel.png").stat().st_size > 0
