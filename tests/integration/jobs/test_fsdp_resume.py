@@ -14,7 +14,7 @@ from tests.integration.jobs.test_fsdp import fsdp_config
 
 pytestmark = pytest.mark.integration
 
-MAX_STEPS = 30
+MAX_STEPS = 15
 SAVE = 5
 
 
