@@ -167,6 +167,16 @@ device_env() {  # on the GPU machine: the bundle unpacked onto PYTHONPATH, offli
   nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader || true
 }
 
+sim_site() {  # here: the bundle built for SIM_PY's Python and unpacked into $SITE (sets SIM_PY and SITE)
+  SIM_PY=${1:-/tmp/gpuenv-sim/bin/python}
+  [[ -x "$SIM_PY" ]] || { echo "no $SIM_PY: make a venv holding only packages the GPU image has" >&2; return 1; }
+  local ver
+  ver=$("$SIM_PY" -c 'import sys; print(f"{sys.version_info[0]}.{sys.version_info[1]}")')
+  BUNDLE_DIR=${BUNDLE_DIR:-bench/out/device_build} XZ_LEVEL=${XZ_LEVEL:-1} build_bundle "$ver" || return 1
+  SITE=/tmp/qlora-sim-site-cp${ver/./}
+  unpack "${BUNDLE_DIR:-bench/out/device_build}/site-cp${ver/./}.tar.xz" "$SITE"
+}
+
 estimate_check() {  # on the GPU machine: scripts/gpu_estimate_check.py (issue 15), inside BUDGET (default 300 s)
   local t0 res=${OUT:-bench/out/estimate_check} budget=${BUDGET:-300} work=${WORK:-/tmp/qlora-estimate}
   t0=$(date +%s)
@@ -214,12 +224,7 @@ case "${1:-run}" in
   simulate-throughput)
     # Here: the same bundle for the local Python, then scripts/gpu_throughput.py --cpu-smoke --isolate yes with
     # SIM_PYTHON (default /tmp/gpuenv-sim/bin/python: only packages the GPU image has) and the bundle on PYTHONPATH.
-    SIM_PY=${2:-/tmp/gpuenv-sim/bin/python}
-    [[ -x "$SIM_PY" ]] || { echo "no $SIM_PY: make a venv holding only packages the GPU image has" >&2; exit 1; }
-    ver=$("$SIM_PY" -c 'import sys; print(f"{sys.version_info[0]}.{sys.version_info[1]}")')
-    BUNDLE_DIR=${BUNDLE_DIR:-bench/out/device_build} XZ_LEVEL=${XZ_LEVEL:-1} build_bundle "$ver" || exit 1
-    SITE=/tmp/qlora-sim-site-cp${ver/./}
-    unpack "${BUNDLE_DIR:-bench/out/device_build}/site-cp${ver/./}.tar.xz" "$SITE"
+    sim_site "${2:-}" || exit 1
     PYTHONPATH=$SITE:$REPO HF_HUB_OFFLINE=1 "$SIM_PY" scripts/gpu_throughput.py --cpu-smoke --isolate yes --fsdp-ranks 2 \
       --out "${OUT:-bench/out/throughput-sim}"
     exit $?
@@ -230,12 +235,7 @@ case "${1:-run}" in
     exit $?
     ;;
   simulate)
-    SIM_PY=${2:-/tmp/gpuenv-sim/bin/python}
-    [[ -x "$SIM_PY" ]] || { echo "no $SIM_PY: make a venv holding only packages the GPU image has" >&2; exit 1; }
-    ver=$("$SIM_PY" -c 'import sys; print(f"{sys.version_info[0]}.{sys.version_info[1]}")')
-    BUNDLE_DIR=${BUNDLE_DIR:-bench/out/device_build} XZ_LEVEL=${XZ_LEVEL:-1} build_bundle "$ver" || exit 1
-    SITE=/tmp/qlora-sim-site-cp${ver/./}
-    unpack "${BUNDLE_DIR:-bench/out/device_build}/site-cp${ver/./}.tar.xz" "$SITE"
+    sim_site "${2:-}" || exit 1
     export PYTHONPATH=$SITE:$REPO RAY_USAGE_STATS_ENABLED=0 HF_HUB_OFFLINE=1
     unset PYTHONDONTWRITEBYTECODE  # the import audit below reads the __pycache__ folders
     OUT=$(mktemp -d -t qlora-sim.XXXXXX) PYTHON=$SIM_PY bash scripts/gpu_check.sh --cpu-smoke; rc=$?
