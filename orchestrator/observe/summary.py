@@ -2,13 +2,49 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 from orchestrator.core.rundir import RunDir
 from orchestrator.core.scores import fidelity_of, fidelity_text, test_rows, test_size
 
 # trials.csv columns the table leaves out (the throughput's parts: tokens_per_s and mfu are shown)
-HIDDEN = ("planned_steps", "error", "fit_limit", "train_tokens", "train_time_s", "torch_compile")
+HIDDEN = ("planned_steps", "error", "fit_limit", "train_tokens", "train_time_s")
+# Settings each trial records: when every trial has the same value, one line under the table says it.
+SAME_FOR_ALL = ("gradient_checkpointing", "kernels", "torch_compile")
+# Short headers, so the table fits a terminal (trials.csv keeps the full names).
+LABELS = {
+    "trial_id": "trial",
+    "time_s": "time s",
+    "gradient_checkpointing": "ckpt",
+    "estimated_peak_gb": "est. GiB",
+    "measured_peak_gb": "peak GiB",
+    "needed_gb": "needs GiB",
+    "available_gb": "has GiB",
+    "tokens_per_s": "tok/s",
+    "spend_gpu_hours": "GPU-h",
+    "spend_usd": "$",
+    "torch_compile": "compile",
+}
+
+
+def table_columns(rows: list) -> tuple:
+    """([(key, header)], {key: value} of the settings every trial shares): columns empty for every trial
+    are left out; hyperparameters are headed by their last part (`training.learning_rate` -> `learning_rate`)
+    when that is unambiguous."""
+    keys: list = []
+    for row in rows:
+        keys += [k for k in row if k not in keys and k not in HIDDEN]
+    keys = [k for k in keys if any(row.get(k) not in (None, "") for row in rows)]
+    same = {}
+    for k in SAME_FOR_ALL:
+        values = {str(row.get(k)) for row in rows}
+        if k in keys and len(values) == 1:
+            same[k] = rows[0].get(k)
+    keys = [k for k in keys if k not in same]
+    tails = [k.rsplit(".", 1)[-1] for k in keys]
+    cols = [(k, LABELS.get(k) or (t if tails.count(t) == 1 else k)) for k, t in zip(keys, tails)]
+    return cols, same
 
 
 def print_summary(run_dir: Path) -> int:
@@ -17,6 +53,8 @@ def print_summary(run_dir: Path) -> int:
     from rich.table import Table
 
     console = Console(soft_wrap=True)
+    if not console.is_terminal and "COLUMNS" not in os.environ:
+        console.width = 160  # a log or a pipe has no width to respect: the table's columns need not be cut
     run = RunDir(run_dir)
     res = run.results()
     if res is None:
@@ -24,15 +62,16 @@ def print_summary(run_dir: Path) -> int:
     metric = res["metric"]
     best = res.get("best") or {}
     table = Table(title=f"{res['experiment']}: {res['num_trials']} trials ({metric}, {res['mode']})")
-    keys: list = []
-    for row in res["trials"]:
-        keys += [k for k in row if k not in keys and k not in HIDDEN]
-    for k in keys:
-        table.add_column(k, justify="right" if k not in ("trial_id", "status") else "left")
+    cols, same = table_columns(res["trials"])
+    for k, header in cols:
+        table.add_column(header, justify="right" if k not in ("trial_id", "status") else "left")
     for row in res["trials"]:
         style = "bold green" if row.get("trial_id") == best.get("trial_id") else None
-        table.add_row(*[_fmt(row.get(k)) for k in keys], style=style)
+        table.add_row(*[_fmt(row.get(k)) for k, _ in cols], style=style)
     console.print(table)
+    if same and res["trials"]:
+        text = ", ".join(f"{k} {_fmt(v)}" for k, v in same.items())
+        console.print(f"Every trial: {text}", markup=False, highlight=False)
     if res.get("spend"):
         from orchestrator.core.budget import spend_line
 

@@ -165,7 +165,8 @@ def test_the_summary_table_shows_tokens_per_s_and_mfu(tmp_path, capsys, monkeypa
     monkeypatch.setenv("COLUMNS", "300")
     print_summary(run)
     out = capsys.readouterr().out
-    header = next(line for line in out.splitlines() if "trial_id" in line)
-    assert "tokens_per_s" in header and "mfu" in header and "kernels" in header
+    header = next(line for line in out.splitlines() if "trial " in line and "status" in line)
+    assert "tok/s" in header and "mfu" in header and "learning_rate" in header
     assert "train_tokens" not in header and "train_time_s" not in header  # in trials.csv, not the table
-    assert "0.0123" in out and "liger" in out
+    assert "kernels" not in header and "Every trial: kernels liger, torch_compile False" in out  # the same for all
+    assert "0.0123" in out
