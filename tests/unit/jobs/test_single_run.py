@@ -3,13 +3,18 @@ finding the run again on --resume, and the Tune-style hooks that feed the progre
 
 from __future__ import annotations
 
+import io
+import json
 from pathlib import Path
 
 import pyarrow.fs
 import pytest
+from rich.console import Console
 
-from jobs.single_run import REPORTS, existing_trial, read_rows, write_rows
+from jobs.single_run import REPORTS, _Hooks, _Trial, existing_trial, read_rows, write_rows
 from orchestrator.core.ray_storage import RunStorage
+from orchestrator.observe.progress import ProgressCallback
+from orchestrator.observe.search_state import SearchProgress
 
 
 def storage(tmp_path: Path) -> RunStorage:
@@ -54,3 +59,23 @@ def test_rewriting_the_history_goes_through_a_temporary_file(tmp_path):
     assert read_rows(st, path) == [{"step": 5}]
     write_rows(pyarrow.fs.LocalFileSystem(), path, [{"step": 5}, {"step": 10}])
     assert read_rows(st, path) == [{"step": 5}, {"step": 10}]
+
+
+def test_the_progress_display_gets_tunes_hooks_in_order(tmp_path):
+    out = io.StringIO()
+    prog = SearchProgress("eval_loss", "min", 1, 1, planned=lambda p: (20, None))
+    cb = ProgressCallback(prog, console=Console(file=out, width=200, force_terminal=False))
+    trial = _Trial("abcde_00000", {"lora.r": 8})
+    hooks = _Hooks([cb], trial)
+    hooks("setup", total_num_samples=1)
+    hooks("on_trial_start", trial=trial)
+    for i, (step, loss) in enumerate([(10, 2.5), (20, 2.0)], start=1):
+        hooks.result({"step": step, "eval_loss": loss, "training_iteration": i, "time_total_s": 3.0 * i})
+    hooks("on_trial_complete", trial=trial)
+    hooks("on_experiment_end")
+    text = out.getvalue()
+    assert "abcde_00000" in text and "[search finished]" in text, text
+    t = prog.trials["abcde_00000"]
+    assert (t.step, t.value, t.best, t.iteration) == (20, 2.0, 2.0, 2)
+    assert trial.last_result["step"] == 20
+    assert json.dumps(trial.config) == '{"params": {"lora.r": 8}}'
