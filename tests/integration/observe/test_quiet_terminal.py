@@ -43,6 +43,7 @@ OWN = (
     re.compile(r"^Report: "),
     re.compile(r"^\S+: \d+ trials \(eval_\w+, (min|max)\)$"),  # the summary table's title
     re.compile(r"^[┏┃┡│└]"),  # its box
+    re.compile(r"^Every trial: "),  # the settings every trial shares, under it
     re.compile(r"^(Best trial|Trainable params:|Adapter:|Merged:|Results:|Notices:|  - )"),
     re.compile(r"^No trial reported the metric; nothing was merged\."),
     re.compile(r"^Truncated \d+ train / \d+ eval examples"),  # the data's stats
