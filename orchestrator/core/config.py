@@ -76,22 +76,16 @@ class RunConfig(_Section):
                 "costs; on CPU-only trials one worker-hour) or resources.instance_prices, or give the budget as "
                 "search.budget.gpu_hours"
             )
-        init_problem = lora_init_problem(self.lora.init, self.quantization.mode, self.resources.gpus)
+        sharded = r.strategy == "fsdp" and r.num_workers > 1
+        init_problem = lora_init_problem(self.lora.init, self.quantization.mode, r.gpus, sharded)
         if init_problem:
             raise ValueError(init_problem)
-        if r.strategy == "fsdp" and r.num_workers > 1:
-            if self.quantization.mode == "8bit":
-                raise ValueError(
-                    "resources.strategy fsdp shards a 4-bit or 16-bit base; bitsandbytes' 8-bit weights keep a "
-                    "per-row scale FSDP cannot shard with them: set quantization.mode 4bit (QLoRA) or none, or "
-                    "use resources.strategy ddp"
-                )
-            if self.lora.init == "loftq":
-                raise ValueError(
-                    "lora.init loftq computes the adapter from the whole base on one GPU, and under "
-                    "resources.strategy fsdp only rank 0 holds the base (on the CPU) until it is sharded: use "
-                    "lora.init default/gaussian with fsdp, or resources.strategy ddp with loftq"
-                )
+        if sharded and self.quantization.mode == "8bit":
+            raise ValueError(
+                "resources.strategy fsdp shards a 4-bit or 16-bit base; bitsandbytes' 8-bit weights keep a "
+                "per-row scale FSDP cannot shard with them: set quantization.mode 4bit (QLoRA) or none, or "
+                "use resources.strategy ddp"
+            )
         if self.training.kernels == "liger" and self.resources.gpus <= 0:
             raise ValueError(
                 "training.kernels liger runs Liger's Triton kernels, which need a CUDA GPU, and the trials run on CPU "

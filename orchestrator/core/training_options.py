@@ -56,8 +56,11 @@ OPTIMIZER_STATE_BYTES = {
 assert set(OPTIMIZER_STATE_BYTES) == set(OPTIMIZERS)
 
 
-def lora_init_problem(init: str, quantization_mode: str, gpus_per_worker: float) -> Optional[str]:
-    """Why `lora.init` cannot run with this quantization and these workers (None: it can)."""
+def lora_init_problem(
+    init: str, quantization_mode: str, gpus_per_worker: float, sharded: bool = False
+) -> Optional[str]:
+    """Why `lora.init` cannot run with this quantization and these workers (None: it can). `sharded`: FSDP
+    over more than one worker, where only rank 0 holds the base (on the CPU) until it is sharded."""
     if init != "loftq":
         return None
     if quantization_mode != "4bit":
@@ -69,5 +72,11 @@ def lora_init_problem(init: str, quantization_mode: str, gpus_per_worker: float)
         return (
             "lora.init loftq: peft computes LoftQ on CUDA and the trials run on CPU (resources.gpus_per_worker "
             "is 0); give the workers a GPU, or use lora.init default/gaussian"
+        )
+    if sharded:
+        return (
+            "lora.init loftq computes the adapter from the whole base on one GPU, and under "
+            "resources.strategy fsdp only rank 0 holds the base (on the CPU) until it is sharded: use "
+            "lora.init default/gaussian with fsdp, or resources.strategy ddp with loftq"
         )
     return None

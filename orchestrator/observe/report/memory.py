@@ -21,15 +21,13 @@ from orchestrator.estimate.memory import with_cuda_context
 from orchestrator.observe.report.data import ReportData, short_id, trial_colors
 
 
-def _given_gb(data: ReportData, last: Dict[str, Any]) -> Optional[float]:
-    gpu_gb = ((data["config"].get("resources") or {}).get("gpu_memory_gb")) or None
-    share = last.get("gpus_per_worker")
+def _given_gb(data: ReportData, rec: Dict[str, Any]) -> Optional[float]:
+    """The trial's GPU share x resources.gpu_memory_gb, else the planner's budget or what a skipped trial had."""
+    gpu_gb = (data["config"].get("resources") or {}).get("gpu_memory_gb")
+    share = rec.get("gpus_per_worker")
     if _num(share) and _num(gpu_gb):
         return round(float(share) * float(gpu_gb), 3)
-    for key in ("memory_budget_gb", "available_gb"):
-        if _num(last.get(key)):
-            return float(last[key])
-    return None
+    return next((float(rec[k]) for k in ("memory_budget_gb", "available_gb") if _num(rec.get(k))), None)
 
 
 def memory_view(data: ReportData) -> Optional[Dict[str, Any]]:
@@ -38,22 +36,21 @@ def memory_view(data: ReportData) -> Optional[Dict[str, Any]]:
     rows: List[Dict[str, Any]] = []
     for r in data["trials"]:
         tid = str(r["trial_id"])
-        last = data["last_results"].get(tid) or {}
-        skipped = r.get("status") == SKIPPED_WONT_FIT
-        est = r.get("needed_gb") if skipped else r.get("estimated_peak_gb", last.get("estimated_peak_gb"))
+        rec = {**(data["last_results"].get(tid) or {}), **r}  # the trial's last report, its table row over it
+        est = rec.get("needed_gb" if rec.get("status") == SKIPPED_WONT_FIT else "estimated_peak_gb")
         if not _num(est):
             continue
-        got = r.get("measured_peak_gb", last.get("measured_peak_gb"))
+        got = rec.get("measured_peak_gb")
         measured = with_cuda_context(float(got)) if _num(got) else None
         rows.append(
             {
                 "trial_id": tid,
-                "status": r.get("status") or "",
+                "status": rec.get("status") or "",
                 "estimated_gb": float(est),
                 "measured_gb": measured,
                 "ratio": round(measured / float(est), 3) if measured is not None and float(est) > 0 else None,
-                "given_gb": _given_gb(data, {**last, **{k: r[k] for k in ("available_gb",) if k in r}}),
-                "checkpointing": r.get("gradient_checkpointing", last.get("gradient_checkpointing")),
+                "given_gb": _given_gb(data, rec),
+                "checkpointing": rec.get("gradient_checkpointing"),
             }
         )
     if not rows:
