@@ -7,7 +7,8 @@ where they are not:
 
 - 4/8-bit weights: the modules transformers' bitsandbytes integration replaces (`ModelShape.quantized`),
   the packed weights plus their quantization constants; everything else stays in the compute dtype.
-- Activations: a rough per-layer formula (Korthikanti et al. 2022), see `activation_bytes`.
+- Activations: a rough per-layer formula (Korthikanti et al. 2022), and the logits, fused or not:
+  orchestrator.estimate.activations.
 
 Imports no torch/transformers: the CLI stays light.
 """
@@ -19,6 +20,7 @@ from dataclasses import asdict, dataclass
 from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
 
 from orchestrator.core.training_options import OPTIMIZER_STATE_BYTES
+from orchestrator.estimate.activations import ACTIVATION_FORMULA, activation_bytes, fused_loss, sequence_lengths
 from orchestrator.estimate.shapes import LoraCount, ModelShape, count_lora, target_module_list
 from orchestrator.estimate.strategy import host_ram_note, per_gpu, strategy_assumption
 
@@ -35,12 +37,6 @@ def with_cuda_context(allocated_gb: float) -> float:
     """A measured peak (torch's max_memory_allocated, GiB) plus the CUDA context and allocator slack the
     estimate counts as a flat CUDA_OVERHEAD_GIB: the figure to set beside an estimate."""
     return round(allocated_gb + CUDA_OVERHEAD_GIB, 3)
-
-
-ACTIVATION_FORMULA = (
-    "per layer b*s*h*(34 + 5*a*s/h) bytes at 16-bit without recomputation (Korthikanti et al. 2022); with "
-    "gradient checkpointing 2*b*s*h per layer plus one layer recomputed; plus logits b*s*V*8 bytes"
-)
 
 
 DTYPE_BYTES = {"float32": 4, "bfloat16": 2, "float16": 2}
@@ -94,41 +90,6 @@ def quant_constant_bytes(shape: ModelShape, double_quant: bool = True) -> int:
         for m in shape.modules
         if m.name in qset
     )
-
-
-def sequence_lengths(task: str, max_input_length: int, max_target_length: int) -> Tuple[int, ...]:
-    """Tokens per example seen by each stack: (encoder, decoder) for seq2seq, (prompt+completion,) else."""
-    if task == "seq2seq":
-        return (max_input_length, max_target_length)
-    return (max_input_length + max_target_length,)
-
-
-def activation_bytes(
-    shape: ModelShape, batch_size: int, seq_lens: Tuple[int, ...], checkpointing: bool, act_bytes: int = 2
-) -> int:
-    """Rough activation memory of one training micro-batch (rough: +-50 %).
-
-    Per transformer layer, without recomputation, b*s*h*(34 + 5*a*s/h) bytes at 16-bit activations
-    (Korthikanti et al. 2022, "Reducing Activation Recomputation in Large Transformer Models"; the
-    5*a*s/h term is the attention score matrix, smaller with fused SDPA kernels). With gradient
-    checkpointing each layer keeps only its 16-bit input (2*b*s*h bytes) and one layer is recomputed at
-    a time. Plus the logits: b*s*V*8 bytes (16-bit logits, their fp32 upcast for the loss, its fp32
-    gradient, roughly). The encoder of a seq2seq model sees the input length, the decoder the target
-    length; cross-attention and LoRA's own small activations are left out.
-    """
-    b, h, a = batch_size, shape.hidden_size, shape.num_heads
-    scale = act_bytes / 2
-
-    def full_layer(s: int) -> float:
-        return b * s * h * (34 + 5 * a * s / h) * scale
-
-    total = 0.0
-    for n_layers, s in zip(shape.layers, seq_lens):
-        total += n_layers * (2 * b * s * h * scale if checkpointing else full_layer(s))
-    if checkpointing:
-        total += max(full_layer(s) for s in seq_lens)
-    total += b * seq_lens[-1] * shape.vocab_size * 8
-    return int(total)
 
 
 @dataclass
@@ -280,7 +241,8 @@ def estimate(shape: ModelShape, cfg, ranks: Optional[Sequence[int]] = None, gpu_
     }
     seq = sequence_lengths(shape.task, cfg.data.max_input_length, cfg.data.max_target_length)
     ckpt = cfg.training.gradient_checkpointing
-    act16 = activation_bytes(shape, cfg.training.batch_size, seq, ckpt, 2)
+    fused = fused_loss(shape, cfg)
+    act16 = activation_bytes(shape, cfg.training.batch_size, seq, ckpt, 2, fused)
     over = int(CUDA_OVERHEAD_GIB * GIB)
     t = top.trainable
     adapter = dict(adapter=4 * t, gradients=4 * t, optimizer=OPTIMIZER_STATE_BYTES[cfg.training.optim] * t)
@@ -290,7 +252,7 @@ def estimate(shape: ModelShape, cfg, ranks: Optional[Sequence[int]] = None, gpu_
             "qlora",
             f"QLoRA 4-bit {q.quant_type.upper()}{' +DQ' if q.double_quant else ''}",
             weight_bytes(shape, "nf4", 4, q.double_quant),
-            activations=activation_bytes(shape, cfg.training.batch_size, seq, ckpt, compute),
+            activations=activation_bytes(shape, cfg.training.batch_size, seq, ckpt, compute, fused),
             overhead=over,
             **adapter,
         ),
@@ -347,6 +309,17 @@ def estimate(shape: ModelShape, cfg, ranks: Optional[Sequence[int]] = None, gpu_
         f"quantize (embeddings, norms, output head) to fp32; matmuls run in {q.compute_dtype}",
         "weights by storage format: as loaded, non-quantized parameters in 16-bit",
         "activations (rough, +-50 %): " + ACTIVATION_FORMULA,
+        "logits: "
+        + (
+            "in Liger's chunks (training.kernels: liger)"
+            if fused
+            else f"whole (training.kernels: {cfg.training.kernels}"
+            + (
+                "; auto counts them whole, Liger runs only on a CUDA worker that has it)"
+                if cfg.training.kernels == "auto"
+                else ")"
+            )
+        ),
         f"CUDA context and allocator slack: {CUDA_OVERHEAD_GIB:g} GiB per process",
     ]
     return Estimate(

@@ -1,0 +1,68 @@
+"""The logits in the estimate: whole (b*s*V*8 bytes) or in Liger's chunks (`training.kernels: liger`), against
+the chunk size Liger's fused linear cross-entropy picks (ops/fused_linear_cross_entropy.py: inc_factor =
+ceil(V/H), chunk = next_power_of_2(ceil(BT/inc_factor))), computed here by hand."""
+
+from __future__ import annotations
+
+import pytest
+
+from orchestrator.estimate import memory as est
+from orchestrator.estimate import run, shapes
+from orchestrator.estimate.activations import loss_bytes
+
+
+@pytest.fixture(scope="module")
+def llama3_8b():
+    mc, src = shapes.load_model_config("llama-3.1-8b")
+    return shapes.inspect_model(mc, None, "llama-3.1-8b", src)
+
+
+@pytest.fixture(scope="module")
+def t5_small():
+    mc, src = shapes.load_model_config("t5-small")
+    return shapes.inspect_model(mc, None, "t5-small", src)
+
+
+def test_llama3_8b_logits_whole_and_in_liger_chunks(llama3_8b):
+    assert (llama3_8b.vocab_size, llama3_8b.hidden_size) == (128256, 4096)
+    tokens = 2048  # one packed 2,048-token row
+    assert loss_bytes(llama3_8b, tokens, fused=False) == 2048 * 128256 * 8  # 2.1 GB
+    # inc_factor = ceil(128256/4096) = 32; chunk = next_pow2(ceil(2048/32)) = 64 rows of logits at a time;
+    # plus the input's gradient (2048 x 4096 bf16) and an fp32 loss per position
+    assert loss_bytes(llama3_8b, tokens, fused=True, act_bytes=2) == 2048 * 4096 * 2 + 64 * 128256 * 2 + 4 * 2048
+    # 3000 tokens: ceil(3000/32) = 94 -> 128 rows
+    assert loss_bytes(llama3_8b, 3000, fused=True, act_bytes=4) == 3000 * 4096 * 4 + 128 * 128256 * 4 + 4 * 3000
+
+
+def test_a_small_batch_is_one_chunk_of_its_own_rows(t5_small):
+    # V/H = 32128/512 -> inc_factor 63; 10 tokens -> next_pow2(1) = 1 row at a time
+    assert loss_bytes(t5_small, 10, fused=True) == 10 * 512 * 2 + 1 * 32128 * 2 + 40
+    # V <= H would give inc_factor 1 and a chunk of next_pow2(BT) > BT rows: the chunk is BT rows
+    wide = shapes.ModelShape(**{**t5_small.__dict__, "hidden_size": 65536})
+    assert loss_bytes(wide, 100, fused=True) == 100 * 65536 * 2 + 100 * 32128 * 2 + 400
+
+
+def _qlora(shape, name, kernels):
+    sets = ["resources.gpus_per_worker=1", "training.gradient_checkpointing=true", f"training.kernels={kernels}"]
+    if shape.task == "causal_lm":
+        sets += ["model.task=causal_lm", "data.max_input_length=1536", "data.max_target_length=512"]
+    cfg, _ = run.load_estimate_config(None, sets, name)
+    return next(v for v in est.estimate(shape, cfg).variants if v.key == "qlora"), cfg
+
+
+def test_liger_takes_the_whole_logits_out_of_the_estimate(llama3_8b):
+    plain, cfg = _qlora(llama3_8b, "llama-3.1-8b", "none")
+    liger, _ = _qlora(llama3_8b, "llama-3.1-8b", "liger")
+    auto, _ = _qlora(llama3_8b, "llama-3.1-8b", "auto")
+    b = cfg.training.batch_size
+    tokens = b * 2048
+    d = 2  # bf16 compute
+    saved = loss_bytes(llama3_8b, tokens, fused=False) - loss_bytes(llama3_8b, tokens, fused=True, act_bytes=d)
+    assert plain.activations - liger.activations == saved
+    assert saved > 0.9 * tokens * 128256 * 8  # nearly all of the logits' memory
+    assert plain.total - liger.total == saved  # nothing else moves
+    assert auto == plain  # auto: Liger only where a CUDA worker has it, so counted unfused (the safe side)
+
+
+def test_liger_changes_nothing_for_a_model_it_does_not_patch(t5_small):
+    assert _qlora(t5_small, "t5-small", "liger")[0] == _qlora(t5_small, "t5-small", "none")[0]
