@@ -103,19 +103,29 @@ class FsdpOnCpuMixin:
 
 
 def shard_report(model) -> Dict[str, int]:
-    """What this rank holds of the model: FSDP-managed modules, and parameter elements local vs. in full.
+    """What this rank holds of the model: FSDP-managed modules, and parameter elements and bytes local vs. in
+    full (the bytes are what `estimate` counts as the rank's share of the weights and the adapter).
 
     Under FSDP each parameter is a DTensor whose local shard is about 1/N of it; under DDP every rank holds
     every element (local == full).
     """
-    local = full = 0
+    local = full = local_bytes = full_bytes = 0
     for p in model.parameters():
+        mine = p.to_local() if hasattr(p, "to_local") else p
         full += p.numel()
-        local += p.to_local().numel() if hasattr(p, "to_local") else p.numel()
+        local += mine.numel()
+        full_bytes += p.numel() * p.element_size()
+        local_bytes += mine.numel() * mine.element_size()
     from torch.distributed.fsdp import FSDPModule
 
     wrapped = sum(isinstance(m, FSDPModule) for m in model.modules())
-    return {"fsdp_modules": int(wrapped), "local_param_elements": int(local), "full_param_elements": int(full)}
+    return {
+        "fsdp_modules": int(wrapped),
+        "local_param_elements": int(local),
+        "full_param_elements": int(full),
+        "local_param_bytes": int(local_bytes),
+        "full_param_bytes": int(full_bytes),
+    }
 
 
 def keep_4bit_layout_on_cpu(model) -> int:
@@ -149,7 +159,8 @@ class ShardReportCallback:
                 r = shard_report(model)
                 print(
                     f"FSDP rank {rank}: {r['fsdp_modules']} FSDP modules; holds {r['local_param_elements']:,} of "
-                    f"{r['full_param_elements']:,} parameter elements",
+                    f"{r['full_param_elements']:,} parameter elements ({r['local_param_bytes']:,} of "
+                    f"{r['full_param_bytes']:,} bytes)",
                     flush=True,
                 )
 
