@@ -236,6 +236,8 @@ class SearchProgress:
 
     def plain_result_line(self, t: TrialState) -> str:
         shown = f"{self.metric}={fmt_value(t.value)}" if t.value is not None else f"{self.metric}=-"
+        if t.best is not None and t.best != t.value:  # the run keeps a trial's best checkpoint, not its last
+            shown += f" (its best {fmt_value(t.best)})"
         step = f" at step {t.step}" if t.step is not None else ""
         if t.status == ERROR:
             what = f"trial {t.trial_id} FAILED{step}: {t.error}"

@@ -106,6 +106,24 @@ def test_state_detects_early_stop_completion_and_failure(tmp_path):
     assert (c[COMPLETED], c[STOPPED], c[ERROR], c[RUNNING], c["PENDING"]) == (1, 1, 1, 0, 1)
 
 
+def test_a_trial_that_ends_below_its_best_says_both():
+    """The summary table and the pick use each trial's best checkpoint: the end-of-trial line says its last
+    value and, where they differ, its best."""
+    clock = Clock()
+    out = io.StringIO()
+    cb = ProgressCallback(progress(clock), console=Console(file=out, force_terminal=False, width=200))
+    a = trial("t_00000", 0.005, 8)
+    cb.setup(total_num_samples=1)
+    cb.on_trial_start(0, [a], a)
+    for step, value in ((5, 0.1296), (10, 0.05), (15, 0.0)):
+        clock.t += 10
+        cb.on_trial_result(1, [a], a, result(step, value, clock.t - 1000))
+    cb.on_trial_complete(2, [a], a)
+    # (the progress plans 40 steps: ended at 15, the trial was stopped early, as ASHA does)
+    line = next(ln for ln in out.getvalue().splitlines() if ln.startswith("trial t_00000 stopped early"))
+    assert line.startswith("trial t_00000 stopped early at step 15: eval_rougeL=0 (its best 0.1296) |"), line
+
+
 def test_non_tty_prints_plain_lines_only_at_start_end_and_heartbeat():
     clock = Clock()
     out = io.StringIO()
