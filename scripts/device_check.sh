@@ -51,7 +51,7 @@
 #   nvidia_smi.csv        nvidia-smi every second over the benchmarks
 #   extras.tar.gz         results.json/trials.csv, bench logs, nvidia-smi samples; Ray logs on failure
 set -uo pipefail
-cd "$(dirname "$0")/.."
+cd "$(dirname "$0")/.." || exit 1
 REPO=$PWD
 
 # Missing on the GPU image (or there in another version), by package; pins come from requirements.lock.
@@ -182,6 +182,11 @@ device_env() {  # on the GPU machine: the bundle unpacked onto PYTHONPATH, offli
   nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader || true
 }
 
+until_s() {  # seconds from now to the epoch time $1 plus $2 (at least 1: `timeout 0` would mean no limit)
+  local s=$(( $1 + ${2:-0} - $(date +%s) ))
+  echo $(( s > 1 ? s : 1 ))
+}
+
 close_log() {  # the tee'd stdout/stderr closed and the tee waited for, so the log's end is not cut
   exec >&- 2>&-
   wait "${TEE:-}" 2>/dev/null || true
@@ -206,7 +211,7 @@ sim_site() {  # here: the bundle built for SIM_PY's Python and unpacked into $SI
   local ver
   ver=$("$SIM_PY" -c 'import sys; print(f"{sys.version_info[0]}.{sys.version_info[1]}")')
   BUNDLE_DIR=${BUNDLE_DIR:-bench/out/device_build} XZ_LEVEL=${XZ_LEVEL:-1} build_bundle "$ver" || return 1
-  SITE=/tmp/qlora-sim-site-cp${ver/./}
+  SITE=${SIM_SITE:-/tmp/qlora-sim-site-cp${ver/./}}
   unpack "${BUNDLE_DIR:-bench/out/device_build}/site-cp${ver/./}.tar.xz" "$SITE"
 }
 
@@ -219,7 +224,7 @@ estimate_check() {  # on the GPU machine: scripts/gpu_estimate_check.py (issue 1
   device_env || return 1
   local end=$(( t0 + budget - 10 ))
   echo "== [$(( $(date +%s) - t0 )) s] bundle ready; scripts/gpu_estimate_check.py with $(( end - $(date +%s) )) s"
-  timeout -k 10 $(( end - $(date +%s) + 5 )) "${PYTHON:-python3}" scripts/gpu_estimate_check.py --out "$work" \
+  timeout -k 10 "$(until_s "$end" 5)" "${PYTHON:-python3}" scripts/gpu_estimate_check.py --out "$work" \
     --results "$res" --deadline "$end" "${@}"
   local rc=$?
   stop_ray
@@ -238,7 +243,7 @@ throughput() {  # on the GPU machine: scripts/gpu_throughput.py alone, inside BU
   device_env || return 1
   local end=$(( t0 + budget - 15 ))
   echo "== [$(( $(date +%s) - t0 )) s] bundle ready; scripts/gpu_throughput.py with $(( end - $(date +%s) )) s"
-  timeout -k 10 $(( end - $(date +%s) + 5 )) "${PYTHON:-python3}" scripts/gpu_throughput.py --out "$res" \
+  timeout -k 10 "$(until_s "$end" 5)" "${PYTHON:-python3}" scripts/gpu_throughput.py --out "$res" \
     --deadline "$end" "${@}"
   local rc=$?
   echo "== [$(( $(date +%s) - t0 )) s] gpu_throughput.py exit $rc"; ls -la "$res"
@@ -264,14 +269,14 @@ all_checks() {  # the estimate check, then the throughput benchmark, inside BUDG
   est_end=$(( $(date +%s) + ${EST_BUDGET:-200} ))
   (( est_end <= end - 120 )) || est_end=$(( end - 120 ))
   echo "== [$(( $(date +%s) - t0 )) s] 1. scripts/gpu_estimate_check.py until +$(( est_end - t0 )) s"
-  timeout -k 10 $(( est_end - $(date +%s) + 5 )) "$py" scripts/gpu_estimate_check.py --out "$work" \
+  timeout -k 10 "$(until_s "$est_end" 5)" "$py" scripts/gpu_estimate_check.py --out "$work" \
     --results "$res" --deadline "$est_end" "${smoke[@]}"
   rc_est=$?
   stop_ray
   pack_estimate_logs "$work" "$res"
   # 2. The throughput benchmark with what is left, ending 10 s before BUDGET.
   echo "== [$(( $(date +%s) - t0 )) s] 2. scripts/gpu_throughput.py until +$(( end - 10 - t0 )) s"
-  timeout -k 10 $(( end - 10 - $(date +%s) + 5 )) "$py" scripts/gpu_throughput.py --out "$res" \
+  timeout -k 10 "$(until_s "$end" -5)" "$py" scripts/gpu_throughput.py --out "$res" \
     --deadline $(( end - 10 )) "${smoke[@]}" "${thr[@]}" "$@"
   rc_thr=$?
   echo "== [$(( $(date +%s) - t0 )) s] gpu_estimate_check.py exit $rc_est, gpu_throughput.py exit $rc_thr"
@@ -300,7 +305,8 @@ case "${1:-run}" in
   estimate)
     # On the GPU machine (device tool):  bash scripts/device_check.sh estimate   carry: [".devbundle"]
     #     timeout_s: 330 (BUDGET, default 300 s). Back in $OUT: estimate_check.json (estimate vs measured
-    #     peak per configuration), estimate_check.log, estimate_logs.tar.gz (each train's output and run folder).
+    #     peak per configuration, after every row), estimate_check.md, estimate_check.log, estimate_logs.tar.gz
+    #     (each train's log, results.json, trials.csv, worker.log, log_history.json; no model, data or checkpoints).
     shift; estimate_check "$@"; rc=$?; close_log; exit $rc
     ;;
   simulate-throughput)

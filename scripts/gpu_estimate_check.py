@@ -39,6 +39,7 @@ from typing import Optional
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
+from process_group import STOP_STEPS, run_group, terminate_on_sigterm  # noqa: E402  (scripts/, beside this)
 
 TOLERANCE = 0.15
 # (name, lora.r, batch_size, max_input_length, max_target_length, gradient_checkpointing, training.kernels)
@@ -178,20 +179,7 @@ def run_one(
 def call_until(cmd: list, log, timeout: Optional[float]) -> Optional[int]:
     """Run `cmd` (its own process group) with its output in `log`; its exit code, or None when it ran past
     `timeout`: then the group gets SIGINT (the CLI shuts Ray down), SIGTERM after 10 s, SIGKILL after 5 more."""
-    proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, cwd=REPO, start_new_session=True)
-    try:
-        return proc.wait(timeout=timeout)
-    except subprocess.TimeoutExpired:
-        for sig, grace in ((signal.SIGINT, 10), (signal.SIGTERM, 5), (signal.SIGKILL, 5)):
-            try:
-                os.killpg(proc.pid, sig)
-                proc.wait(timeout=grace)
-                break
-            except ProcessLookupError:
-                break
-            except subprocess.TimeoutExpired:
-                continue
-        return None
+    return run_group(cmd, timeout, ((signal.SIGINT, 10), *STOP_STEPS), stdout=log, stderr=subprocess.STDOUT, cwd=REPO)
 
 
 def table(rows) -> str:
@@ -231,6 +219,7 @@ def main(argv=None) -> int:
         help="Skip a configuration with less than this many seconds left (default GPU 45, CPU 20).",
     )
     args = ap.parse_args(argv)
+    terminate_on_sigterm()
     deadline = args.deadline or (time.time() + args.budget if args.budget else None)
     gpu = not args.cpu_smoke
     min_run = args.min_run if args.min_run is not None else (45.0 if gpu else 20.0)

@@ -39,8 +39,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import signal
-import subprocess
 import sys
 import tempfile
 import time
@@ -49,6 +47,7 @@ from typing import Any, Dict, List, Optional
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
+from process_group import run_group, terminate_on_sigterm  # noqa: E402
 from random_llama import SHAPE_8B, SHAPE_TINY, build_model, documents, fixed_rows  # noqa: E402  (scripts/, beside this)
 from throughput_report import write_results  # noqa: E402
 
@@ -310,6 +309,7 @@ def main(argv=None) -> int:
         return 0
     import torch
 
+    terminate_on_sigterm()
     cuda = torch.cuda.is_available() and not a.cpu_smoke
     if not cuda and not a.cpu_smoke:
         print("no CUDA device: use --cpu-smoke", file=sys.stderr)
@@ -369,19 +369,8 @@ def run_isolated(name: str, a, left: float, ranks: int = 1) -> Dict[str, Any]:
         a.fixed_rows,
     ] + (["--cpu-smoke"] if a.cpu_smoke else [])
     limit = max(left - 10, 20)
-    proc = subprocess.Popen(cmd, start_new_session=True)  # its own group: torchrun's ranks go with it
-    try:
-        rc = proc.wait(timeout=limit)
-    except subprocess.TimeoutExpired:
-        for sig, grace in ((signal.SIGTERM, 5), (signal.SIGKILL, 5)):
-            try:
-                os.killpg(proc.pid, sig)
-                proc.wait(timeout=grace)
-                break
-            except ProcessLookupError:
-                break
-            except subprocess.TimeoutExpired:
-                continue
+    rc = run_group(cmd, limit)  # its own group: torchrun's ranks go with it
+    if rc is None:
         return {"variant": name, "skipped": f"stopped at the budget ({limit:.0f} s)"}
     if rc or not result.exists():
         return {"variant": name, "skipped": f"failed (exit {rc}; its output is in the log above)", "failed": True}
