@@ -193,9 +193,11 @@ close_log() {  # the tee'd stdout/stderr closed and the tee waited for, so the l
 }
 
 pack_estimate_logs() {  # $1: gpu_estimate_check.py's work folder, $2: results: its small files, no checkpoints
+  local dest
+  dest=$(cd "$2" && pwd) || return 0
   (cd "$1" && find . \( -path ./model -o -path ./data \) -prune -o -type f \( -name '*.log' -o -name results.json \
      -o -name trials.csv -o -name log_history.json -o -name estimate_check.json \) -size -4M -print0 |
-     tar --null -czf "$2/estimate_logs.tar.gz" -T -) 2>/dev/null || true
+     tar --null -czf "$dest/estimate_logs.tar.gz" -T -) 2>/dev/null || true
 }
 
 stop_ray() {  # a train stopped at the deadline can leave Ray's processes, and their GPU memory, behind (on a
