@@ -7,13 +7,22 @@
 #   On the GPU machine (device tool):       bash scripts/device_check.sh
 #       carry: [".devbundle"]   timeout_s: 480   (BUDGET, default 420 s, bounds everything; see below)
 #   Here, to check the bundle is complete:  bash scripts/device_check.sh simulate [SIM_PYTHON]
-#   The QLoRA throughput benchmark alone (scripts/gpu_throughput.py, 8B shape; BUDGET default 500, at most 540):
-#       device tool: bash scripts/device_check.sh throughput   carry: [".devbundle"]   timeout_s: 560
+#   The estimate check and the throughput benchmark in ONE call (what a 15-minute loan should run first):
+#       device tool: bash scripts/device_check.sh all          carry: [".devbundle"]   timeout_s: 590
+#       here first:  bash scripts/device_check.sh simulate-all [SIM_PYTHON]
+#     BUDGET (default 560, at most 565) bounds the whole call: the bundle set-up, then
+#     scripts/gpu_estimate_check.py (~1B Llama, 3 configurations, one with Liger) until EST_BUDGET (default 200)
+#     seconds after the set-up, then scripts/gpu_throughput.py (8B shape) until 10 s before the end; each
+#     script gives every sub-run (a `qlora-launch train`, a variant) the time left as its timeout and rewrites
+#     its JSON and table after every row, so what finished comes back even if a step is cut. Back in $OUT:
+#     device_check_all.log, estimate_check.json/.md, estimate_logs.tar.gz, throughput.json/.md.
+#   Each alone (the old modes, kept):
+#       device tool: bash scripts/device_check.sh throughput   carry: [".devbundle"]   timeout_s: 560 (BUDGET 500)
 #       here first:  bash scripts/device_check.sh simulate-throughput [SIM_PYTHON]
-#   The memory estimate against measured peaks (scripts/gpu_estimate_check.py, ~1B Llama shape, 3 configurations):
-#       device tool: bash scripts/device_check.sh estimate     carry: [".devbundle"]   timeout_s: 330
+#       device tool: bash scripts/device_check.sh estimate     carry: [".devbundle"]   timeout_s: 330 (BUDGET 300)
 #       here first:  .venv/bin/python scripts/gpu_estimate_check.py --out /tmp/est --cpu-smoke
-#   With one 15-minute device loan: `throughput` (issue 16) first, then `estimate` (issue 15), then the rest.
+#   A loan is 15 minutes of device time in all, the machine's start included: `all` (590 s) fits with the
+#   start; `throughput` + `estimate` (560 + 330 s) do not.
 #
 # `prepare` installs, for CPython 3.12 (the image's python3), every package the image lacks or has in
 # another version than requirements.lock pins (Ray 2.60.0 with its default/train/tune extras, pydantic,
@@ -42,7 +51,7 @@
 #   nvidia_smi.csv        nvidia-smi every second over the benchmarks
 #   extras.tar.gz         results.json/trials.csv, bench logs, nvidia-smi samples; Ray logs on failure
 set -uo pipefail
-cd "$(dirname "$0")/.."
+cd "$(dirname "$0")/.." || exit 1
 REPO=$PWD
 
 # Missing on the GPU image (or there in another version), by package; pins come from requirements.lock.
@@ -159,12 +168,43 @@ unpack() {  # $1: bundle, $2: target
   fi
 }
 
+bundle_env() {  # $1: an unpacked bundle: onto PYTHONPATH, offline settings, compiled once
+  export SITE=$1 PYTHONPATH=$1:$REPO PYTHONUNBUFFERED=1 RAY_USAGE_STATS_ENABLED=0 HF_HUB_OFFLINE=1 \
+         TRANSFORMERS_OFFLINE=1 TOKENIZERS_PARALLELISM=false TRANSFORMERS_VERBOSITY=error PYTHONWARNINGS=ignore
+  # Compile once, on all cores, rather than in every Ray worker at once (as `run` does).
+  timeout "${COMPILE_MAX:-90}" "${PYTHON:-python3}" -m compileall -q -j 0 "$1" >/dev/null 2>&1 || true
+}
+
 device_env() {  # on the GPU machine: the bundle unpacked onto PYTHONPATH, offline settings, the GPU named
   unpack .devbundle/site-cp312.tar.xz "${SITE:-/tmp/site}" ||
     { echo "no bundle: run 'bash scripts/device_check.sh prepare' here first"; return 1; }
-  export PYTHONPATH=${SITE:-/tmp/site}:$REPO PYTHONUNBUFFERED=1 RAY_USAGE_STATS_ENABLED=0 HF_HUB_OFFLINE=1 \
-         TRANSFORMERS_OFFLINE=1 TOKENIZERS_PARALLELISM=false TRANSFORMERS_VERBOSITY=error PYTHONWARNINGS=ignore
+  bundle_env "${SITE:-/tmp/site}"
   nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader || true
+}
+
+until_s() {  # seconds from now to the epoch time $1 plus $2 (at least 1: `timeout 0` would mean no limit)
+  local s=$(( $1 + ${2:-0} - $(date +%s) ))
+  echo $(( s > 1 ? s : 1 ))
+}
+
+close_log() {  # the tee'd stdout/stderr closed and the tee waited for, so the log's end is not cut
+  exec >&- 2>&-
+  wait "${TEE:-}" 2>/dev/null || true
+}
+
+pack_estimate_logs() {  # $1: gpu_estimate_check.py's work folder, $2: results: its small files, no checkpoints
+  local dest
+  dest=$(cd "$2" && pwd) || return 0
+  (cd "$1" && find . \( -path ./model -o -path ./data \) -prune -o -type f \( -name '*.log' -o -name results.json \
+     -o -name trials.csv -o -name log_history.json -o -name estimate_check.json \) -size -4M -print0 |
+     tar --null -czf "$dest/estimate_logs.tar.gz" -T -) 2>/dev/null || true
+}
+
+stop_ray() {  # a train stopped at the deadline can leave Ray's processes, and their GPU memory, behind (on a
+  # GPU machine of our own only: this ends every Ray on the machine; never in a simulation on a shared one)
+  if [[ -z ${SMOKE:-} ]] && command -v nvidia-smi >/dev/null; then
+    "${PYTHON:-python3}" -c "from ray.scripts.scripts import main; main()" stop --force >/dev/null 2>&1 || true
+  fi
 }
 
 sim_site() {  # here: the bundle built for SIM_PY's Python and unpacked into $SITE (sets SIM_PY and SITE)
@@ -173,7 +213,7 @@ sim_site() {  # here: the bundle built for SIM_PY's Python and unpacked into $SI
   local ver
   ver=$("$SIM_PY" -c 'import sys; print(f"{sys.version_info[0]}.{sys.version_info[1]}")')
   BUNDLE_DIR=${BUNDLE_DIR:-bench/out/device_build} XZ_LEVEL=${XZ_LEVEL:-1} build_bundle "$ver" || return 1
-  SITE=/tmp/qlora-sim-site-cp${ver/./}
+  SITE=${SIM_SITE:-/tmp/qlora-sim-site-cp${ver/./}}
   unpack "${BUNDLE_DIR:-bench/out/device_build}/site-cp${ver/./}.tar.xz" "$SITE"
 }
 
@@ -182,13 +222,15 @@ estimate_check() {  # on the GPU machine: scripts/gpu_estimate_check.py (issue 1
   t0=$(date +%s)
   mkdir -p "$res" "$work"
   exec > >(tee "$res/estimate_check.log") 2>&1
+  TEE=$!
   device_env || return 1
-  local left=$(( budget - ($(date +%s) - t0) - 10 ))
-  echo "== [$(( $(date +%s) - t0 )) s] bundle ready; scripts/gpu_estimate_check.py with $left s"
-  timeout -k 10 "$left" "${PYTHON:-python3}" scripts/gpu_estimate_check.py --out "$work" "${@}"
+  local end=$(( t0 + budget - 10 ))
+  echo "== [$(( $(date +%s) - t0 )) s] bundle ready; scripts/gpu_estimate_check.py with $(( end - $(date +%s) )) s"
+  timeout -k 10 "$(until_s "$end" 5)" "${PYTHON:-python3}" scripts/gpu_estimate_check.py --out "$work" \
+    --results "$res" --deadline "$end" "${@}"
   local rc=$?
-  cp "$work"/estimate_check.json "$res"/ 2>/dev/null || true
-  tar -C "$work" -czf "$res/estimate_logs.tar.gz" --exclude model --exclude data . 2>/dev/null || true
+  stop_ray
+  pack_estimate_logs "$work" "$res"
   echo "== [$(( $(date +%s) - t0 )) s] gpu_estimate_check.py exit $rc"; ls -la "$res"
   return $rc
 }
@@ -199,27 +241,75 @@ throughput() {  # on the GPU machine: scripts/gpu_throughput.py alone, inside BU
   (( budget <= 540 )) || { echo "BUDGET $budget: at most 540 s in one device call" >&2; return 2; }
   mkdir -p "$res"
   exec > >(tee "$res/throughput.log") 2>&1
+  TEE=$!
   device_env || return 1
-  local left=$(( budget - ($(date +%s) - t0) - 15 ))
-  echo "== [$(( $(date +%s) - t0 )) s] bundle ready; scripts/gpu_throughput.py with $left s"
-  timeout -k 10 "$left" "${PYTHON:-python3}" scripts/gpu_throughput.py --out "$res" --budget $(( left - 10 )) "${@}"
+  local end=$(( t0 + budget - 15 ))
+  echo "== [$(( $(date +%s) - t0 )) s] bundle ready; scripts/gpu_throughput.py with $(( end - $(date +%s) )) s"
+  timeout -k 10 "$(until_s "$end" 5)" "${PYTHON:-python3}" scripts/gpu_throughput.py --out "$res" \
+    --deadline "$end" "${@}"
   local rc=$?
   echo "== [$(( $(date +%s) - t0 )) s] gpu_throughput.py exit $rc"; ls -la "$res"
   return $rc
 }
 
+all_checks() {  # the estimate check, then the throughput benchmark, inside BUDGET (default 560 s); SMOKE=1: on CPU
+  local t0 res=${OUT:-bench/out/device_all} budget=${BUDGET:-560} work=${WORK:-/tmp/qlora-estimate}
+  local py=${PYTHON:-python3} smoke=() thr=() end est_end rc_est rc_thr
+  t0=$(date +%s)
+  (( budget <= 565 )) || { echo "BUDGET $budget: at most 565 s (timeout_s 590 keeps 25 s for the return)" >&2; return 2; }
+  end=$(( t0 + budget ))
+  mkdir -p "$res" "$work"
+  exec > >(tee "$res/device_check_all.log") 2>&1
+  TEE=$!
+  if [[ -n ${SMOKE:-} ]]; then
+    bundle_env "$SITE"; smoke=(--cpu-smoke); thr=(--isolate yes --fsdp-ranks 2)
+  else
+    device_env || return 1
+  fi
+  echo "== [$(( $(date +%s) - t0 )) s] bundle ready ($(du -sm "$SITE" | cut -f1) MB); $(nproc) cpus"
+  # 1. The memory estimate against measured peaks: EST_BUDGET seconds, leaving the throughput at least 120.
+  est_end=$(( $(date +%s) + ${EST_BUDGET:-200} ))
+  (( est_end <= end - 120 )) || est_end=$(( end - 120 ))
+  echo "== [$(( $(date +%s) - t0 )) s] 1. scripts/gpu_estimate_check.py until +$(( est_end - t0 )) s"
+  timeout -k 10 "$(until_s "$est_end" 5)" "$py" scripts/gpu_estimate_check.py --out "$work" \
+    --results "$res" --deadline "$est_end" "${smoke[@]}"
+  rc_est=$?
+  stop_ray
+  pack_estimate_logs "$work" "$res"
+  # 2. The throughput benchmark with what is left, ending 10 s before BUDGET.
+  echo "== [$(( $(date +%s) - t0 )) s] 2. scripts/gpu_throughput.py until +$(( end - 10 - t0 )) s"
+  timeout -k 10 "$(until_s "$end" -5)" "$py" scripts/gpu_throughput.py --out "$res" \
+    --deadline $(( end - 10 )) "${smoke[@]}" "${thr[@]}" "$@"
+  rc_thr=$?
+  echo "== [$(( $(date +%s) - t0 )) s] gpu_estimate_check.py exit $rc_est, gpu_throughput.py exit $rc_thr"
+  ls -la "$res"
+  (( rc_est == 0 && rc_thr == 0 ))
+}
+
 case "${1:-run}" in
+  all)
+    # On the GPU machine (device tool):  bash scripts/device_check.sh all   carry: [".devbundle"]   timeout_s: 590
+    # Extra arguments go to gpu_throughput.py (e.g. --variants hf_peft,ours_packing_liger).
+    shift; all_checks "$@"; rc=$?; close_log; exit $rc
+    ;;
+  simulate-all)
+    # Here: `all` with the bundle for the local Python and SIM_PYTHON, both scripts with --cpu-smoke.
+    sim_site "${2:-}" || exit 1
+    SMOKE=1 PYTHON=$SIM_PY OUT=${OUT:-bench/out/device-all-sim} WORK=${WORK:-$(mktemp -d -t qlora-all-sim.XXXXXX)} \
+      all_checks; rc=$?; close_log; exit $rc
+    ;;
   throughput)
     # On the GPU machine (device tool):  bash scripts/device_check.sh throughput
     #     carry: [".devbundle"]   timeout_s: 560   (BUDGET, default 500 s, at most 540)
     # Back in $OUT: throughput.json, throughput.md (the side-by-side table), throughput.log.
-    shift; throughput "$@"; exit $?
+    shift; throughput "$@"; rc=$?; close_log; exit $rc
     ;;
   estimate)
     # On the GPU machine (device tool):  bash scripts/device_check.sh estimate   carry: [".devbundle"]
     #     timeout_s: 330 (BUDGET, default 300 s). Back in $OUT: estimate_check.json (estimate vs measured
-    #     peak per configuration), estimate_check.log, estimate_logs.tar.gz (each train's output and run folder).
-    shift; estimate_check "$@"; exit $?
+    #     peak per configuration, after every row), estimate_check.md, estimate_check.log, estimate_logs.tar.gz
+    #     (each train's log, results.json, trials.csv, worker.log, log_history.json; no model, data or checkpoints).
+    shift; estimate_check "$@"; rc=$?; close_log; exit $rc
     ;;
   simulate-throughput)
     # Here: the same bundle for the local Python, then scripts/gpu_throughput.py --cpu-smoke --isolate yes with
@@ -244,7 +334,8 @@ case "${1:-run}" in
     exit $rc
     ;;
   run) ;;
-  *) echo "usage: $0 [prepare|simulate [PYTHON]|simulate-throughput [PYTHON]|throughput|estimate|run]" >&2; exit 2 ;;
+  *) echo "usage: $0 [prepare|all|simulate [PYTHON]|simulate-all [PYTHON]|simulate-throughput [PYTHON]|throughput|estimate|run]" >&2
+     exit 2 ;;
 esac
 
 # ---- on the GPU machine -------------------------------------------------------------------------------

@@ -1,20 +1,28 @@
 """Estimate vs measured peak GPU memory, three configurations of a ~1B Llama-shaped model (issue 15).
 
-    python scripts/gpu_estimate_check.py --out DIR              # one NVIDIA GPU: the check itself
-    python scripts/gpu_estimate_check.py --out DIR --cpu-smoke  # a tiny Llama on CPU: checks this script
+    python scripts/gpu_estimate_check.py --out DIR [--budget S | --deadline T]   # one NVIDIA GPU: the check
+    python scripts/gpu_estimate_check.py --out DIR --cpu-smoke                   # a tiny Llama on CPU
+    bash scripts/device_check.sh all                          # the device tool: this, then gpu_throughput.py
 
 Offline: the model is built from a config with random weights (Llama-3.2-1B's shape: width 2048, 16
-layers, MLP 8192, 32 heads / 8 KV heads; the vocabulary is a BPE trained on the seed data, so the
-embeddings are small and the ~0.97 B parameters are almost all in the decoder layers), saved with
+layers, MLP 8192, 32 heads / 8 KV heads, Llama 3's 128,256-row vocabulary (untied head); the tokenizer is
+a BPE trained on the seed data, so only its first 2,048 ids occur, but the logits are as wide as the real
+model's, which is what the loss memory, and Liger's fused cross-entropy, depend on), saved with
 `save_pretrained`, and trained through the product's own path: one `qlora-launch train` per configuration
 (4-bit NF4, bf16 compute). Every example is longer than the configured lengths, so each batch is exactly
-as long as the estimate assumes.
+as long as the estimate assumes. The 2,048-token configuration runs twice, plain and with
+`training.kernels: liger` (the estimate counts Liger's fused linear cross-entropy in chunks).
+
+Deadline: every `train` gets the time left before --deadline (epoch seconds; or --budget seconds from the
+start) as its timeout, minus a margin; a configuration with less than --min-run seconds left is reported
+as skipped. estimate_check.json and estimate_check.md are rewritten in --results after every row.
 
 Each run records `estimated_peak_gb` (the plan, made before the trial starts) and `measured_peak_gb`
 (torch's max_memory_allocated over the trial); like `qlora-launch estimate --calibrate`, the comparison
 adds the CUDA context the estimate counts (CUDA_OVERHEAD_GIB) to the measurement. Target: within 15 %.
-Writes DIR/estimate_check.json and prints a markdown table for docs/benchmarks.md. Exit 1 when a run
-fails or, on a GPU, a configuration is off by more than 15 %.
+Writes estimate_check.json and estimate_check.md (the table for docs/benchmarks.md) into --results (default
+--out). Exit 1 when a run fails or, on a GPU, a run configuration is off by more than 15 %; a configuration
+skipped at the deadline is neither.
 """
 
 from __future__ import annotations
@@ -22,23 +30,30 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import signal
 import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Optional
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
+from process_group import STOP_STEPS, run_group, terminate_on_sigterm  # noqa: E402  (scripts/, beside this)
 
 TOLERANCE = 0.15
-# (name, lora.r, batch_size, max_input_length, max_target_length, gradient_checkpointing)
+# (name, lora.r, batch_size, max_input_length, max_target_length, gradient_checkpointing, training.kernels)
+# The most informative first: a deadline cuts the last. (Until the Liger row was added there was a fourth,
+# "r8 b1 512": weights and context only, the easiest case; dropped to keep three runs inside ~200 s.)
 CONFIGS = [
-    ("r8 b1 512", 8, 1, 448, 64, "false"),
-    ("r64 b4 1024", 64, 4, 896, 128, "false"),
-    ("r16 b8 2048 ckpt", 16, 8, 1792, 256, "true"),
+    ("r16 b8 2048 ckpt", 16, 8, 1792, 256, "true", "none"),
+    ("r16 b8 2048 ckpt liger", 16, 8, 1792, 256, "true", "liger"),
+    ("r64 b4 1024", 64, 4, 896, 128, "false", "none"),
 ]
-SHAPE_1B = dict(hidden=2048, layers=16, intermediate=8192, heads=32, kv_heads=8)
-SHAPE_SMOKE = dict(hidden=64, layers=2, intermediate=128, heads=4, kv_heads=2)
+# vocab: the model's rows (None: the tokenizer's 2,048); the smoke's is also wider than its tokenizer.
+SHAPE_1B = dict(hidden=2048, layers=16, intermediate=8192, heads=32, kv_heads=8, vocab=128256)
+SHAPE_SMOKE = dict(hidden=64, layers=2, intermediate=128, heads=4, kv_heads=2, vocab=4096)
+MARGIN_S = 10  # a train's timeout ends this long before the deadline (its group is stopped, then killed)
 
 
 def build_model(out: Path, shape: dict, gpu: bool) -> Path:
@@ -52,7 +67,7 @@ def build_model(out: Path, shape: dict, gpu: bool) -> Path:
         return out
     tok = build_tokenizer(_texts([str(REPO / "examples/data/seed/train.jsonl")]), vocab_size=2048, add_bos=True)
     cfg = LlamaConfig(
-        vocab_size=len(tok),
+        vocab_size=max(len(tok), shape.get("vocab") or 0),
         hidden_size=shape["hidden"],
         intermediate_size=shape["intermediate"],
         num_hidden_layers=shape["layers"],
@@ -107,8 +122,23 @@ merge: {{enabled: false}}
     return path
 
 
-def run_one(cfg: Path, name: str, r: int, batch: int, inp: int, tgt: int, ckpt: str, out: Path, gpu: bool) -> dict:
+def run_one(
+    cfg: Path,
+    name: str,
+    r: int,
+    batch: int,
+    inp: int,
+    tgt: int,
+    ckpt: str,
+    kernels: str,
+    *,
+    out: Path,
+    gpu: bool,
+    timeout: Optional[float] = None,
+) -> dict:
     exp = "est-" + name.replace(" ", "-")
+    row = {"config": name, "lora_r": r, "batch": batch, "seq": inp + tgt, "checkpointing": ckpt == "true"}
+    row["kernels"] = kernels
     sets = {
         "lora.r": r,
         "lora.alpha": 2 * r,
@@ -116,6 +146,7 @@ def run_one(cfg: Path, name: str, r: int, batch: int, inp: int, tgt: int, ckpt: 
         "data.max_input_length": inp,
         "data.max_target_length": tgt,
         "training.gradient_checkpointing": ckpt,
+        "training.kernels": kernels,
         "output.experiment": exp,
     }
     cmd = [sys.executable, "-m", "orchestrator.cli", "train", str(cfg), "--cpus", "4" if gpu else "2"]
@@ -125,9 +156,11 @@ def run_one(cfg: Path, name: str, r: int, batch: int, inp: int, tgt: int, ckpt: 
     t0 = time.time()
     log = out / f"{exp}.log"
     with log.open("w") as f:
-        rc = subprocess.call(cmd, stdout=f, stderr=subprocess.STDOUT, cwd=REPO)
-    row = {"config": name, "lora_r": r, "batch": batch, "seq": inp + tgt, "checkpointing": ckpt == "true"}
+        rc = call_until(cmd, f, timeout)
     row["wall_s"] = round(time.time() - t0, 1)
+    if rc is None:
+        row["skipped"] = f"stopped at the deadline ({timeout:.0f} s); see {log.name}"
+        return row
     if rc != 0:
         row["error"] = f"train exited {rc}; see {log.name}: " + " | ".join(log.read_text().splitlines()[-5:])
         return row
@@ -143,12 +176,21 @@ def run_one(cfg: Path, name: str, r: int, batch: int, inp: int, tgt: int, ckpt: 
     return row
 
 
+def call_until(cmd: list, log, timeout: Optional[float]) -> Optional[int]:
+    """Run `cmd` (its own process group) with its output in `log`; its exit code, or None when it ran past
+    `timeout`: then the group gets SIGINT (the CLI shuts Ray down), SIGTERM after 10 s, SIGKILL after 5 more."""
+    return run_group(cmd, timeout, ((signal.SIGINT, 10), *STOP_STEPS), stdout=log, stderr=subprocess.STDOUT, cwd=REPO)
+
+
 def table(rows) -> str:
     lines = [
         "| configuration | seq | estimated GiB | measured GiB (+ CUDA context) | measured / estimated | within 15 % |",
         "|---|---:|---:|---:|---:|---|",
     ]
     for r in rows:
+        if "skipped" in r:
+            lines.append(f"| {r['config']} | {r['seq']} | skipped: {r['skipped']} | | | |")
+            continue
         if "error" in r:
             lines.append(f"| {r['config']} | {r['seq']} | failed: {r['error'][:80]} | | | |")
             continue
@@ -165,11 +207,22 @@ def table(rows) -> str:
 
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--out", required=True, help="Work folder (model, data, runs, estimate_check.json).")
+    ap.add_argument("--out", required=True, help="Work folder (model, data, runs, each train's log).")
+    ap.add_argument("--results", help="Where estimate_check.json and .md go, after every row (default: --out).")
     ap.add_argument("--cpu-smoke", action="store_true", help="A tiny Llama on CPU: checks the script only.")
     ap.add_argument("--steps", type=int, default=6, help="Training steps per configuration (default 6).")
+    ap.add_argument("--budget", type=float, help="Seconds for everything from now (default: no limit).")
+    ap.add_argument("--deadline", type=float, help="Epoch seconds by which everything has ended (wins over --budget).")
+    ap.add_argument(
+        "--min-run",
+        type=float,
+        help="Skip a configuration with less than this many seconds left (default GPU 45, CPU 20).",
+    )
     args = ap.parse_args(argv)
+    terminate_on_sigterm()
+    deadline = args.deadline or (time.time() + args.budget if args.budget else None)
     gpu = not args.cpu_smoke
+    min_run = args.min_run if args.min_run is not None else (45.0 if gpu else 20.0)
     if gpu:
         import torch
 
@@ -177,19 +230,41 @@ def main(argv=None) -> int:
             print("torch sees no CUDA device: run with --cpu-smoke to check the script on CPU", file=sys.stderr)
             return 1
     out = Path(args.out).resolve()
+    results = Path(args.results).resolve() if args.results else out
+    results.mkdir(parents=True, exist_ok=True)
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     model = build_model(out / "model", SHAPE_1B if gpu else SHAPE_SMOKE, gpu)
     data = write_data(out / "data" / "long.jsonl")
     cfg = config_yaml(out, model, data, gpu, args.steps)
-    configs = CONFIGS if gpu else [(n, r, b, i // 8, t // 8, c) for n, r, b, i, t, c in CONFIGS]
-    rows = []
-    for c in configs:
-        rows.append(run_one(cfg, *c, out=out, gpu=gpu))
+    configs = CONFIGS if gpu else [(n, r, b, i // 8, t // 8, c, k) for n, r, b, i, t, c, k in CONFIGS]
+    rows: list = []
+    for name, r, b, i, t, c, k in configs:
+        row = {"config": name, "lora_r": r, "batch": b, "seq": i + t, "checkpointing": c == "true", "kernels": k}
+        left = deadline - time.time() if deadline else None
+        if k == "liger" and not gpu:
+            row["skipped"] = "needs CUDA (Liger's Triton kernels; the config refuses liger on CPU trials)"
+        elif left is not None and left - MARGIN_S < min_run:
+            row["skipped"] = f"under {min_run:.0f} s left ({left:.0f} s before the deadline)"
+        else:
+            row = run_one(cfg, name, r, b, i, t, c, k, out=out, gpu=gpu, timeout=left - MARGIN_S if left else None)
+        rows.append(row)
         print(json.dumps(rows[-1]), flush=True)
-    (out / "estimate_check.json").write_text(json.dumps({"gpu": gpu, "rows": rows}, indent=2))
+        write_results(results, gpu, rows)
+    write_results(results, gpu, rows)
     print(table(rows))
-    failed = [r for r in rows if "error" in r or (gpu and not r.get("within_15pct"))]
+    failed = [r for r in rows if "error" in r or (gpu and "skipped" not in r and not r.get("within_15pct"))]
     return 1 if failed else 0
+
+
+def write_results(results: Path, gpu: bool, rows: list) -> None:
+    """estimate_check.json and estimate_check.md, through temporary files (a kill mid-write leaves the last)."""
+    for name, text in (
+        ("estimate_check.json", json.dumps({"gpu": gpu, "rows": rows}, indent=2)),
+        ("estimate_check.md", table(rows) + "\n"),
+    ):
+        tmp = results / (name + ".tmp")
+        tmp.write_text(text)
+        tmp.replace(results / name)
 
 
 if __name__ == "__main__":

@@ -1,9 +1,9 @@
 #!/usr/bin/env python
 """GPU throughput: plain HF + peft vs our build path, feature by feature, on a Llama-3.1-8B-shaped QLoRA.
 
-    python scripts/gpu_throughput.py [--out DIR] [--budget SECONDS]     (a CUDA GPU; no download)
-    python scripts/gpu_throughput.py --cpu-smoke [--out DIR]            (a tiny Llama on CPU, same code)
-    bash scripts/device_check.sh throughput                              (the device tool: one call)
+    python scripts/gpu_throughput.py [--out DIR] [--budget S | --deadline T]   (a CUDA GPU; no download)
+    python scripts/gpu_throughput.py --cpu-smoke [--out DIR]                   (a tiny Llama on CPU, same code)
+    bash scripts/device_check.sh all         (the device tool, one call: gpu_estimate_check.py, then this)
 
 The model: random weights in Llama-3.1-8B's shape (hidden 4096, 32 layers, intermediate 14336, 32 heads /
 8 KV heads, vocab 128256), built on the meta device and quantized layer by layer on the GPU (NF4, double
@@ -22,12 +22,16 @@ Variants (each a row; `--cpu-smoke` reports the CUDA-only ones as skipped with t
     ours_packing                 + data.packing true (one padding-free row; varlen where the attention has it)
     ours_packing_liger           + training.kernels liger
     ours_packing_liger_no_ckpt   + gradient checkpointing off
-    ours_packing_liger_compile   + training.torch_compile true
+    ours_packing_liger_compile   + training.torch_compile true, its packed rows cut or padded to one fixed
+                                 length (--fixed-rows; the mean step, 2,048 tokens) so that no step
+                                 recompiles; skipped, saying so, with under --compile-min (200) s left
     ours_fsdp (torchrun)         ours_packing over every GPU of the machine with resources.strategy fsdp
                                  (skipped, with the reason, on a one-GPU machine; --fsdp-ranks 2 runs it on
                                  CPU with gloo); tokens/s summed over the ranks, peak memory rank 0's
 Target (issue 16): a variant of ours at >= 1.3x hf_peft's tokens/s and <= 0.8x its peak memory.
-Output: throughput.json and throughput.md in --out.
+Output: throughput.json and throughput.md in --out, rewritten after every variant. Deadline: each isolated
+variant gets the time left before --deadline (epoch seconds; or --budget from the start) as its timeout.
+Exit 1 when hf_peft has no figures or a variant failed (not when one was skipped or stopped at the deadline).
 """
 
 from __future__ import annotations
@@ -35,7 +39,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import subprocess
 import sys
 import tempfile
 import time
@@ -44,7 +47,9 @@ from typing import Any, Dict, List, Optional
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
-from random_llama import SHAPE_8B, SHAPE_TINY, build_model, documents  # noqa: E402  (scripts/, beside this file)
+from process_group import run_group, terminate_on_sigterm  # noqa: E402
+from random_llama import SHAPE_8B, SHAPE_TINY, build_model, documents, fixed_rows  # noqa: E402  (scripts/, beside this)
+from throughput_report import write_results  # noqa: E402
 
 # name: (side, packing, kernels, torch_compile, gradient checkpointing)
 VARIANTS: Dict[str, tuple] = {
@@ -56,7 +61,6 @@ VARIANTS: Dict[str, tuple] = {
     "ours_packing_liger_compile": ("ours", True, "liger", True, True),
 }
 FSDP = "ours_fsdp"  # ours_packing sharded over --fsdp-ranks processes (torchrun), resources.strategy fsdp
-TARGET_SPEEDUP, TARGET_MEMORY = 1.3, 0.8
 
 
 def skip_reason(name: str, cuda: bool) -> Optional[str]:
@@ -90,12 +94,17 @@ def run_variant(name: str, a) -> Dict[str, Any]:
         torch.cuda.set_device(device)
     else:  # a tiny model on a shared CPU: more threads only contend (torchrun sets 1 for the FSDP ranks too)
         torch.set_num_threads(1)
+    if world > 1:  # torchrun's ranks: the process group jobs.fsdp_load's broadcasts (and accelerate) use
+        import torch.distributed as dist
+
+        if not dist.is_initialized():
+            dist.init_process_group("nccl" if cuda else "gloo", device_id=device if cuda else None)
     shape = SHAPE_8B if cuda and not a.cpu_smoke else SHAPE_TINY
     lo, hi = (64, 960) if shape is SHAPE_8B else (8, 40)
     ranks = world if name == FSDP else 1  # each FSDP rank trains on its own share of every step
     docs = documents(a.batch * (a.warmup + a.steps) * ranks, lo, hi, shape["vocab_size"])
     tok = build_tokenizer(["a b c d e f g"], vocab_size=300)
-    cfg = run_config(a, packing, kernels, compiled, ckpt, cuda, ranks)
+    cfg = run_config(a, packing, kernels, compiled, ckpt, cuda, ranks, shape)
     storage = dtype if name == FSDP else None  # FSDP shards floating-point tensors only
     out_dir = tempfile.mkdtemp(prefix=f"thr-{name}-")
     if cuda:
@@ -107,13 +116,21 @@ def run_variant(name: str, a) -> Dict[str, Any]:
         import jobs.modeling
         from jobs.train_loop import build_trainer
 
-        jobs.modeling.load_base = lambda *_a, **_k: build_model(shape, device, dtype, quant_storage=storage)
+        def load_base(_cfg, quantized=True, dtype_name=None, device_map=None):
+            # jobs.fsdp_load asks for rank 0's copy on the CPU (device_map {"": "cpu"}); otherwise this rank's device
+            where = torch.device(device_map[""]) if device_map else device
+            return build_model(shape, where, dtype, quant_storage=storage)
+
+        jobs.modeling.load_base = load_base
         tok.padding_side = "left"  # as jobs.modeling.load_tokenizer sets it for causal LMs
         model = jobs.modeling.load_trainable(cfg)
         trainer = build_trainer(cfg, model, tok, {"train": docs, "eval": docs.select(range(2))}, {}, out_dir)
         report = next(c for c in trainer.callback_handler.callbacks if hasattr(c, "meter"))
         trainer.remove_callback(report)  # it reports to Ray Train; the meter it holds stays attached
         meter = report.meter
+    fixed = fixed_length(a, name, shape) if side == "ours" and packing else None
+    if fixed:
+        fixed_rows(trainer, meter, fixed)
     build_s = time.perf_counter() - t0
     mark: Dict[str, float] = {}
 
@@ -135,7 +152,11 @@ def run_variant(name: str, a) -> Dict[str, Any]:
     reserved_gb = torch.cuda.max_memory_reserved() / 2**30 if cuda else None
     device_name = torch.cuda.get_device_name() if cuda else None
     peak = peak_tflops(device_name)
-    flat = type(trainer.data_collator).__name__ == "DataCollatorWithFlattening"
+    flat = type(getattr(trainer.data_collator, "inner", trainer.data_collator)).__name__ == "DataCollatorWithFlattening"
+    if world > 1:
+        import torch.distributed as dist
+
+        dist.barrier()
     return {
         "variant": name,
         "side": side,
@@ -155,7 +176,17 @@ def run_variant(name: str, a) -> Dict[str, Any]:
         "build_s": round(build_s, 1),
         "first_steps_s": round(mark["at"] - t1, 1),
         "train_loss": out.training_loss,
+        "fixed_row_tokens": fixed,  # packed rows cut or padded to this length (None: as they come)
     }
+
+
+def fixed_length(a, name: str, shape) -> Optional[int]:
+    """The fixed packed-row length for this variant (--fixed-rows), or None: the mean step's real tokens."""
+    compiled = VARIANTS["ours_packing" if name == FSDP else name][3]
+    if a.fixed_rows == "none" or (a.fixed_rows == "compile" and not compiled):
+        return None
+    lo, hi = (64, 960) if shape is SHAPE_8B else (8, 40)
+    return a.batch * (lo + hi) // 2
 
 
 def padded_per_step(docs, batch: int) -> float:
@@ -165,14 +196,19 @@ def padded_per_step(docs, batch: int) -> float:
     return sum(max(s) * len(s) for s in steps) / len(steps)
 
 
-def run_config(a, packing: bool, kernels: str, compiled: bool, ckpt: bool, cuda: bool, ranks: int = 1):
+def run_config(a, packing: bool, kernels: str, compiled: bool, ckpt: bool, cuda: bool, ranks: int, shape):
+    from transformers import LlamaConfig
+
     from orchestrator.core.config_load import validate_dict
 
     data_file = Path(tempfile.mkdtemp(prefix="thr-data-")) / "train.jsonl"
     data_file.write_text('{"input": "a", "output": "b"}\n' * 4)
+    # The model's config, no weights: FSDP ranks > 0 build their meta skeleton from it (jobs/fsdp_load.py)
+    model_dir = Path(tempfile.mkdtemp(prefix="thr-model-")) / ("llama-3.1-8b-shaped" if shape is SHAPE_8B else "tiny")
+    LlamaConfig(**shape).save_pretrained(model_dir)
     return validate_dict(
         {
-            "model": {"name_or_path": "random/llama-3.1-8b-shaped", "task": "causal_lm"},
+            "model": {"name_or_path": str(model_dir), "task": "causal_lm"},
             "data": {"train": str(data_file), "eval": str(data_file), "packing": packing},
             "quantization": {"compute_dtype": "bfloat16" if cuda else "float32"},
             "lora": {"r": 16, "alpha": 32, "dropout": 0.05, "target_modules": "all-linear"},
@@ -230,42 +266,25 @@ def plain_trainer(cfg, model, tok, docs, out_dir: str, ckpt: bool, a):
     return trainer, meter
 
 
-def table(rows: List[Dict[str, Any]], base: Optional[Dict[str, Any]]) -> str:
-    lines = [
-        "| variant | packing | kernels | compile | ckpt | tokens/s | × hf_peft | peak GiB | × hf_peft | MFU |",
-        "|---|---|---|---|---|---|---|---|---|---|",
-    ]
-    for r in rows:
-        if "skipped" in r:
-            lines.append(f"| {r['variant']} | skipped: {r['skipped']} |||||||||")
-            continue
-        speed = f"{r['tokens_per_s'] / base['tokens_per_s']:.2f}" if base else ""
-        mem = f"{r['peak_gb'] / base['peak_gb']:.2f}" if base and r.get("peak_gb") and base.get("peak_gb") else ""
-        peak = f"{r['peak_gb']:.2f}" if r.get("peak_gb") is not None else "n/a (CPU)"
-        mfu = f"{100 * r['mfu']:.1f} %" if r.get("mfu") is not None else "n/a"
-        lines.append(
-            f"| {r['variant']} | {r['packing']} | {r['kernels']} | {r['torch_compile']} | "
-            f"{r['gradient_checkpointing']} | {r['tokens_per_s']:.1f} | {speed} | {peak} | {mem} | {mfu} |"
-        )
-    return "\n".join(lines)
-
-
-def verdict(rows: List[Dict[str, Any]], base: Optional[Dict[str, Any]]) -> Dict[str, Any]:
-    if not base or not base.get("peak_gb"):
-        return {"target": "not judged: no GPU figures for hf_peft"}
-    ours = [r for r in rows if r.get("side") == "ours" and r.get("peak_gb")]
-    for r in ours:
-        r["speedup"], r["memory_ratio"] = r["tokens_per_s"] / base["tokens_per_s"], r["peak_gb"] / base["peak_gb"]
-    met = [r["variant"] for r in ours if r["speedup"] >= TARGET_SPEEDUP and r["memory_ratio"] <= TARGET_MEMORY]
-    best = max(ours, key=lambda r: r["speedup"], default=None)
-    return {"meets_target": met, "fastest": best and best["variant"], "fastest_speedup": best and best["speedup"]}
-
-
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--cpu-smoke", action="store_true", help="a tiny Llama on CPU, same code")
     p.add_argument("--out", default=str(REPO / "bench" / "out" / "throughput"))
     p.add_argument("--budget", type=float, default=500.0, help="seconds for every variant together")
+    p.add_argument("--deadline", type=float, help="epoch seconds by which every variant has ended (wins over --budget)")
+    p.add_argument(
+        "--compile-min",
+        type=float,
+        default=200.0,
+        help="skip the torch.compile variant with fewer seconds than this left (its compilation alone takes minutes)",
+    )
+    p.add_argument(
+        "--fixed-rows",
+        choices=("compile", "all", "none"),
+        default="compile",
+        help="cut or pad packed rows to one fixed length: for the torch.compile variant only (default), every "
+        "packed variant, or none",
+    )
     p.add_argument("--batch", type=int, default=4, help="documents per step (~2,048 tokens on the 8B shape)")
     p.add_argument("--warmup", type=int, default=None, help="steps not measured (default 3; CPU smoke 1)")
     p.add_argument("--steps", type=int, default=None, help="steps measured (default 10; CPU smoke 3)")
@@ -290,12 +309,13 @@ def main(argv=None) -> int:
         return 0
     import torch
 
+    terminate_on_sigterm()
     cuda = torch.cuda.is_available() and not a.cpu_smoke
     if not cuda and not a.cpu_smoke:
         print("no CUDA device: use --cpu-smoke", file=sys.stderr)
         return 2
     isolate = a.isolate == "yes" or (a.isolate == "auto" and cuda)
-    deadline = time.monotonic() + a.budget
+    deadline = a.deadline or time.time() + a.budget
     rows: List[Dict[str, Any]] = []
     ranks = a.fsdp_ranks if a.fsdp_ranks is not None else (torch.cuda.device_count() if cuda else 0)
     for name in [v for v in a.variants.split(",") if v]:
@@ -304,39 +324,27 @@ def main(argv=None) -> int:
             why = f"{ranks} {'GPU' if cuda else 'rank'} on this machine: FSDP needs 2 or more" + (
                 "" if cuda else " (--fsdp-ranks 2 runs it on CPU, gloo)"
             )
-        left = deadline - time.monotonic()
+        left = deadline - time.time()
+        if why is None and name in VARIANTS and VARIANTS[name][3] and left < a.compile_min:
+            why = f"under {a.compile_min:.0f} s left ({left:.0f} s): torch.compile's compilation would not fit"
         if why is None and left < 30:
             why = f"budget: {left:.0f} s left"
         if why:
             rows.append({"variant": name, "skipped": why})
             print(f"== {name}: skipped ({why})", flush=True)
-            continue
-        print(f"== {name} ({left:.0f} s of the budget left)", flush=True)
-        if name == FSDP:
-            rows.append(run_isolated(name, a, left, ranks))
         else:
-            rows.append(run_isolated(name, a, left) if isolate else run_variant(name, a))
-        print(json.dumps(rows[-1]), flush=True)
-    base = next((r for r in rows if r["variant"] == "hf_peft" and "skipped" not in r), None)
-    res = {
-        "what": "QLoRA tokens/s and peak memory, plain HF + peft vs ours (scripts/gpu_throughput.py)",
-        "cpu_smoke": not cuda,
-        "device": torch.cuda.get_device_name() if cuda else "CPU (smoke: tiny Llama, not the GPU result)",
-        "versions": versions(),
-        "shape": SHAPE_8B if cuda else SHAPE_TINY,
-        "batch_documents": a.batch,
-        "warmup_steps": a.warmup,
-        "steps": a.steps,
-        "runs": rows,
-        "verdict": verdict(rows, base),
-    }
-    out = Path(a.out)
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "throughput.json").write_text(json.dumps(res, indent=1))
-    md = f"{res['device']}; {res['versions']}\n\n{table(rows, base)}\n\nverdict: {res['verdict']}\n"
-    (out / "throughput.md").write_text(md)
-    print(md, flush=True)
-    return 0 if base else 1
+            print(f"== {name} ({left:.0f} s of the budget left)", flush=True)
+            if name == FSDP:
+                rows.append(run_isolated(name, a, left, ranks))
+            else:
+                rows.append(run_isolated(name, a, left) if isolate else run_variant(name, a))
+            print(json.dumps(rows[-1]), flush=True)
+        base = write_results(a, rows, cuda)
+    base = write_results(a, rows, cuda, echo=True)
+    failed = [r["variant"] for r in rows if r.get("failed")]
+    if failed:
+        print(f"failed: {', '.join(failed)}", file=sys.stderr)
+    return 0 if base and not failed else 1
 
 
 def run_isolated(name: str, a, left: float, ranks: int = 1) -> Dict[str, Any]:
@@ -357,26 +365,16 @@ def run_isolated(name: str, a, left: float, ranks: int = 1) -> Dict[str, Any]:
         str(a.warmup),
         "--steps",
         str(a.steps),
+        "--fixed-rows",
+        a.fixed_rows,
     ] + (["--cpu-smoke"] if a.cpu_smoke else [])
-    try:
-        rc = subprocess.run(cmd, timeout=max(left - 10, 20)).returncode
-    except subprocess.TimeoutExpired:
-        return {"variant": name, "skipped": f"stopped at the budget ({left - 10:.0f} s)"}
+    limit = max(left - 10, 20)
+    rc = run_group(cmd, limit)  # its own group: torchrun's ranks go with it
+    if rc is None:
+        return {"variant": name, "skipped": f"stopped at the budget ({limit:.0f} s)"}
     if rc or not result.exists():
-        return {"variant": name, "skipped": f"failed (exit {rc}; its output is in the log above)"}
+        return {"variant": name, "skipped": f"failed (exit {rc}; its output is in the log above)", "failed": True}
     return json.loads(result.read_text())
-
-
-def versions() -> Dict[str, str]:
-    from importlib.metadata import PackageNotFoundError, version
-
-    out = {}
-    for pkg in ("torch", "transformers", "peft", "bitsandbytes", "accelerate", "liger-kernel", "triton"):
-        try:
-            out[pkg] = version(pkg)
-        except PackageNotFoundError:
-            out[pkg] = "absent"
-    return out
 
 
 if __name__ == "__main__":

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 from typing import Any, Dict
 
+PAD_ID = 0  # the fixed-length rows' padding: documents() draws ids from 4 up, so no real token is 0
+
 SHAPE_8B = dict(
     hidden_size=4096,
     num_hidden_layers=32,
@@ -94,3 +96,46 @@ def documents(n: int, lo: int, hi: int, vocab: int, seed: int = 0):
     rng = random.Random(seed)
     ids = [[rng.randrange(4, vocab) for _ in range(rng.randint(lo, hi))] for _ in range(n)]
     return Dataset.from_dict({"input_ids": ids, "attention_mask": [[1] * len(x) for x in ids], "labels": ids})
+
+
+def fixed_rows(trainer, meter, length: int) -> None:
+    """Every packed row exactly `length` tokens, so torch.compile sees one shape: a longer row is cut (the
+    cut tokens are not trained, not counted), a shorter one gets a padding segment (PAD_ID, labels -100,
+    positions from 0: a separate sequence to the attention) that the meter does not count as real tokens."""
+    import torch
+
+    inner = trainer.data_collator
+
+    class Fixed:
+        def __init__(self):
+            self.inner = inner
+
+        def __call__(self, features):
+            batch = inner(features)
+            n = batch["input_ids"].shape[-1]
+            if n >= length:
+                return {
+                    k: (v[..., :length] if torch.is_tensor(v) and v.shape[-1] == n else v) for k, v in batch.items()
+                }
+            pad = length - n
+            fill = {"input_ids": PAD_ID, "labels": -100}
+            out = {}
+            for k, v in batch.items():
+                if k == "position_ids":
+                    tail = torch.arange(pad, dtype=v.dtype).expand(*v.shape[:-1], pad)
+                elif torch.is_tensor(v) and v.shape[-1] == n and k in fill:
+                    tail = torch.full((*v.shape[:-1], pad), fill[k], dtype=v.dtype)
+                else:
+                    raise ValueError(f"fixed_rows: a packed batch with {k!r} of shape {tuple(v.shape)}")
+                out[k] = torch.cat([v, tail], dim=-1)
+            return out
+
+    trainer.data_collator = Fixed()
+    fetch = trainer.get_batch_samples  # the meter's counting wrapper
+
+    def uncounted_padding(epoch_iterator, num_batches, device):
+        batches, n_items = fetch(epoch_iterator, num_batches, device)
+        meter.tokens -= sum(int((b["input_ids"] == PAD_ID).sum()) for b in batches)
+        return batches, n_items
+
+    trainer.get_batch_samples = uncounted_padding
