@@ -7,15 +7,17 @@
 #   On the GPU machine (device tool):       bash scripts/device_check.sh
 #       carry: [".devbundle"]   timeout_s: 480   (BUDGET, default 420 s, bounds everything; see below)
 #   Here, to check the bundle is complete:  bash scripts/device_check.sh simulate [SIM_PYTHON]
-#   The estimate check and the throughput benchmark in ONE call (what a 15-minute loan should run first):
+#   Issue 16's GPU figures and the estimate check in ONE call (what a 15-minute loan should run first):
 #       device tool: bash scripts/device_check.sh all          carry: [".devbundle"]   timeout_s: 590
 #       here first:  bash scripts/device_check.sh simulate-all [SIM_PYTHON]
 #     BUDGET (default 560, at most 565) bounds the whole call: the bundle set-up, then
-#     scripts/gpu_estimate_check.py (~1B Llama, 3 configurations, one with Liger) until EST_BUDGET (default 200)
-#     seconds after the set-up, then scripts/gpu_throughput.py (8B shape) until 10 s before the end; each
-#     script gives every sub-run (a `qlora-launch train`, a variant) the time left as its timeout and rewrites
-#     its JSON and table after every row, so what finished comes back even if a step is cut. Back in $OUT:
-#     device_check_all.log, estimate_check.json/.md, estimate_logs.tar.gz, throughput.json/.md.
+#     1. scripts/gpu_throughput.py (8B shape, plain HF + peft vs ours with each feature) for THR_BUDGET
+#        (default 330) seconds, 2. bench/bench_overhead.py --quick (where `train`'s start-up goes on a GPU) for
+#        OVH_BUDGET (default 80), 3. scripts/gpu_estimate_check.py (~1B Llama, estimate vs measured peak, with
+#        and without Liger) until 5 s before the end. Each script gives every sub-run (a variant, a `qlora-launch
+#        train`) the time left as its timeout and rewrites its JSON and table after every row, so what finished
+#        comes back even if a step is cut. Back in $OUT: device_check_all.log, throughput.json/.md,
+#        overhead_gpu.json, estimate_check.json/.md, estimate_logs.tar.gz.
 #   Each alone (the old modes, kept):
 #       device tool: bash scripts/device_check.sh throughput   carry: [".devbundle"]   timeout_s: 560 (BUDGET 500)
 #       here first:  bash scripts/device_check.sh simulate-throughput [SIM_PYTHON]
@@ -252,9 +254,9 @@ throughput() {  # on the GPU machine: scripts/gpu_throughput.py alone, inside BU
   return $rc
 }
 
-all_checks() {  # the estimate check, then the throughput benchmark, inside BUDGET (default 560 s); SMOKE=1: on CPU
+all_checks() {  # throughput, start-up timeline, estimate check, inside BUDGET (default 560 s); SMOKE=1: on CPU
   local t0 res=${OUT:-bench/out/device_all} budget=${BUDGET:-560} work=${WORK:-/tmp/qlora-estimate}
-  local py=${PYTHON:-python3} smoke=() thr=() end est_end rc_est rc_thr
+  local py=${PYTHON:-python3} smoke=() thr=() gpus=1 end thr_end ovh_end rc_est rc_thr rc_ovh
   t0=$(date +%s)
   (( budget <= 565 )) || { echo "BUDGET $budget: at most 565 s (timeout_s 590 keeps 25 s for the return)" >&2; return 2; }
   end=$(( t0 + budget ))
@@ -262,28 +264,37 @@ all_checks() {  # the estimate check, then the throughput benchmark, inside BUDG
   exec > >(tee "$res/device_check_all.log") 2>&1
   TEE=$!
   if [[ -n ${SMOKE:-} ]]; then
-    bundle_env "$SITE"; smoke=(--cpu-smoke); thr=(--isolate yes --fsdp-ranks 2)
+    bundle_env "$SITE"; smoke=(--cpu-smoke); thr=(--isolate yes --fsdp-ranks 2); gpus=0
   else
     device_env || return 1
   fi
   echo "== [$(( $(date +%s) - t0 )) s] bundle ready ($(du -sm "$SITE" | cut -f1) MB); $(nproc) cpus"
-  # 1. The memory estimate against measured peaks: EST_BUDGET seconds, leaving the throughput at least 120.
-  est_end=$(( $(date +%s) + ${EST_BUDGET:-200} ))
-  (( est_end <= end - 120 )) || est_end=$(( end - 120 ))
-  echo "== [$(( $(date +%s) - t0 )) s] 1. scripts/gpu_estimate_check.py until +$(( est_end - t0 )) s"
-  timeout -k 10 "$(until_s "$est_end" 5)" "$py" scripts/gpu_estimate_check.py --out "$work" \
-    --results "$res" --deadline "$est_end" "${smoke[@]}"
+  # Issue 16's figures first, the estimate check (issue 15) with what is left; each step ends at its deadline.
+  # 1. The throughput benchmark (8B shape): THR_BUDGET seconds (default 330), rows written as they finish.
+  thr_end=$(( $(date +%s) + ${THR_BUDGET:-330} ))
+  (( thr_end <= end - 200 )) || thr_end=$(( end - 200 ))
+  echo "== [$(( $(date +%s) - t0 )) s] 1. scripts/gpu_throughput.py until +$(( thr_end - t0 )) s"
+  timeout -k 10 "$(until_s "$thr_end" 5)" "$py" scripts/gpu_throughput.py --out "$res" \
+    --deadline "$thr_end" "${smoke[@]}" "${thr[@]}" "$@"
+  rc_thr=$?
+  # 2. Where `train`'s start-up goes on a GPU: bench_overhead.py's timeline (bare HF vs `train`, tiny T5, one
+  #    round), OVH_BUDGET seconds (default 80).
+  ovh_end=$(( $(date +%s) + ${OVH_BUDGET:-80} ))
+  echo "== [$(( $(date +%s) - t0 )) s] 2. bench/bench_overhead.py --quick until +$(( ovh_end - t0 )) s"
+  timeout -k 5 "$(until_s "$ovh_end")" "$py" bench/bench_overhead.py --quick --rounds 1 --gpus "$gpus" \
+    --timeout "$(until_s "$ovh_end" -5)" --work-dir "$work/overhead" --json-out "$res/overhead_gpu.json"
+  rc_ovh=$?
+  stop_ray
+  # 3. The memory estimate against measured peaks, until 5 s before BUDGET.
+  echo "== [$(( $(date +%s) - t0 )) s] 3. scripts/gpu_estimate_check.py until +$(( end - 5 - t0 )) s"
+  timeout -k 5 "$(until_s "$end")" "$py" scripts/gpu_estimate_check.py --out "$work" \
+    --results "$res" --deadline $(( end - 5 )) "${smoke[@]}"
   rc_est=$?
   stop_ray
   pack_estimate_logs "$work" "$res"
-  # 2. The throughput benchmark with what is left, ending 10 s before BUDGET.
-  echo "== [$(( $(date +%s) - t0 )) s] 2. scripts/gpu_throughput.py until +$(( end - 10 - t0 )) s"
-  timeout -k 10 "$(until_s "$end" -5)" "$py" scripts/gpu_throughput.py --out "$res" \
-    --deadline $(( end - 10 )) "${smoke[@]}" "${thr[@]}" "$@"
-  rc_thr=$?
-  echo "== [$(( $(date +%s) - t0 )) s] gpu_estimate_check.py exit $rc_est, gpu_throughput.py exit $rc_thr"
+  echo "== [$(( $(date +%s) - t0 )) s] gpu_throughput.py exit $rc_thr, bench_overhead.py exit $rc_ovh, gpu_estimate_check.py exit $rc_est"
   ls -la "$res"
-  (( rc_est == 0 && rc_thr == 0 ))
+  (( rc_est == 0 && rc_thr == 0 && rc_ovh == 0 ))
 }
 
 case "${1:-run}" in
