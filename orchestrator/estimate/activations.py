@@ -8,15 +8,17 @@ torch/transformers.
 from __future__ import annotations
 
 import math
-from typing import Tuple
+from typing import Optional, Tuple
 
 from orchestrator.estimate.shapes import ModelShape
 
 ACTIVATION_FORMULA = (
     "per layer b*s*h*(34 + 5*a*s/h) bytes at 16-bit without recomputation (Korthikanti et al. 2022); with "
-    "gradient checkpointing 2*b*s*h per layer plus one layer recomputed; plus logits b*s*V*8 bytes (with "
-    "training.kernels: liger, Liger's fused linear cross-entropy: b*s*h*d + c*V*d + 4*b*s, c = "
-    "next_pow2(b*s / ceil(V/h)) rows of logits at a time, d = compute-dtype bytes)"
+    "gradient checkpointing 2*b*s*h per layer plus one layer recomputed; plus logits b*s*V*8 bytes. With "
+    "training.kernels: liger, Liger's fused linear cross-entropy holds b*s*h*4 + c*V*4 + 4*b*s in training "
+    "(c = next_pow2(b*s / ceil(V/h)) rows of logits at a time), but evaluation still builds the whole logits "
+    "(Liger fuses only in training mode): the larger of the training micro-batch and evaluation's logits "
+    "b_eval*s*V*8 (training.eval_batch_size, default batch_size)"
 )
 
 
@@ -42,20 +44,23 @@ def fused_loss(shape: ModelShape, cfg) -> bool:
     return cfg.training.kernels == "liger" and shape.model_class in LIGER_FUSED_LOSS_CLASSES
 
 
-def loss_bytes(shape: ModelShape, tokens: int, fused: bool, act_bytes: int = 2) -> int:
-    """Memory of the output head and the loss over `tokens` (= b*s) positions.
+def loss_bytes(shape: ModelShape, tokens: int, fused: bool) -> int:
+    """Memory of the output head and the loss over `tokens` (= b*s) positions in a training step.
 
     Unfused: the logits, b*s*V*8 bytes (16-bit logits, their fp32 upcast for the loss, its fp32 gradient,
-    roughly). Fused (Liger's fused linear cross-entropy, `training.kernels: liger`): the logits are never
-    whole; rows are taken c = next_pow2(ceil(b*s / ceil(V/h))) at a time (the chunk Liger sizes so one chunk
-    of logits is about the size of the hidden states), and the input's gradient (b*s*h) and an fp32 loss per
-    position are kept from the forward pass to the backward.
+    roughly); evaluation builds the same logits without their gradient, counted at the same b*s*V*8.
+    Fused (Liger's fused linear cross-entropy, `training.kernels: liger`): the logits are never whole; rows
+    are taken c = next_pow2(ceil(b*s / ceil(V/h))) at a time (the chunk Liger sizes so one chunk of logits is
+    about the size of the hidden states), and the input's gradient (b*s*h) and an fp32 loss per position are
+    kept from the forward pass to the backward. All at 4 bytes: QLoRA's hidden states are fp32
+    (prepare_model_for_kbit_training upcasts the embeddings, norms and head). The 16-bit copy of an fp32 head
+    that autocast makes for the matmul (V*h*2, transient) is not counted, fused or not.
     """
     v, h = shape.vocab_size, shape.hidden_size
     if not fused:
         return tokens * v * 8
     chunk = min(tokens, 1 << max(0, math.ceil(tokens / math.ceil(v / h)) - 1).bit_length())
-    return tokens * h * act_bytes + chunk * v * act_bytes + 4 * tokens
+    return tokens * h * 4 + chunk * v * 4 + 4 * tokens
 
 
 def activation_bytes(
@@ -65,6 +70,7 @@ def activation_bytes(
     checkpointing: bool,
     act_bytes: int = 2,
     fused_loss: bool = False,
+    eval_batch_size: Optional[int] = None,
 ) -> int:
     """Rough activation memory of one training micro-batch (rough: +-50 %).
 
@@ -72,9 +78,11 @@ def activation_bytes(
     (Korthikanti et al. 2022, "Reducing Activation Recomputation in Large Transformer Models"; the
     5*a*s/h term is the attention score matrix, smaller with fused SDPA kernels). With gradient
     checkpointing each layer keeps only its 16-bit input (2*b*s*h bytes) and one layer is recomputed at
-    a time. Plus the logits and the loss (`loss_bytes`; fused_loss: Liger's fused linear cross-entropy,
-    which never holds the whole logits). The encoder of a seq2seq model sees the input length, the decoder the target
-    length; cross-attention and LoRA's own small activations are left out.
+    a time. Plus the logits and the loss (`loss_bytes`). Evaluation (eval_batch_size, default batch_size:
+    jobs/train_loop.py) keeps no activations but builds the whole logits, also under fused_loss (Liger's
+    fused linear cross-entropy, which fuses only in training mode): the larger of the two. The encoder of a
+    seq2seq model sees the input length, the decoder the target length; cross-attention and LoRA's own small
+    activations are left out.
     """
     b, h, a = batch_size, shape.hidden_size, shape.num_heads
     scale = act_bytes / 2
@@ -87,5 +95,6 @@ def activation_bytes(
         total += n_layers * (2 * b * s * h * scale if checkpointing else full_layer(s))
     if checkpointing:
         total += max(full_layer(s) for s in seq_lens)
-    total += loss_bytes(shape, b * seq_lens[-1], fused_loss, act_bytes)
-    return int(total)
+    total += loss_bytes(shape, b * seq_lens[-1], fused_loss)
+    evaluation = loss_bytes(shape, (eval_batch_size or b) * seq_lens[-1], fused=False)  # whole logits, no grads
+    return int(max(total, evaluation))

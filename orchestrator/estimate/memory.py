@@ -195,6 +195,19 @@ class Estimate:
         }
 
 
+def logits_line(cfg, fused: bool) -> str:
+    """The estimate's assumption about the logits: Liger's chunks or whole, and evaluation's batch."""
+    k = cfg.training.kernels
+    b_eval = cfg.training.eval_batch_size or cfg.training.batch_size
+    if fused:
+        how = "in Liger's chunks in training (training.kernels: liger)"
+    elif k == "auto":
+        how = "whole (training.kernels: auto counts them whole; Liger runs only on a CUDA worker that has it)"
+    else:
+        how = f"whole (training.kernels: {k})"
+    return f"logits: {how}; evaluation builds them whole at its batch size {b_eval} (training.eval_batch_size)"
+
+
 def ranks_from_config(cfg) -> List[int]:
     """Ranks the search may try: `search.space["lora.r"]` (choice values; randint's ends), else lora.r."""
     dist = cfg.search.space.get("lora.r")
@@ -242,7 +255,8 @@ def estimate(shape: ModelShape, cfg, ranks: Optional[Sequence[int]] = None, gpu_
     seq = sequence_lengths(shape.task, cfg.data.max_input_length, cfg.data.max_target_length)
     ckpt = cfg.training.gradient_checkpointing
     fused = fused_loss(shape, cfg)
-    act16 = activation_bytes(shape, cfg.training.batch_size, seq, ckpt, 2, fused)
+    b, b_eval = cfg.training.batch_size, cfg.training.eval_batch_size
+    act16 = activation_bytes(shape, b, seq, ckpt, 2, fused, b_eval)
     over = int(CUDA_OVERHEAD_GIB * GIB)
     t = top.trainable
     adapter = dict(adapter=4 * t, gradients=4 * t, optimizer=OPTIMIZER_STATE_BYTES[cfg.training.optim] * t)
@@ -252,7 +266,7 @@ def estimate(shape: ModelShape, cfg, ranks: Optional[Sequence[int]] = None, gpu_
             "qlora",
             f"QLoRA 4-bit {q.quant_type.upper()}{' +DQ' if q.double_quant else ''}",
             weight_bytes(shape, "nf4", 4, q.double_quant),
-            activations=activation_bytes(shape, cfg.training.batch_size, seq, ckpt, compute, fused),
+            activations=activation_bytes(shape, b, seq, ckpt, compute, fused, b_eval),
             overhead=over,
             **adapter,
         ),
@@ -275,9 +289,16 @@ def estimate(shape: ModelShape, cfg, ranks: Optional[Sequence[int]] = None, gpu_
     configured = {"4bit": "qlora", "8bit": "lora_8bit", "none": "lora_16bit"}[q.mode]
     full = next(v for v in variants if v.key == configured)
     warnings: List[str] = []
-    qconst = quant_constant_bytes(shape, q.double_quant)  # not sharded by FSDP: every rank holds them
+    # not sharded by FSDP (quant states and buffers are not parameters): every rank holds them whole
+    qconst = quant_constant_bytes(shape, q.double_quant)
     variants = [
-        per_gpu(v, res.strategy, res.num_workers, sum(shape.layers), qconst if v.key == "qlora" else 0)
+        per_gpu(
+            v,
+            res.strategy,
+            res.num_workers,
+            sum(shape.layers),
+            (qconst if v.key == "qlora" else 0) + shape.buffer_bytes,
+        )
         for v in variants
     ]
     linear_not_q = [shape.module(n) for n in shape.not_quantized_linear if n != shape.output_head]
@@ -309,17 +330,7 @@ def estimate(shape: ModelShape, cfg, ranks: Optional[Sequence[int]] = None, gpu_
         f"quantize (embeddings, norms, output head) to fp32; matmuls run in {q.compute_dtype}",
         "weights by storage format: as loaded, non-quantized parameters in 16-bit",
         "activations (rough, +-50 %): " + ACTIVATION_FORMULA,
-        "logits: "
-        + (
-            "in Liger's chunks (training.kernels: liger)"
-            if fused
-            else f"whole (training.kernels: {cfg.training.kernels}"
-            + (
-                "; auto counts them whole, Liger runs only on a CUDA worker that has it)"
-                if cfg.training.kernels == "auto"
-                else ")"
-            )
-        ),
+        logits_line(cfg, fused),
         f"CUDA context and allocator slack: {CUDA_OVERHEAD_GIB:g} GiB per process",
     ]
     return Estimate(

@@ -33,8 +33,9 @@ if TYPE_CHECKING:
     from orchestrator.estimate.memory import VariantMemory
 
 FSDP_FORMULA = (
-    "fsdp over N workers: per GPU = ceil((weights - quant constants + adapter + gradients + optimizer) / N) + "
-    "quant constants (not sharded) + 2 x weights / decoder layers (the running layer's and the prefetched "
+    "fsdp over N workers: per GPU = ceil((weights - replicated + adapter + gradients + optimizer) / N) + "
+    "replicated (the 4-bit quant constants and the buffers, which FSDP does not shard) + 2 x weights / "
+    "decoder layers (the running layer's and the prefetched "
     "layer's gathered weights) + activations (not sharded) + CUDA context"
 )
 
@@ -46,7 +47,7 @@ def gathered_layer_bytes(weights: int, layers: int) -> int:
 
 def per_gpu(v: "VariantMemory", strategy: str, num_workers: int, layers: int, replicated: int = 0) -> "VariantMemory":
     """`v` (the memory of one full replica) as one GPU holds it under `strategy` over `num_workers`;
-    `replicated`: the part of v.weights every rank holds whole (the 4-bit quantization constants)."""
+    `replicated`: the part of v.weights every rank holds whole (the 4-bit quantization constants, the buffers)."""
     n = int(num_workers)
     if strategy != "fsdp" or n <= 1:
         return v

@@ -1,6 +1,7 @@
 """The logits in the estimate: whole (b*s*V*8 bytes) or in Liger's chunks (`training.kernels: liger`), against
 the chunk size Liger's fused linear cross-entropy picks (ops/fused_linear_cross_entropy.py: inc_factor =
-ceil(V/H), chunk = next_power_of_2(ceil(BT/inc_factor))), computed here by hand."""
+ceil(V/H), chunk = next_power_of_2(ceil(BT/inc_factor))), and evaluation's whole logits (Liger fuses only in
+training mode), computed here by hand."""
 
 from __future__ import annotations
 
@@ -28,41 +29,53 @@ def test_llama3_8b_logits_whole_and_in_liger_chunks(llama3_8b):
     tokens = 2048  # one packed 2,048-token row
     assert loss_bytes(llama3_8b, tokens, fused=False) == 2048 * 128256 * 8  # 2.1 GB
     # inc_factor = ceil(128256/4096) = 32; chunk = next_pow2(ceil(2048/32)) = 64 rows of logits at a time;
-    # plus the input's gradient (2048 x 4096 bf16) and an fp32 loss per position
-    assert loss_bytes(llama3_8b, tokens, fused=True, act_bytes=2) == 2048 * 4096 * 2 + 64 * 128256 * 2 + 4 * 2048
+    # plus the input's gradient (2048 x 4096, fp32 hidden states under QLoRA) and an fp32 loss per position
+    assert loss_bytes(llama3_8b, tokens, fused=True) == 2048 * 4096 * 4 + 64 * 128256 * 4 + 4 * 2048
     # 3000 tokens: ceil(3000/32) = 94 -> 128 rows
-    assert loss_bytes(llama3_8b, 3000, fused=True, act_bytes=4) == 3000 * 4096 * 4 + 128 * 128256 * 4 + 4 * 3000
+    assert loss_bytes(llama3_8b, 3000, fused=True) == 3000 * 4096 * 4 + 128 * 128256 * 4 + 4 * 3000
 
 
 def test_a_small_batch_is_one_chunk_of_its_own_rows(t5_small):
     # V/H = 32128/512 -> inc_factor 63; 10 tokens -> next_pow2(1) = 1 row at a time
-    assert loss_bytes(t5_small, 10, fused=True) == 10 * 512 * 2 + 1 * 32128 * 2 + 40
+    assert loss_bytes(t5_small, 10, fused=True) == 10 * 512 * 4 + 1 * 32128 * 4 + 40
     # V <= H would give inc_factor 1 and a chunk of next_pow2(BT) > BT rows: the chunk is BT rows
     wide = shapes.ModelShape(**{**t5_small.__dict__, "hidden_size": 65536})
-    assert loss_bytes(wide, 100, fused=True) == 100 * 65536 * 2 + 100 * 32128 * 2 + 400
+    assert loss_bytes(wide, 100, fused=True) == 100 * 65536 * 4 + 100 * 32128 * 4 + 400
 
 
-def _qlora(shape, name, kernels):
-    sets = ["resources.gpus_per_worker=1", "training.gradient_checkpointing=true", f"training.kernels={kernels}"]
+def _qlora(shape, name, kernels, *sets):
+    sets = ["resources.gpus_per_worker=1", "training.gradient_checkpointing=true", f"training.kernels={kernels}", *sets]
     if shape.task == "causal_lm":
         sets += ["model.task=causal_lm", "data.max_input_length=1536", "data.max_target_length=512"]
     cfg, _ = run.load_estimate_config(None, sets, name)
-    return next(v for v in est.estimate(shape, cfg).variants if v.key == "qlora"), cfg
+    return next(v for v in est.estimate(shape, cfg).variants if v.key == "qlora")
 
 
-def test_liger_takes_the_whole_logits_out_of_the_estimate(llama3_8b):
-    plain, cfg = _qlora(llama3_8b, "llama-3.1-8b", "none")
-    liger, _ = _qlora(llama3_8b, "llama-3.1-8b", "liger")
-    auto, _ = _qlora(llama3_8b, "llama-3.1-8b", "auto")
-    b = cfg.training.batch_size
-    tokens = b * 2048
-    d = 2  # bf16 compute
-    saved = loss_bytes(llama3_8b, tokens, fused=False) - loss_bytes(llama3_8b, tokens, fused=True, act_bytes=d)
-    assert plain.activations - liger.activations == saved
-    assert saved > 0.9 * tokens * 128256 * 8  # nearly all of the logits' memory
-    assert plain.total - liger.total == saved  # nothing else moves
-    assert auto == plain  # auto: Liger only where a CUDA worker has it, so counted unfused (the safe side)
+def test_liger_saves_only_what_evaluation_does_not_build_again(llama3_8b):
+    """Training under Liger never holds the whole logits; evaluation, at training.eval_batch_size, does."""
+    T, V = 2048, 128256  # tokens per row, vocabulary
+    for b, b_eval in ((1, None), (8, None), (8, 1)):
+        extra = [f"training.batch_size={b}"] + ([f"training.eval_batch_size={b_eval}"] if b_eval else [])
+        plain = _qlora(llama3_8b, "llama-3.1-8b", "none", *extra)
+        liger = _qlora(llama3_8b, "llama-3.1-8b", "liger", *extra)
+        auto = _qlora(llama3_8b, "llama-3.1-8b", "auto", *extra)
+        assert auto == plain  # auto: Liger only where a CUDA worker has it, so counted unfused (the safe side)
+        layers = plain.activations - b * T * V * 8  # what the decoder layers keep (checkpointed)
+        train = layers + loss_bytes(llama3_8b, b * T, fused=True)
+        evaluation = (b_eval or b) * T * V * 8
+        assert liger.activations == max(train, evaluation), (b, b_eval)
+        assert plain.total - liger.total == plain.activations - liger.activations  # nothing else moves
+    # batch 1: the fused step holds less than the logits evaluation builds, which set the peak (~1.96 GiB of
+    # activations against 3.35 unfused); batch 8 with eval_batch_size 1: training sets it and the whole
+    # logits are gone from it
+    assert liger.activations == train < plain.activations - 0.9 * 8 * T * V * 8
+
+
+def test_an_eval_batch_larger_than_training_s_can_set_the_peak(llama3_8b):
+    small = _qlora(llama3_8b, "llama-3.1-8b", "none", "training.batch_size=1")
+    big_eval = _qlora(llama3_8b, "llama-3.1-8b", "none", "training.batch_size=1", "training.eval_batch_size=16")
+    assert big_eval.activations == 16 * 2048 * 128256 * 8 > small.activations
 
 
 def test_liger_changes_nothing_for_a_model_it_does_not_patch(t5_small):
-    assert _qlora(t5_small, "t5-small", "liger")[0] == _qlora(t5_small, "t5-small", "none")[0]
+    assert _qlora(t5_small, "t5-small", "liger") == _qlora(t5_small, "t5-small", "none")
