@@ -2,7 +2,7 @@
 
     python scripts/gpu_estimate_check.py --out DIR [--budget S | --deadline T]   # one NVIDIA GPU: the check
     python scripts/gpu_estimate_check.py --out DIR --cpu-smoke                   # a tiny Llama on CPU
-    bash scripts/device_check.sh all                          # the device tool: this, then gpu_throughput.py
+    bash scripts/device_check.sh all                          # the device tool: gpu_throughput.py, then this
 
 Offline: the model is built from a config with random weights (Llama-3.2-1B's shape: width 2048, 16
 layers, MLP 8192, 32 heads / 8 KV heads, Llama 3's 128,256-row vocabulary (untied head); the tokenizer is
@@ -53,7 +53,7 @@ CONFIGS = [
 # vocab: the model's rows (None: the tokenizer's 2,048); the smoke's is also wider than its tokenizer.
 SHAPE_1B = dict(hidden=2048, layers=16, intermediate=8192, heads=32, kv_heads=8, vocab=128256)
 SHAPE_SMOKE = dict(hidden=64, layers=2, intermediate=128, heads=4, kv_heads=2, vocab=4096)
-MARGIN_S = 10  # a train's timeout ends this long before the deadline (its group is stopped, then killed)
+MARGIN_S = 25  # a train's timeout ends this long before the deadline: its group's stop (SIGINT 10 s, SIGTERM 5, KILL 5)
 
 
 def build_model(out: Path, shape: dict, gpu: bool) -> Path:
@@ -149,6 +149,10 @@ def run_one(
         "training.kernels": kernels,
         "output.experiment": exp,
     }
+    if kernels == "liger":
+        # Liger fuses the loss in training only; evaluation at the training batch would build the whole logits
+        # and set the peak, so this row evaluates one example at a time: its peak is the fused training step's.
+        sets["training.eval_batch_size"] = 1
     cmd = [sys.executable, "-m", "orchestrator.cli", "train", str(cfg), "--cpus", "4" if gpu else "2"]
     cmd += ["--gpus", "1" if gpu else "0"]
     for k, v in sets.items():
@@ -244,7 +248,7 @@ def main(argv=None) -> int:
         if k == "liger" and not gpu:
             row["skipped"] = "needs CUDA (Liger's Triton kernels; the config refuses liger on CPU trials)"
         elif left is not None and left - MARGIN_S < min_run:
-            row["skipped"] = f"under {min_run:.0f} s left ({left:.0f} s before the deadline)"
+            row["skipped"] = f"under {min_run + MARGIN_S:.0f} s left ({left:.0f} s before the deadline)"
         else:
             row = run_one(cfg, name, r, b, i, t, c, k, out=out, gpu=gpu, timeout=left - MARGIN_S if left else None)
         rows.append(row)

@@ -3,7 +3,7 @@
 
     python scripts/gpu_throughput.py [--out DIR] [--budget S | --deadline T]   (a CUDA GPU; no download)
     python scripts/gpu_throughput.py --cpu-smoke [--out DIR]                   (a tiny Llama on CPU, same code)
-    bash scripts/device_check.sh all         (the device tool, one call: gpu_estimate_check.py, then this)
+    bash scripts/device_check.sh all         (the device tool, one call: this first, gpu_estimate_check.py last)
 
 The model: random weights in Llama-3.1-8B's shape (hidden 4096, 32 layers, intermediate 14336, 32 heads /
 8 KV heads, vocab 128256), built on the meta device and quantized layer by layer on the GPU (NF4, double
@@ -368,7 +368,7 @@ def run_isolated(name: str, a, left: float, ranks: int = 1) -> Dict[str, Any]:
         "--fixed-rows",
         a.fixed_rows,
     ] + (["--cpu-smoke"] if a.cpu_smoke else [])
-    limit = max(left - 10, 20)
+    limit = max(left - 15, 20)  # its group's stop (SIGTERM 5 s, KILL 5) ends before the deadline
     rc = run_group(cmd, limit)  # its own group: torchrun's ranks go with it
     if rc is None:
         return {"variant": name, "skipped": f"stopped at the budget ({limit:.0f} s)"}
