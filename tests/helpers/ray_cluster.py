@@ -99,6 +99,11 @@ def _tail(logs: List[Path]) -> str:
     return "\n".join(f"--- {p.name}\n" + p.read_text(errors="replace")[-3000:] for p in logs if p.exists())
 
 
+# A node that has run jobs takes longer than this to go on SIGTERM (its raylet waits on its workers and
+# agents: 10 s and more); what is left is killed. The test is over by then, and the temp dir goes with it.
+STOP_GRACE_S = 4
+
+
 def _stop(procs: List[subprocess.Popen]) -> None:
     """SIGTERM each `ray start --block` (it tears its node down), then kill any of its processes left."""
     import psutil
@@ -113,7 +118,7 @@ def _stop(procs: List[subprocess.Popen]) -> None:
     for p in reversed(procs):  # workers first, head last
         if p.poll() is None:
             p.terminate()
-    _, alive = psutil.wait_procs(family, timeout=10)
+    _, alive = psutil.wait_procs(family, timeout=STOP_GRACE_S)
     for proc in alive:
         try:
             proc.kill()

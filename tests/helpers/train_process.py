@@ -33,5 +33,12 @@ def train_workers(proc: subprocess.Popen) -> List[psutil.Process]:
 def kill_tree(proc: subprocess.Popen) -> None:
     """Kill `proc` and everything under it, if it is still running."""
     if proc.poll() is None:
-        for p in [proc] + psutil.Process(proc.pid).children(recursive=True):
-            p.kill()
+        try:
+            family = [psutil.Process(proc.pid)] + psutil.Process(proc.pid).children(recursive=True)
+        except psutil.NoSuchProcess:
+            return
+        for p in family:
+            try:
+                p.kill()
+            except psutil.NoSuchProcess:  # it exited on its own meanwhile
+                pass

@@ -131,6 +131,7 @@ def test_bench_memory_quick_smoke(tmp_path):
     data = json.loads(out.read_text())
     rows = {(r["model"], r["variant"]): r for r in data["results"]}
     assert {v for _, v in rows} >= {"qlora_4bit", "lora_16bit", "full_16bit"}
+    assert set(data["ratios"]) == {m for m, _ in rows} == {"t5-tiny", "llama-tiny"}  # both tasks, both ratios
     for r in rows.values():
         assert r["ok"], r
         assert r["weights_bytes"] > 0 and r["peak_rss_bytes"] > 0 and r["losses"]

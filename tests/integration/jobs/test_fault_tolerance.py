@@ -1,5 +1,6 @@
 """Surviving faults in the Ray layer: a killed training worker resumes from its checkpoint; a killed
-driver's search is finished by `tune --resume` without re-running finished trials."""
+driver's search is finished by `tune --resume` without re-running finished trials; a killed `train`
+driver's run by `train --resume`, at its step."""
 
 from __future__ import annotations
 
@@ -9,7 +10,6 @@ import os
 import signal
 import subprocess
 import sys
-import threading
 import time
 from pathlib import Path
 
@@ -17,6 +17,7 @@ import psutil
 import pytest
 
 from tests.conftest import REPO, write_config
+from tests.helpers.train_process import kill_tree, start_train, train_workers
 
 pytestmark = pytest.mark.integration
 
@@ -40,55 +41,6 @@ def wait_for(cond, timeout, what):
             return
         time.sleep(0.5)
     raise AssertionError(f"timed out waiting for {what}")
-
-
-def test_killed_worker_resumes_from_its_checkpoint(tmp_path, tiny_t5, ray_local_2cpu):
-    from orchestrator.launch.pipeline import run
-
-    cfg = write_config(
-        tmp_path / "ft.yaml",
-        tiny_t5,
-        tmp_path / "runs",
-        training={"epochs": 30, "eval_steps": 10},
-        tracking={"wandb": False},
-        search={"metric": "eval_loss"},
-        fault_tolerance={"max_failures": 2},
-    )
-    run_dir = tmp_path / "runs" / "ft"
-    result = {}
-    t = threading.Thread(target=lambda: result.setdefault("code", run(str(cfg), "train", [], echo=lambda *a: None)))
-    t.start()
-    try:
-        # Kill once the driver side has recorded a report with a checkpoint (a checkpoint folder alone may not be
-        # registered yet).
-        wait_for(
-            lambda: any(h and h[0].get("checkpoint_path") for h in tune_histories(run_dir).values()),
-            240,
-            "the first reported checkpoint",
-        )
-        # Our own Ray's training worker: a descendant of this process (Ray runs in-process here).
-        workers = [
-            p for p in psutil.Process().children(recursive=True) if "RayTrainWorker" in " ".join(p.cmdline()[:1])
-        ]
-        assert len(workers) == 1, workers
-        workers[0].send_signal(signal.SIGKILL)
-    finally:
-        t.join(600)
-    assert result.get("code") == 0
-    assert not (run_dir / "ray" / "tune").exists(), "`train` ran a Tune experiment"  # a bare Train run
-    assert list((run_dir / "ray").glob("train-*/finished.json"))
-    (history,) = tune_histories(run_dir).values()
-    steps = [r["step"] for r in history]
-    assert steps == sorted(set(steps)), f"the step counter went back: {steps}"
-    resumed = [r["resumed_from_step"] for r in history if r.get("resumed_from_step")]
-    assert resumed, "the trial never restarted from a checkpoint"
-    assert resumed[0] % 10 == 0 and resumed[0] >= 10  # a checkpoint step, not 0
-    assert steps[-1] == 150  # 10 examples / batch 2 x 30 epochs: it finished the whole run
-    rows = list(csv.DictReader((run_dir / "trials.csv").open()))
-    assert rows[0]["status"] == "COMPLETED" and int(rows[0]["steps"]) == 150
-    log = json.loads(next((run_dir / "trials").glob("*/log_history.json")).read_text())
-    train_steps = [h["step"] for h in log if "loss" in h]
-    assert train_steps == sorted(set(train_steps)) and train_steps[0] == 1  # one continuous history
 
 
 def test_killed_driver_is_resumed_without_rerunning_finished_trials(tmp_path, tiny_t5):
@@ -135,16 +87,21 @@ def test_killed_driver_is_resumed_without_rerunning_finished_trials(tmp_path, ti
     assert json.loads((run_dir / "results.json").read_text())["merge_check"]["passed"]
 
 
-def test_killed_train_driver_resumes_at_its_step(tmp_path, tiny_t5):
-    """`train` has no Tune state to restore: --resume finds its Train run in storage, which restarts from
-    its newest checkpoint, and the history (reports.jsonl) goes on where it stopped."""
+def test_killed_train_driver_resumes_at_its_step_and_a_killed_worker_from_its_checkpoint(tmp_path, tiny_t5):
+    """One `train` run, two faults (two tests in one run: each needs a run killed after a checkpoint).
+
+    The driver killed: `train` has no Tune state to restore, so --resume finds its Train run in storage,
+    which restarts from its newest checkpoint, and the history (reports.jsonl) goes on where it stopped.
+    Then, in the resumed run, the training worker killed: Ray Train restarts it from the newest checkpoint
+    (fault_tolerance.max_failures) and the run finishes on its own, one continuous history."""
     cfg = write_config(
         tmp_path / "tr.yaml",
         tiny_t5,
         tmp_path / "runs",
-        training={"epochs": 10, "eval_steps": 10},
+        training={"epochs": 30, "eval_steps": 10},
         tracking={"wandb": False},
         search={"metric": "eval_loss"},
+        fault_tolerance={"max_failures": 2},
         merge={"enabled": False},
     )
     run_dir = tmp_path / "runs" / "tr"
@@ -161,23 +118,41 @@ def test_killed_train_driver_resumes_at_its_step(tmp_path, tiny_t5):
         )
         (before,) = tune_histories(run_dir).values()
     finally:
-        for p in [proc] + psutil.Process(proc.pid).children(recursive=True):
-            try:
-                p.send_signal(signal.SIGKILL)
-            except psutil.NoSuchProcess:
-                pass
+        kill_tree(proc)
         proc.wait(30)
-    assert not (run_dir / "results.json").exists() and before[-1]["step"] < 50
+    assert not (run_dir / "results.json").exists() and before[-1]["step"] < 150
 
-    out = subprocess.run(cli + ["--resume"], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600)
-    assert out.returncode == 0, out.stdout[-2000:] + out.stderr[-3000:]
-    assert "Resuming the run" in out.stdout
-    assert not (run_dir / "ray" / "tune").exists()
+    # --resume, and in the resumed run, once it has reported a checkpoint of its own, its worker killed
+    proc = start_train(cfg, tmp_path, env, "--resume")
+    try:
+
+        def resumed_checkpoint():
+            (h,) = tune_histories(run_dir).values() or [[]]
+            return len(h) > len(before) + 1 and h[-1].get("checkpoint_path")
+
+        wait_for(resumed_checkpoint, 300, "a checkpoint reported by the resumed run")
+        workers = train_workers(proc)  # our own Ray's training worker: a descendant of the resumed driver
+        assert len(workers) == 1, workers
+        workers[0].send_signal(signal.SIGKILL)
+        out, _ = proc.communicate(timeout=600)
+    finally:
+        kill_tree(proc)
+    assert proc.returncode == 0, out[-4000:]
+    assert "Resuming the run" in out
+    assert not (run_dir / "ray" / "tune").exists(), "`train` ran a Tune experiment"  # a bare Train run
+    assert list((run_dir / "ray").glob("train-*/finished.json"))
     (history,) = tune_histories(run_dir).values()  # the same Train run, one history
     steps = [r["step"] for r in history]
-    assert history[: len(before)] == before and steps == sorted(set(steps)), steps
-    resumed = next(r["resumed_from_step"] for r in history if r.get("resumed_from_step"))
-    assert resumed >= before[-1]["step"] and resumed % 10 == 0, (resumed, steps)  # its checkpoint, not 0
+    assert history[: len(before)] == before and steps == sorted(set(steps)), f"the step counter went back: {steps}"
     assert [r["training_iteration"] for r in history] == list(range(1, len(history) + 1))
+    resumed = list(dict.fromkeys(r["resumed_from_step"] for r in history if r.get("resumed_from_step")))
+    # the driver's resume: its checkpoint, not 0
+    assert resumed and resumed[0] >= before[-1]["step"] and resumed[0] % 10 == 0, (resumed, steps)
+    # the worker's restart: a later checkpoint, one the resumed run saved
+    assert len(resumed) == 2 and resumed[1] > resumed[0] and resumed[1] % 10 == 0, (resumed, steps)
+    assert steps[-1] == 150  # 10 examples / batch 2 x 30 epochs: it finished the whole run
     rows = list(csv.DictReader((run_dir / "trials.csv").open()))
-    assert rows[0]["status"] == "COMPLETED" and int(rows[0]["steps"]) == 50
+    assert rows[0]["status"] == "COMPLETED" and int(rows[0]["steps"]) == 150
+    log = json.loads(next((run_dir / "trials").glob("*/log_history.json")).read_text())
+    train_steps = [h["step"] for h in log if "loss" in h]
+    assert train_steps == sorted(set(train_steps)) and train_steps[0] == 1  # one continuous history

@@ -10,8 +10,6 @@ from __future__ import annotations
 import json
 import os
 import secrets
-import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -179,29 +177,6 @@ def test_unreachable_address(launcher_env):
 
 
 # ---- the real thing: `qlora-launch tune --address` ------------------------------------------------
-
-
-@pytest.fixture(scope="module")
-def tiny_t5(tmp_path_factory):
-    """A tiny T5 with random weights and a tokenizer trained on the seed data (no downloads)."""
-    out = tmp_path_factory.mktemp("model") / "tiny-t5"
-    subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "jobs.tiny_models",
-            "t5",
-            "--data",
-            str(ROOT / "examples/data/seed/train.jsonl"),
-            "--out",
-            str(out),
-        ],
-        check=True,
-        capture_output=True,
-        timeout=300,
-        cwd=ROOT,
-    )
-    return out
 
 
 def test_tune_submitted_through_the_cli_lands_results_in_storage(

@@ -14,10 +14,8 @@ import hashlib
 import json
 import os
 import shutil
-import signal
 import subprocess
 import sys
-import time
 import uuid
 from pathlib import Path
 from typing import Dict
@@ -28,7 +26,6 @@ from click.testing import CliRunner
 from orchestrator.cli import cli
 from tests.conftest import write_config
 from tests.helpers.s3_server import free_port, s3_bucket, s3_server  # noqa: F401  (pytest fixtures)
-from tests.helpers.train_process import kill_tree, start_train, train_workers
 
 pytestmark = pytest.mark.integration
 
@@ -149,54 +146,9 @@ def test_train_keeps_its_state_on_s3_and_resumes_from_there(s3_bucket, tiny_t5, 
     assert (work / "runs" / "s3run" / "trials" / results["best"]["trial_id"] / "log_history.json").exists()
 
 
-def test_killed_worker_resumes_from_its_checkpoint_on_s3(s3_bucket, tiny_t5, tmp_path):
-    """A lost worker (a spot node) costs a restart from the last checkpoint, read back from S3."""
-    cfg = _config(tmp_path, tiny_t5, s3_bucket, experiment="s3kill", max_steps=100, eval_steps=10)
-    env = _env()
-    proc = start_train(
-        cfg, tmp_path, env, "--set", "search.metric=eval_loss", "--set", "fault_tolerance.max_failures=2"
-    )
-    killed = None
-    try:
-        deadline = time.time() + 400
-        while killed is None and time.time() < deadline and proc.poll() is None:
-            # Kill once Ray Train has registered a checkpoint (its snapshot on S3 lists one); a checkpoint
-            # folder alone may not be registered yet.
-            snaps = [k for k in _keys(s3_bucket) if k.endswith("/checkpoint_manager_snapshot.json")]
-            if (
-                snaps
-                and b'"checkpoint_dir_name"'
-                in s3_bucket.client().get_object(Bucket=s3_bucket.name, Key=snaps[0])["Body"].read()
-            ):
-                workers = train_workers(proc)
-                assert len(workers) == 1, workers
-                workers[0].send_signal(signal.SIGKILL)
-                killed = workers[0].pid
-            time.sleep(0.3)
-        out, _ = proc.communicate(timeout=600)
-    finally:
-        kill_tree(proc)
-    assert killed, "no checkpoint reached S3 before the run ended"
-    assert proc.returncode == 0, out[-4000:]
-    objs = _objects(s3_bucket)
-    result = json.loads(
-        next(v for k, v in objs.items() if k.startswith("runs/s3kill/trials/") and k.endswith("/result.json"))
-    )
-    assert result["step"] == 100 and result["resumed_from_step"] >= 10 and result["resumed_from_step"] % 10 == 0, {
-        k: result.get(k) for k in ("step", "resumed_from_step")
-    }
-    log = json.loads(next(v for k, v in objs.items() if k.endswith("/log_history.json")))
-    train_steps = [h["step"] for h in log if "loss" in h]
-    assert train_steps == sorted(set(train_steps)) and train_steps[0] == 1 and train_steps[-1] == 100
-
-
-def _keys(bucket):
-    c = bucket.client()
-    return [
-        o["Key"]
-        for page in c.get_paginator("list_objects_v2").paginate(Bucket=bucket.name)
-        for o in page.get("Contents", [])
-    ]
+# A killed worker's restart from its checkpoint read back from S3 (a spot node lost): in
+# tests/integration/jobs/test_checkpoint_integrity.py, whose S3 run kills its worker (and cuts its newest
+# checkpoint short first).
 
 
 def _refused(tiny_t5, tmp_path, output_dir: str, endpoint: str) -> str:
