@@ -128,6 +128,9 @@ def log_best_adapter_to_wandb(
         }
     finally:
         run.finish()
+        # W&B's service process may still be flushing this run's logs after finish() returns; ended here, the
+        # run folder is complete before it is uploaded (an S3 output.dir) or published.
+        wandb.teardown()
     return info
 
 

@@ -8,6 +8,7 @@ described in orchestrator/core/ray_storage.py.
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 from typing import Callable, List
 
@@ -62,18 +63,42 @@ def upload_run_dir(run_dir: Path, storage: RunStorage, echo: Callable[[str], Non
     return uploaded
 
 
-def _upload(run_dir: Path, storage: RunStorage, files: List[Path]):
-    """Upload run-folder files under storage.run_uri, skipping those already there, checksum-checked."""
-    from orchestrator.storage.checksums import file_checksums
-    from orchestrator.storage.s3 import Bucket, Upload
+CHANGED_FILE_TRIES = 3  # uploads of a run-folder file that changed while it was sent (a log still flushing)
 
-    bucket, key = parse_s3(str(storage.run_uri))
-    items = []
-    for f in files:
-        size = f.stat().st_size
-        sha, checksum = file_checksums(f, size)
-        items.append(Upload(f"{key}/{f.relative_to(run_dir).as_posix()}", size, sha, path=f, checksum=checksum))
-    return Bucket(bucket, endpoint_url=storage.endpoint_url).upload(items)
+
+def _upload(run_dir: Path, storage: RunStorage, files: List[Path]):
+    """Upload run-folder files under storage.run_uri, skipping those already there, checksum-checked.
+
+    A file that changed between its hashing and its upload (a library's log still being flushed, e.g. W&B's
+    service after `finish`) arrives with other bytes than were hashed: it is hashed and sent again, up to
+    CHANGED_FILE_TRIES times in all. A mismatch for a file that did not change is an error at once.
+    """
+    from orchestrator.storage.s3 import Bucket, ChecksumMismatch
+
+    bucket_name, key = parse_s3(str(storage.run_uri))
+    bucket = Bucket(bucket_name, endpoint_url=storage.endpoint_url)
+    items = [_item(run_dir, key, f) for f in files]
+    for attempt in range(1, CHANGED_FILE_TRIES + 1):
+        try:
+            return bucket.upload(items)  # what an earlier attempt stored is skipped (same checksum)
+        except ChecksumMismatch as e:
+            bad = set(e.keys)
+            again = {i.key: _item(run_dir, key, i.path) for i in items if i.key in bad and i.path is not None}
+            changed = [k for k, n in again.items() if n.sha256 != next(i for i in items if i.key == k).sha256]
+            if attempt == CHANGED_FILE_TRIES or len(changed) < len(bad):
+                raise  # a file that did not change, or one that keeps changing
+            items = [again.get(i.key, i) for i in items]
+            time.sleep(1)
+    raise AssertionError("unreachable")
+
+
+def _item(run_dir: Path, key: str, f: Path):
+    from orchestrator.storage.checksums import file_checksums
+    from orchestrator.storage.s3 import Upload
+
+    size = f.stat().st_size
+    sha, checksum = file_checksums(f, size)
+    return Upload(f"{key}/{f.relative_to(run_dir).as_posix()}", size, sha, path=f, checksum=checksum)
 
 
 def upload_driver_log(cfg, run_dir: Path) -> None:

@@ -133,6 +133,14 @@ class Upload:
     checksum: Optional[str] = None  # the S3 ChecksumSHA256 expected, when computed beforehand
 
 
+class ChecksumMismatch(UserError):
+    """Stored objects whose checksum is not the one computed from the local bytes (`keys`)."""
+
+    def __init__(self, keys: Sequence[str], message: str):
+        super().__init__(message)
+        self.keys = list(keys)
+
+
 @dataclass
 class RemoteObject:
     size: int
@@ -319,10 +327,11 @@ class Bucket:
         remote = dict(zip([i.key for i in todo], self._parallel(lambda i: self.head(i.key), todo)))
         bad = [i.key for i in todo if not self.matches(i, remote.get(i.key))]
         if bad:
-            raise UserError(
+            raise ChecksumMismatch(
+                bad,
                 f"the checksum of {len(bad)} uploaded object(s) does not match the local file: "
                 + ", ".join(self.url(k) for k in bad)
-                + "; re-run the publish (they are uploaded again)."
+                + "; re-run the publish (they are uploaded again).",
             )
         for item in todo:
             event("verified", item.key, item.size)

@@ -187,3 +187,73 @@ def test_unreachable_s3_endpoint(s3_server, tiny_t5, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     out = _refused(tiny_t5, tmp_path, "s3://some-bucket/runs", f"http://127.0.0.1:{free_port()}")
     assert "S3 endpoint http://127.0.0.1:" in out
+
+
+def _changing_run_folder(tmp_path: Path) -> Path:
+    run_dir = tmp_path / "run"
+    (run_dir / "wandb" / "logs").mkdir(parents=True)
+    (run_dir / "results.json").write_text('{"ok": true}')
+    (run_dir / "wandb" / "logs" / "debug-internal.log").write_text("started\n")
+    return run_dir
+
+
+def _storage(s3_bucket, name: str):
+    from orchestrator.core.ray_storage import RunStorage
+
+    return RunStorage(
+        uri=f"s3://{s3_bucket.name}/{name}/ray",
+        path=f"{s3_bucket.name}/{name}/ray",
+        filesystem=object(),  # remote (upload_run_dir never touches Ray's filesystem)
+        run_uri=f"s3://{s3_bucket.name}/{name}",
+        endpoint_url=s3_bucket.endpoint,
+    )
+
+
+def test_a_run_folder_file_written_while_it_uploads_is_sent_again(s3_bucket, tmp_path, monkeypatch):
+    """A log still being flushed when the run folder goes up (W&B's service after `finish`, under load): it
+    reaches S3 with other bytes than were hashed, is hashed again and re-sent, and S3 ends with its last
+    bytes; the other files are not sent twice."""
+    from orchestrator.storage import s3 as s3mod
+    from orchestrator.storage.run_upload import upload_run_dir
+
+    run_dir = _changing_run_folder(tmp_path)
+    log = run_dir / "wandb" / "logs" / "debug-internal.log"
+    real_transfer = s3mod.Bucket._transfer
+    sent: list = []
+
+    def transfer_while_the_log_grows(self, todo, event):
+        sent.append(sorted(i.key.rsplit("/", 1)[-1] for i in todo))
+        if len(sent) == 1:  # the writer appends after the log was hashed, before its bytes are read
+            with log.open("a") as f:
+                f.write("flushed after finish\n")
+        return real_transfer(self, todo, event)
+
+    monkeypatch.setattr(s3mod.Bucket, "_transfer", transfer_while_the_log_grows)
+    keys = upload_run_dir(run_dir, _storage(s3_bucket, "changing"), echo=lambda *a: None)
+    assert sent == [["debug-internal.log", "results.json"], ["debug-internal.log"]], sent
+    assert "changing/wandb/logs/debug-internal.log" in keys
+    body = s3_bucket.client().get_object(Bucket=s3_bucket.name, Key="changing/wandb/logs/debug-internal.log")
+    assert body["Body"].read() == b"started\nflushed after finish\n"
+
+
+def test_a_stored_object_that_differs_from_an_unchanged_file_is_an_error(s3_bucket, tmp_path, monkeypatch):
+    """A mismatch that is not a file changing under the upload (the bytes were altered on the way) is not
+    retried: exit 2's UserError names the object."""
+    from orchestrator.core.errors import UserError
+    from orchestrator.storage import s3 as s3mod
+    from orchestrator.storage.run_upload import upload_run_dir
+
+    run_dir = _changing_run_folder(tmp_path)
+    real_transfer = s3mod.Bucket._transfer
+    calls: list = []
+
+    def transfer_altered(self, todo, event):
+        calls.append(len(todo))
+        real_transfer(self, todo, event)
+        for i in todo:  # what the server holds is not what was read
+            self.client.put_object(Bucket=self.name, Key=i.key, Body=b"altered", ChecksumAlgorithm="SHA256")
+
+    monkeypatch.setattr(s3mod.Bucket, "_transfer", transfer_altered)
+    with pytest.raises(UserError, match="does not match the local file"):
+        upload_run_dir(run_dir, _storage(s3_bucket, "altered"), echo=lambda *a: None)
+    assert calls == [2]
