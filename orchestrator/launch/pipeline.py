@@ -107,12 +107,14 @@ def run(
         return submit_run(cfg, verb, address, wait=wait, resume=resume, echo=echo, verbose=verbose)
 
     from orchestrator.launch.local import ray_session
-    from orchestrator.launch.preflight import check_local_start
+    from orchestrator.launch.preflight import check_local_start, check_resume_kind
     from orchestrator.observe.driver_log import driver_logging
     from orchestrator.observe.progress import progress_callbacks
     from orchestrator.observe.summary import print_summary
 
     run_dir = check_local_start(cfg, resume=resume, gpus=gpus)
+    if resume:
+        check_resume_kind(run_dir, verb)
     made = run_dir  # the topmost folder this run creates (runs/ itself on a first run)
     while not made.parent.exists():
         made = made.parent

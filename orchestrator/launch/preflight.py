@@ -268,6 +268,32 @@ def check_local_start(cfg: RunConfig, *, resume: bool, gpus: Optional[float]) ->
     return run_dir
 
 
+def check_resume_kind(run_dir: Path, verb: str) -> None:
+    """`--resume` continues the kind of run the folder holds: `tune` a Ray Tune search (ray/tune/), `train` its
+    bare Ray Train run (ray/train-<id>/reports.jsonl). The other kind's resume would find nothing of its own
+    and start from step 0 in the folder of another run. A folder with neither (a run that failed before its
+    first report) starts again.
+
+    Raises:
+        UserError: the folder holds the other kind of run, with the command that continues it.
+    """
+    ray_dir = run_dir / "ray"
+    searched = (ray_dir / "tune").is_dir()
+    trained = any(ray_dir.glob("train-*/reports.jsonl"))
+    fresh = "or start a new run with --experiment NAME (or --set output.experiment=NAME)"
+    if verb == "train" and searched and not trained:
+        raise UserError(
+            f"--resume: '{run_dir}' holds a Ray Tune search (ray/tune/), from `qlora-launch tune` or from a "
+            f"`train` of a version that ran it as a one-trial search; `train --resume` continues only its own "
+            f"runs. Continue that search with `qlora-launch tune CONFIG --resume`, {fresh}."
+        )
+    if verb == "tune" and trained and not searched:
+        raise UserError(
+            f"--resume: '{run_dir}' holds a `train` run (ray/train-*/), not a search. Continue it with "
+            f"`qlora-launch train CONFIG --resume`, {fresh}."
+        )
+
+
 def check_local_gpus(cfg: RunConfig, gpus: Optional[float]) -> None:
     """GPUs asked for by `resources` must exist on this machine in local mode."""
     auto = cfg.resources.gpus_per_worker == "auto"

@@ -194,6 +194,27 @@ def test_an_existing_run_is_not_overwritten(runner, cfg_path, tmp_path):
     assert (tmp_path / "runs" / "exp" / "results.json").read_text() == "{}"
 
 
+def test_resume_refuses_a_folder_holding_the_other_kind_of_run(runner, cfg_path, tmp_path):
+    """`train --resume` in a Tune search's folder (or an older version's Tune-based `train`), `tune --resume`
+    in a `train` run's folder: each would find nothing of its own and start from step 0 there."""
+    run_dir = tmp_path / "runs" / yaml.safe_load(cfg_path.read_text())["output"].get("experiment", "exp")
+    (run_dir / "ray" / "tune").mkdir(parents=True)
+    (run_dir / "ray" / "tune" / "experiment_state.json").write_text("{}")
+    before = sorted(p.relative_to(tmp_path) for p in run_dir.rglob("*"))
+    assert_user_error(
+        invoke(runner, "train", cfg_path, "--resume"), "holds a Ray Tune search", "qlora-launch tune CONFIG --resume"
+    )
+    assert sorted(p.relative_to(tmp_path) for p in run_dir.rglob("*")) == before  # nothing written or removed
+    (run_dir / "ray" / "tune" / "experiment_state.json").unlink()
+    (run_dir / "ray" / "tune").rmdir()
+    (run_dir / "ray" / "train-ab12c_00000").mkdir()
+    (run_dir / "ray" / "train-ab12c_00000" / "reports.jsonl").write_text('{"step": 10}\n')
+    assert_user_error(
+        invoke(runner, "tune", cfg_path, "--resume"), "holds a `train` run", "qlora-launch train CONFIG --resume"
+    )
+    assert (run_dir / "ray" / "train-ab12c_00000" / "reports.jsonl").read_text() == '{"step": 10}\n'  # untouched
+
+
 def test_two_gpus_on_one_worker_says_use_num_workers(runner, cfg_path, tmp_path):
     edit(cfg_path, resources={"gpus_per_worker": 2})
     r = invoke(runner, "tune", cfg_path)
