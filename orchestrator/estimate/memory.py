@@ -318,6 +318,16 @@ def estimate(shape: ModelShape, cfg, ranks: Optional[Sequence[int]] = None, gpu_
         warnings.append(
             f"resources.gpus_per_worker is 0 (training on CPU); the fit is checked against one {gpu_mem_gib:g} GiB GPU."
         )
+    if fused and (cfg.training.eval_batch_size or b) > 1:
+        # Liger fuses the loss in training only: evaluation's whole logits may be what sets the peak
+        act_b = compute if configured == "qlora" else 2
+        one = activation_bytes(shape, b, seq, ckpt, act_b, fused, 1)
+        if full.activations > one:
+            warnings.append(
+                "Evaluation builds the whole logits (Liger fuses the loss only in training) and sets this "
+                f"peak: training.eval_batch_size: 1 takes {(full.activations - one) / GIB:.2f} GiB off it, for "
+                "a slower evaluation."
+            )
     assumptions = [
         strategy_assumption(res.strategy, res.num_workers),
         *[a for a in [host_ram_note(res.strategy, res.num_workers, full.weights)] if a],

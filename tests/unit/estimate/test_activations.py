@@ -79,3 +79,20 @@ def test_an_eval_batch_larger_than_training_s_can_set_the_peak(llama3_8b):
 
 def test_liger_changes_nothing_for_a_model_it_does_not_patch(t5_small):
     assert _qlora(t5_small, "t5-small", "liger") == _qlora(t5_small, "t5-small", "none")
+
+
+def test_estimate_says_what_a_smaller_eval_batch_would_take_off(llama3_8b):
+    def run_estimate(*sets):
+        base = ["resources.gpus_per_worker=1", "training.gradient_checkpointing=true", "model.task=causal_lm"]
+        base += ["data.max_input_length=1536", "data.max_target_length=512", "training.batch_size=8", *sets]
+        cfg, _ = run.load_estimate_config(None, base, "llama-3.1-8b")
+        return est.estimate(llama3_8b, cfg)
+
+    liger = run_estimate("training.kernels=liger")
+    one = run_estimate("training.kernels=liger", "training.eval_batch_size=1")
+    qlora = {e: next(v for v in x.variants if v.key == "qlora") for e, x in (("b8", liger), ("b1", one))}
+    (line,) = [w for w in liger.warnings if w.startswith("Evaluation builds the whole logits")]
+    gib = (qlora["b8"].activations - qlora["b1"].activations) / 1024**3
+    assert f"training.eval_batch_size: 1 takes {gib:.2f} GiB off it" in line and gib > 3
+    for quiet in (one, run_estimate("training.kernels=none")):
+        assert not [w for w in quiet.warnings if w.startswith("Evaluation builds")]
