@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any, Callable, Dict, List, Optional, Union
 
 from orchestrator.core.config import RunConfig
-from orchestrator.core.ray_storage import RunStorage
+from orchestrator.core.ray_storage import TUNE_DIR, RunStorage
 from orchestrator.core.rundir import TRIALS_DIR, RunDir
 
 TRIAL_CPU = 0.01  # a Tune trial only drives its Train workers, which hold the real resources
@@ -237,9 +237,9 @@ def run_tune(cfg: RunConfig, st: RunStorage, n_train: int, trial_args: Dict[str,
     from jobs.driver_callbacks import driver_local
 
     trainable = tune.with_resources(tune.with_parameters(trial_driver, **trial_args), {"cpu": TRIAL_CPU})
-    tune_path = f"{st.path}/tune"
+    tune_path = f"{st.path}/{TUNE_DIR}"
     if resume and tune.Tuner.can_restore(tune_path, storage_filesystem=st.filesystem):
-        echo(f"Resuming the search in {st.uri}/tune")
+        echo(f"Resuming the search in {st.uri}/{TUNE_DIR}")
         tuner = tune.Tuner.restore(
             tune_path,
             trainable=trainable,
@@ -255,7 +255,7 @@ def run_tune(cfg: RunConfig, st: RunStorage, n_train: int, trial_args: Dict[str,
         param_space=param_space(cfg),
         tune_config=budget_limited(build_tune_config(cfg, n_train, single=False), cfg, echo),
         run_config=tune.RunConfig(
-            name="tune",
+            name=TUNE_DIR,
             storage_path=st.path,
             storage_filesystem=st.filesystem,
             verbose=0,

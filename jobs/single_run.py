@@ -25,9 +25,9 @@ from typing import Any, Dict, List, Optional
 from ray.train import UserCallback
 
 from orchestrator.core.config import RunConfig
-from orchestrator.core.ray_storage import RunStorage
+from orchestrator.core.ray_storage import TRAIN_REPORTS as REPORTS
+from orchestrator.core.ray_storage import TRAIN_RUN_PREFIX, RunStorage
 
-REPORTS = "reports.jsonl"  # in the Train run's folder: one Tune-style result a line
 FINISHED = "finished.json"  # the run ended without error: --resume does not run it again
 KV_NAMESPACE = "qlora_launch"
 POLL_S = 0.25
@@ -113,13 +113,13 @@ def existing_trial(st: RunStorage) -> Optional[str]:
         i
         for i in infos
         if i.type == pyarrow.fs.FileType.Directory
-        and i.base_name.startswith("train-")
+        and i.base_name.startswith(TRAIN_RUN_PREFIX)
         and st.exists(f"{i.path}/{REPORTS}")
     ]
     if not runs:
         return None
     newest = max(runs, key=lambda i: i.mtime_ns or 0)
-    return newest.base_name.removeprefix("train-")
+    return newest.base_name.removeprefix(TRAIN_RUN_PREFIX)
 
 
 class _Trial:
@@ -199,9 +199,9 @@ def run_single(
 
     trial_id = existing_trial(st) if resume else None
     if trial_id:
-        echo(f"Resuming the run in {st.uri}/train-{trial_id}")
+        echo(f"Resuming the run in {st.uri}/{TRAIN_RUN_PREFIX}{trial_id}")
     trial_id = trial_id or f"{uuid.uuid4().hex[:5]}_00000"
-    run_path = f"{st.path}/train-{trial_id}"
+    run_path = f"{st.path}/{TRAIN_RUN_PREFIX}{trial_id}"
     fs, reports = st.fs_path(f"{run_path}/{REPORTS}")
     prior = read_rows(st, reports) if resume else []
     trial = _Trial(trial_id, params)
@@ -212,7 +212,7 @@ def run_single(
     rcfg, plan = plan_trial(trial_args["run_config"], params, trial_args.get("planner"))
     history = prior
     if resume and st.exists(f"{run_path}/{FINISHED}"):
-        echo(f"The run train-{trial_id} had finished: nothing to train again")
+        echo(f"The run {TRAIN_RUN_PREFIX}{trial_id} had finished: nothing to train again")
     elif plan.get("wont_fit"):  # its estimate exceeds the largest GPU (or the host): no Train run
         history = [{**wont_fit_record(rcfg, trial_id, plan), "training_iteration": 1, "time_total_s": 0.0}]
         write_rows(fs, reports, history)

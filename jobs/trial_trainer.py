@@ -6,6 +6,7 @@ from __future__ import annotations
 from typing import Any, Callable, Dict, Optional
 
 from orchestrator.core.config import RunConfig
+from orchestrator.core.ray_storage import TRAIN_RUN_PREFIX
 
 
 def plan_trial(
@@ -69,7 +70,7 @@ def trial_trainer(
             num_workers=r.num_workers, use_gpu=r.gpus > 0, resources_per_worker=per_worker
         ),
         run_config=ray.train.RunConfig(
-            name=f"train-{trial_id}",
+            name=f"{TRAIN_RUN_PREFIX}{trial_id}",
             storage_path=storage,
             storage_filesystem=storage_filesystem,  # S3 (pyarrow, keys from the node's env) or None
             failure_config=ray.train.FailureConfig(max_failures=cfg.fault_tolerance.max_failures),

@@ -189,6 +189,12 @@ until_s() {  # seconds from now to the epoch time $1 plus $2 (at least 1: `timeo
   echo $(( s > 1 ? s : 1 ))
 }
 
+tee_log() {  # stdout and stderr from here on also into the file $1 (its folder made); close_log waits for it
+  mkdir -p "$(dirname "$1")"
+  exec > >(tee "$1") 2>&1
+  TEE=$!
+}
+
 close_log() {  # the tee'd stdout/stderr closed and the tee waited for, so the log's end is not cut
   exec >&- 2>&-
   wait "${TEE:-}" 2>/dev/null || true
@@ -222,9 +228,8 @@ sim_site() {  # here: the bundle built for SIM_PY's Python and unpacked into $SI
 estimate_check() {  # on the GPU machine: scripts/gpu_estimate_check.py (issue 15), inside BUDGET (default 300 s)
   local t0 res=${OUT:-bench/out/estimate_check} budget=${BUDGET:-300} work=${WORK:-/tmp/qlora-estimate}
   t0=$(date +%s)
-  mkdir -p "$res" "$work"
-  exec > >(tee "$res/estimate_check.log") 2>&1
-  TEE=$!
+  mkdir -p "$work"
+  tee_log "$res/estimate_check.log"
   device_env || return 1
   local end=$(( t0 + budget - 10 ))
   echo "== [$(( $(date +%s) - t0 )) s] bundle ready; scripts/gpu_estimate_check.py with $(( end - $(date +%s) )) s"
@@ -241,9 +246,7 @@ throughput() {  # on the GPU machine: scripts/gpu_throughput.py alone, inside BU
   local t0 res=${OUT:-bench/out/throughput} budget=${BUDGET:-500}
   t0=$(date +%s)
   (( budget <= 540 )) || { echo "BUDGET $budget: at most 540 s in one device call" >&2; return 2; }
-  mkdir -p "$res"
-  exec > >(tee "$res/throughput.log") 2>&1
-  TEE=$!
+  tee_log "$res/throughput.log"
   device_env || return 1
   local end=$(( t0 + budget - 15 ))
   echo "== [$(( $(date +%s) - t0 )) s] bundle ready; scripts/gpu_throughput.py with $(( end - $(date +%s) )) s"
@@ -260,9 +263,8 @@ all_checks() {  # throughput, start-up timeline, estimate check, inside BUDGET (
   t0=$(date +%s)
   (( budget <= 565 )) || { echo "BUDGET $budget: at most 565 s (timeout_s 590 keeps 25 s for the return)" >&2; return 2; }
   end=$(( t0 + budget ))
-  mkdir -p "$res" "$work"
-  exec > >(tee "$res/device_check_all.log") 2>&1
-  TEE=$!
+  mkdir -p "$work"
+  tee_log "$res/device_check_all.log"
   if [[ -n ${SMOKE:-} ]]; then
     bundle_env "$SITE"; smoke=(--cpu-smoke); thr=(--isolate yes --fsdp-ranks 2); gpus=0
   else
@@ -358,9 +360,8 @@ DEADLINE=$(( T0 + BUDGET ))
 RES=${OUT:-bench/out/device_check} # what comes back: files directly in here
 WORK=${WORK:-/tmp/qlora-device}    # scratch
 SITE=${SITE:-/tmp/site}
-mkdir -p "$RES" "$WORK"
-exec > >(tee "$RES/device_check.log") 2>&1
-TEE=$!
+mkdir -p "$WORK"
+tee_log "$RES/device_check.log"
 left() { echo $(( DEADLINE - $(date +%s) )); }
 stamp() { echo "== [$(( $(date +%s) - T0 )) s] $*"; }
 

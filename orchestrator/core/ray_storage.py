@@ -16,6 +16,9 @@ from typing import Any, Dict, Optional
 from orchestrator.core.s3_uri import is_s3, parse_s3
 
 RAY_DIR = "ray"  # Ray's storage inside a run: ray/tune (Tune state), ray/train-<trial> (checkpoints)
+TUNE_DIR = "tune"  # under RAY_DIR: a `tune` search's Tuner experiment
+TRAIN_RUN_PREFIX = "train-"  # under RAY_DIR: train-<trial id>, each trial's Ray Train run
+TRAIN_REPORTS = "reports.jsonl"  # in a `train` run's Train folder only: its results, one a line
 
 
 def s3_region(bucket: str, endpoint_url: Optional[str]) -> str:

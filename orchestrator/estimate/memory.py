@@ -255,8 +255,11 @@ def estimate(shape: ModelShape, cfg, ranks: Optional[Sequence[int]] = None, gpu_
     seq = sequence_lengths(shape.task, cfg.data.max_input_length, cfg.data.max_target_length)
     ckpt = cfg.training.gradient_checkpointing
     fused = fused_loss(shape, cfg)
-    b, b_eval = cfg.training.batch_size, cfg.training.eval_batch_size
-    act16 = activation_bytes(shape, b, seq, ckpt, 2, fused, b_eval)
+
+    def activations(act_bytes: int, eval_batch: Optional[int] = cfg.training.eval_batch_size) -> int:
+        return activation_bytes(shape, cfg.training.batch_size, seq, ckpt, act_bytes, fused, eval_batch)
+
+    act16 = activations(2)
     over = int(CUDA_OVERHEAD_GIB * GIB)
     t = top.trainable
     adapter = dict(adapter=4 * t, gradients=4 * t, optimizer=OPTIMIZER_STATE_BYTES[cfg.training.optim] * t)
@@ -266,7 +269,7 @@ def estimate(shape: ModelShape, cfg, ranks: Optional[Sequence[int]] = None, gpu_
             "qlora",
             f"QLoRA 4-bit {q.quant_type.upper()}{' +DQ' if q.double_quant else ''}",
             weight_bytes(shape, "nf4", 4, q.double_quant),
-            activations=activation_bytes(shape, b, seq, ckpt, compute, fused, b_eval),
+            activations=activations(compute),
             overhead=over,
             **adapter,
         ),
@@ -318,10 +321,8 @@ def estimate(shape: ModelShape, cfg, ranks: Optional[Sequence[int]] = None, gpu_
         warnings.append(
             f"resources.gpus_per_worker is 0 (training on CPU); the fit is checked against one {gpu_mem_gib:g} GiB GPU."
         )
-    if fused and (cfg.training.eval_batch_size or b) > 1:
-        # Liger fuses the loss in training only: evaluation's whole logits may be what sets the peak
-        act_b = compute if configured == "qlora" else 2
-        one = activation_bytes(shape, b, seq, ckpt, act_b, fused, 1)
+    if fused:  # Liger fuses the loss in training only: evaluation's whole logits may be what sets the peak
+        one = activations(compute if configured == "qlora" else 2, eval_batch=1)
         if full.activations > one:
             warnings.append(
                 "Evaluation builds the whole logits (Liger fuses the loss only in training) and sets this "

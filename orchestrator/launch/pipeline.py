@@ -19,6 +19,7 @@ import yaml
 
 from orchestrator.core.config import RunConfig
 from orchestrator.core.config_load import describe_space, load_config
+from orchestrator.core.ray_storage import RAY_DIR, TRAIN_RUN_PREFIX, TUNE_DIR
 from orchestrator.core.rundir import TRIALS_DIR, RunDir, run_dir_for
 
 Echo = Callable[..., None]
@@ -134,8 +135,8 @@ def _clean_failed(run_dir: Path, resume: bool, made: Path) -> None:
     folder it created for itself)."""
     if resume or not run_dir.exists():
         return
-    ray_dir = run_dir / "ray"  # Tune's state (`tune`) or the Train run's (`train`: train-<id>)
-    if not (ray_dir / "tune").exists() and not any(ray_dir.glob("train-*")):
+    ray_dir = run_dir / RAY_DIR  # Tune's state (`tune`) or the Train run's (`train`: train-<id>)
+    if not (ray_dir / TUNE_DIR).exists() and not any(ray_dir.glob(f"{TRAIN_RUN_PREFIX}*")):
         shutil.rmtree(run_dir, ignore_errors=True)
         parent = run_dir
         while parent != made:  # the folders it created above it, while empty (another run may be in them)

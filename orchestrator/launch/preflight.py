@@ -277,9 +277,11 @@ def check_resume_kind(run_dir: Path, verb: str) -> None:
     Raises:
         UserError: the folder holds the other kind of run, with the command that continues it.
     """
-    ray_dir = run_dir / "ray"
-    searched = (ray_dir / "tune").is_dir()
-    trained = any(ray_dir.glob("train-*/reports.jsonl"))
+    from orchestrator.core.ray_storage import RAY_DIR, TRAIN_REPORTS, TRAIN_RUN_PREFIX, TUNE_DIR
+
+    ray_dir = run_dir / RAY_DIR
+    searched = (ray_dir / TUNE_DIR).is_dir()
+    trained = any(ray_dir.glob(f"{TRAIN_RUN_PREFIX}*/{TRAIN_REPORTS}"))
     fresh = "or start a new run with --experiment NAME (or --set output.experiment=NAME)"
     if verb == "train" and searched and not trained:
         raise UserError(

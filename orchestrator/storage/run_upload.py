@@ -82,10 +82,9 @@ def _upload(run_dir: Path, storage: RunStorage, files: List[Path]):
         try:
             return bucket.upload(items)  # what an earlier attempt stored is skipped (same checksum)
         except ChecksumMismatch as e:
-            bad = set(e.keys)
-            again = {i.key: _item(run_dir, key, i.path) for i in items if i.key in bad and i.path is not None}
-            changed = [k for k, n in again.items() if n.sha256 != next(i for i in items if i.key == k).sha256]
-            if attempt == CHANGED_FILE_TRIES or len(changed) < len(bad):
+            by_key = {i.key: i for i in items}
+            again = {k: _item(run_dir, key, by_key[k].path) for k in e.keys}
+            if attempt == CHANGED_FILE_TRIES or any(again[k].sha256 == by_key[k].sha256 for k in again):
                 raise  # a file that did not change, or one that keeps changing
             items = [again.get(i.key, i) for i in items]
             time.sleep(1)
